@@ -1,0 +1,224 @@
+"""``rollguard``: the single command-line entry point.
+
+Each part registers its commands here; command bodies import their part lazily so that
+``rollguard --help`` is fast and each service image needs only its own dependency group.
+Every command that reports something takes ``--json``; errors are printed as one clear line
+(and as ``{"error": ...}`` with ``--json``), exit code 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from enum import Enum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from rollguard.errors import RollguardError
+from rollguard.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="rollguard",
+    help="Rollguard: retrain, gate, serve, monitor and roll back an XGBoost model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Monitoring store schema (alembic migrations).", no_args_is_help=True)
+data_app = typer.Typer(help="The transaction log, the weekly feed and ingestion.", no_args_is_help=True)
+features_app = typer.Typer(help="Point-in-time features and labels.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Turn dataclasses, pydantic models, paths, dates and enums into JSON-ready values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if hasattr(obj, "model_dump"):
+        return to_jsonable(obj.model_dump(mode="json"))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, datetime | date):
+        return obj.isoformat()
+    if isinstance(obj, Enum):
+        return obj.value
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return obj.item()
+    return obj
+
+
+def emit(result: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    """Print ``result`` as JSON or as readable text."""
+    if as_json:
+        typer.echo(json.dumps(to_jsonable(result), indent=2, sort_keys=False))
+    elif human is not None:
+        typer.echo(human(result))
+    else:
+        data = to_jsonable(result)
+        if isinstance(data, dict):
+            width = max((len(k) for k in data), default=0)
+            for key, value in data.items():
+                typer.echo(f"{key.ljust(width)}  {value}")
+        else:
+            typer.echo(str(data))
+
+
+def reports_errors(func: F) -> F:
+    """Turn :class:`RollguardError` (and bad settings) into one clear line and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json", False))
+        try:
+            return func(*args, **kwargs)
+        except (RollguardError, ValueError) as exc:
+            if as_json:
+                typer.echo(json.dumps({"error": str(exc), "kind": type(exc).__name__}))
+            else:
+                typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings() -> Settings:
+    """The process settings; a malformed environment is reported as a clear error."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ROLLGUARD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo(f"error: invalid settings: {problems}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+# --- db ------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+@reports_errors
+def db_upgrade(revision: str = "head", as_json: JsonFlag = False) -> None:
+    """Migrate the monitoring store to REVISION (default: the newest)."""
+    from rollguard import db
+
+    s = settings()
+    if s.database_url is None:
+        s.ensure_dirs()
+    db.upgrade(s.monitoring_db_url, revision)
+    emit({"database": _safe_url(s.monitoring_db_url), "revision": db.current_revision(
+        s.monitoring_db_url)}, as_json)
+
+
+@db_app.command("current")
+@reports_errors
+def db_current(as_json: JsonFlag = False) -> None:
+    """Show the store's revision and the newest one this code ships."""
+    from rollguard import db
+
+    s = settings()
+    current = db.current_revision(s.monitoring_db_url)
+    head = db.head_revision()
+    emit(
+        {"database": _safe_url(s.monitoring_db_url), "current": current, "head": head,
+         "up_to_date": current == head},
+        as_json,
+    )
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- data ----------------------------------------------------------------------------------------
+PathOption = Annotated[
+    Path | None,
+    typer.Option("--path", help="A CDNOW-shaped log instead of the copy in Lifetimes 0.11.3."),
+]
+
+
+@data_app.command("info")
+@reports_errors
+def data_info(path: PathOption = None, as_json: JsonFlag = False) -> None:
+    """Verify and summarise the transaction log."""
+    from pipeline import cdnow
+
+    s = settings()
+    use = path or s.dataset_path
+    frame, resolved, digest = cdnow.load_dataset(use, s.dataset_sha256 if path is None else None)
+    source = "user file" if use else f"{cdnow.DISTRIBUTION} {cdnow.DISTRIBUTION_VERSION}"
+    emit(cdnow.describe(frame, resolved, digest, source), as_json)
+
+
+@data_app.command("replay")
+@reports_errors
+def data_replay(
+    until: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Write every week up to the one holding this day."),
+    ] = None,
+    weeks: Annotated[
+        int | None, typer.Option(min=1, help="Write the next N weeks after those already delivered.")
+    ] = None,
+    path: PathOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write the log as one CSV per ISO week into the landing zone, like a production feed."""
+    from pipeline import feed
+
+    if (until is None) == (weeks is None):
+        raise ValueError("give exactly one of --until YYYY-MM-DD or --weeks N")
+    s = settings()
+    result = feed.replay(s, until=until.date() if until else None, weeks=weeks, path=path)
+    emit(result, as_json, feed.format_replay)
+
+
+@data_app.command("ingest")
+@reports_errors
+def data_ingest(as_json: JsonFlag = False) -> None:
+    """Validate new landing files: accept into the warehouse or quarantine with a reason."""
+    from pipeline import ingest
+
+    s = settings()
+    result = ingest.ingest_landing(s)
+    emit(result, as_json, ingest.format_report)
+
+
+# --- features ------------------------------------------------------------------------------------
+@features_app.command("build")
+@reports_errors
+def features_build(
+    cutoff: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="A Monday.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Build the feature and label snapshot at CUTOFF from the ingested warehouse."""
+    from pipeline import snapshots
+
+    s = settings()
+    result = snapshots.build_snapshot(s, cutoff.date())
+    emit(result, as_json)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,30 @@
+"""Errors that Rollguard reports to people: each says what failed, where, and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RollguardError(Exception):
+    """Base of every error the CLI prints as a clear message instead of a stack trace."""
+
+
+class DatasetError(RollguardError):
+    """The transaction log is missing, altered or unparseable.
+
+    Attributes:
+        path: the file concerned.
+        line: 1-based line number of the problem, or None when the whole file is concerned.
+        problem: what is wrong, in words.
+    """
+
+    def __init__(self, path: Path | str, problem: str, line: int | None = None) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {problem}")
+
+
+class ConfigurationError(RollguardError):
+    """A setting or argument cannot be used as given."""

@@ -1,0 +1,157 @@
+"""The one settings object of Rollguard.
+
+Every part reads its configuration from :class:`Settings` (environment variables with the prefix
+``ROLLGUARD_``, plus MLflow's own ``MLFLOW_TRACKING_URI``). Creating a ``Settings`` object has no side
+effects: folders are created by :meth:`Settings.ensure_dirs`, which the commands that write call.
+
+Embedded default: everything lives under ``ROLLGUARD_HOME`` (default ``./.rollguard``) — SQLite files
+for the monitoring store, the MLflow backend, Optuna and Airflow metadata, the local MLflow artifact
+store, and the ``landing/``, ``warehouse/``, ``quarantine/`` and ``reports/`` folders. The stack sets
+PostgreSQL URLs and an MLflow tracking server instead; no code changes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Secret values that are refused outside ``development`` (see :meth:`Settings._refuse_placeholders`).
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "placeholder", "secret", "admin", "token"})
+
+
+class Settings(BaseSettings):
+    """Rollguard configuration, read from ``ROLLGUARD_*`` environment variables.
+
+    Paths are resolved against the current directory when relative. URLs left unset fall back to
+    SQLite files and local folders under :attr:`home` (the embedded default).
+
+    Raises:
+        pydantic.ValidationError: on a malformed value, or a placeholder secret outside development.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ROLLGUARD_", extra="ignore", frozen=True)
+
+    env: Literal["development", "test", "production"] = "development"
+    home: Path = Field(default=Path(".rollguard"), description="Root of all embedded state.")
+
+    # --- stores -------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="Monitoring store (SQLAlchemy URL). Default: SQLite file under home.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ROLLGUARD_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking URI. Default: SQLite backend under home.",
+    )
+    optuna_storage_url: str | None = Field(
+        default=None, description="Optuna RDB storage URL. Default: SQLite file under home."
+    )
+
+    # --- data -----------------------------------------------------------------------------------
+    dataset_path: Path | None = Field(
+        default=None,
+        description="A CDNOW-shaped transaction log to use instead of the copy in Lifetimes 0.11.3.",
+    )
+    dataset_sha256: str | None = Field(
+        default=None,
+        description="Expected SHA-256 of dataset_path; unset means a user file is not checked.",
+    )
+    max_file_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="Largest landing file accepted, in bytes."
+    )
+
+    # --- use case -------------------------------------------------------------------------------
+    horizon_days: int = Field(default=28, gt=0, description="Label horizon after a cutoff, days.")
+    targeting_budget: float = Field(
+        default=0.10, gt=0, le=1, description="Share of customers marketing targets each week."
+    )
+
+    # --- model registry -------------------------------------------------------------------------
+    model_name: str = Field(
+        default="cdnow-repurchase", description="Registered model name in the MLflow registry."
+    )
+
+    # --- secrets --------------------------------------------------------------------------------
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for admin routes (API reload, guard webhook)."
+    )
+
+    @field_validator("home", "dataset_path", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.env != "development" and self.admin_token is not None:
+            if self.admin_token.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "ROLLGUARD_ADMIN_TOKEN is a placeholder; set a real secret outside development"
+                )
+        return self
+
+    # --- derived locations (pure: nothing is created here) ----------------------------------------
+    @property
+    def landing_dir(self) -> Path:
+        """Folder where weekly files arrive (one CSV per ISO week)."""
+        return self.home / "landing"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        """Partitioned Parquet of accepted transactions, and feature snapshots."""
+        return self.home / "warehouse"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Rejected files, each beside a ``.reason.json``; nothing here is ever deleted."""
+        return self.home / "quarantine"
+
+    @property
+    def reports_dir(self) -> Path:
+        """HTML and JSON reports (drift, gate, demo)."""
+        return self.home / "reports"
+
+    @property
+    def monitoring_db_url(self) -> str:
+        """SQLAlchemy URL of the monitoring store."""
+        return self.database_url or f"sqlite:///{self.home / 'monitoring.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI (embedded: SQLite backend under home)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        """Local artifact root used with the embedded MLflow backend."""
+        return self.home / "mlartifacts"
+
+    @property
+    def optuna_url(self) -> str:
+        """Optuna RDB storage URL."""
+        return self.optuna_storage_url or f"sqlite:///{self.home / 'optuna.db'}"
+
+    def ensure_dirs(self) -> None:
+        """Create the embedded folders under :attr:`home` (idempotent)."""
+        for path in (
+            self.home,
+            self.landing_dir,
+            self.warehouse_dir,
+            self.quarantine_dir,
+            self.reports_dir,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment.
+
+    Tests and tools that need other values construct :class:`Settings` directly and pass it on.
+    """
+    return Settings()
