@@ -83,7 +83,9 @@ def locate_master_file() -> Path:
     raise DatasetError(MASTER_FILE, f"not listed in the files of {DISTRIBUTION} {dist.version}")
 
 
-def resolve_dataset(path: Path | None = None, expected_sha256: str | None = None) -> tuple[Path, str]:
+def resolve_dataset(
+    path: Path | None = None, expected_sha256: str | None = None
+) -> tuple[Path, str]:
     """Pick the transaction log to use and verify it.
 
     Args:
@@ -108,7 +110,8 @@ def resolve_dataset(path: Path | None = None, expected_sha256: str | None = None
     actual = sha256_file(path)
     if expected is not None and actual != expected.lower():
         raise DatasetError(
-            path, f"SHA-256 mismatch: expected {expected.lower()}, found {actual}; the file is altered"
+            path,
+            f"SHA-256 mismatch: expected {expected.lower()}, found {actual}; the file is altered",
         )
     return path, actual
 
@@ -127,7 +130,9 @@ def parse_transactions(path: Path) -> pd.DataFrame:
         text = path.read_text(encoding="ascii")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DatasetError(path, f"not ASCII text (byte 0x{exc.object[exc.start]:02x})", line) from exc
+        raise DatasetError(
+            path, f"not ASCII text (byte 0x{exc.object[exc.start]:02x})", line
+        ) from exc
     except OSError as exc:
         raise DatasetError(path, f"cannot read: {exc.strerror}") from exc
     lines = text.splitlines()
@@ -141,7 +146,9 @@ def parse_transactions(path: Path) -> pd.DataFrame:
             continue
         parts = raw.split()
         if len(parts) != 4:
-            raise DatasetError(path, f"expected 4 fields, found {len(parts)}: {raw.strip()!r}", lineno)
+            raise DatasetError(
+                path, f"expected 4 fields, found {len(parts)}: {raw.strip()!r}", lineno
+            )
         c, d, n, v = parts
         try:
             cid = int(c)

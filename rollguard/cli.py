@@ -31,7 +31,9 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="Monitoring store schema (alembic migrations).", no_args_is_help=True)
-data_app = typer.Typer(help="The transaction log, the weekly feed and ingestion.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="The transaction log, the weekly feed and ingestion.", no_args_is_help=True
+)
 features_app = typer.Typer(help="Point-in-time features and labels.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")
@@ -104,7 +106,8 @@ def settings() -> Settings:
         return get_settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"ROLLGUARD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"ROLLGUARD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
         )
         typer.echo(f"error: invalid settings: {problems}", err=True)
         raise typer.Exit(code=2) from None
@@ -121,8 +124,13 @@ def db_upgrade(revision: str = "head", as_json: JsonFlag = False) -> None:
     if s.database_url is None:
         s.ensure_dirs()
     db.upgrade(s.monitoring_db_url, revision)
-    emit({"database": _safe_url(s.monitoring_db_url), "revision": db.current_revision(
-        s.monitoring_db_url)}, as_json)
+    emit(
+        {
+            "database": _safe_url(s.monitoring_db_url),
+            "revision": db.current_revision(s.monitoring_db_url),
+        },
+        as_json,
+    )
 
 
 @db_app.command("current")
@@ -135,8 +143,12 @@ def db_current(as_json: JsonFlag = False) -> None:
     current = db.current_revision(s.monitoring_db_url)
     head = db.head_revision()
     emit(
-        {"database": _safe_url(s.monitoring_db_url), "current": current, "head": head,
-         "up_to_date": current == head},
+        {
+            "database": _safe_url(s.monitoring_db_url),
+            "current": current,
+            "head": head,
+            "up_to_date": current == head,
+        },
         as_json,
     )
 
@@ -175,7 +187,8 @@ def data_replay(
         typer.Option(formats=["%Y-%m-%d"], help="Write every week up to the one holding this day."),
     ] = None,
     weeks: Annotated[
-        int | None, typer.Option(min=1, help="Write the next N weeks after those already delivered.")
+        int | None,
+        typer.Option(min=1, help="Write the next N weeks after those already delivered."),
     ] = None,
     path: PathOption = None,
     as_json: JsonFlag = False,

@@ -20,7 +20,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Secret values that are refused outside ``development`` (see :meth:`Settings._refuse_placeholders`).
-PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "placeholder", "secret", "admin", "token"})
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "placeholder", "secret", "admin", "token"}
+)
 
 
 class Settings(BaseSettings):
@@ -88,11 +90,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
-        if self.env != "development" and self.admin_token is not None:
-            if self.admin_token.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError(
-                    "ROLLGUARD_ADMIN_TOKEN is a placeholder; set a real secret outside development"
-                )
+        token = self.admin_token
+        if (
+            self.env != "development"
+            and token is not None
+            and token.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+        ):
+            raise ValueError(
+                "ROLLGUARD_ADMIN_TOKEN is a placeholder; set a real secret outside development"
+            )
         return self
 
     # --- derived locations (pure: nothing is created here) ----------------------------------------

@@ -58,13 +58,19 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(self.url + self.ready_path, timeout=2.0).is_success:
                     return self
@@ -112,12 +118,24 @@ def start_mlflow_server(root: Path, log_dir: Path) -> ServerProcess:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [
-        venv_bin("mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        venv_bin("mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     return ServerProcess(
-        "mlflow", argv, port=port, ready_path="/health", log_dir=log_dir,
+        "mlflow",
+        argv,
+        port=port,
+        ready_path="/health",
+        log_dir=log_dir,
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     ).start(timeout=120)

@@ -1,0 +1,43 @@
+# One file of targets for people and CI alike. `make demo` and `make test` set everything up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv: the one on PATH, else a private copy in .tools/ (installed from PyPI with pip).
+UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --locked
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test lint format bench clean-home
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet 'uv>=0.5,<1'
+
+setup: $(UV) ## Create .venv with every dependency group from the lock file
+	$(UV) sync --locked --all-groups
+
+demo: setup ## Set up, then run the main job (replay CDNOW through the loop)
+	$(RUN) rollguard demo
+
+test: setup ## Set up, then run the linters and the whole test suite
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) pytest $(PYTEST_ARGS)
+
+lint: setup ## Linters and type checks only
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy rollguard
+
+format: setup ## Apply the formatter and safe lint fixes
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+bench: setup ## Run every benchmark script
+	for script in benchmarks/bench_*.py; do $(RUN) python $$script || exit 1; done
+
+clean-home: ## Delete the embedded state folder (.rollguard/)
+	rm -rf .rollguard

@@ -1,0 +1,148 @@
+"""The weekly feed: turn the historical log into one CSV per ISO week in the landing zone, as a
+production feed would deliver them (``replay``), so that the stack runs as if time passed.
+
+File format (what ingestion expects): UTF-8 CSV named ``<source>_YYYY-Www.csv`` with the header
+``transaction_id,customer_id,date,number_of_cds,dollar_value``; ``date`` is ``YYYY-MM-DD`` and every
+date lies inside the ISO week of the file name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import cdnow
+from rollguard.settings import Settings
+from rollguard.usecase import find_iso_week, parse_iso_week
+
+FEED_COLUMNS = ("transaction_id", "customer_id", "date", "number_of_cds", "dollar_value")
+FEED_PREFIX = "cdnow_"
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What a replay delivered. ``written``: files created; ``unchanged``: already there with the
+    same content; ``conflicts``: already there with other content (left as they are)."""
+
+    landing_dir: str
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    newest_week: str | None = None
+    weeks_available: int = 0
+
+
+def week_file_name(week: str) -> str:
+    """Landing file name of ``week`` (``cdnow_1997-W01.csv``)."""
+    return f"{FEED_PREFIX}{week}.csv"
+
+
+def render_week(rows: pd.DataFrame) -> bytes:
+    """CSV bytes of one week's purchases, sorted by ``transaction_id`` (deterministic)."""
+    out = rows.sort_values("transaction_id").loc[:, list(FEED_COLUMNS)].copy()
+    out["date"] = out["date"].dt.strftime("%Y-%m-%d")
+    return out.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def delivered_weeks(settings: Settings) -> set[str]:
+    """Weeks this feed has already delivered: files in the landing zone or moved to quarantine."""
+    weeks: set[str] = set()
+    for folder in (settings.landing_dir, settings.quarantine_dir):
+        if folder.exists():
+            for path in folder.rglob(f"*{FEED_PREFIX}*.csv"):
+                week = find_iso_week(path.name)
+                if week:
+                    weeks.add(week)
+    return weeks
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary file and a rename (no torn files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replay(
+    settings: Settings,
+    *,
+    until: date | None = None,
+    weeks: int | None = None,
+    path: Path | None = None,
+) -> ReplayResult:
+    """Deliver weekly files into the landing zone.
+
+    Args:
+        until: deliver every week whose Monday is on or before this day's week.
+        weeks: deliver the next N weeks after the newest already delivered.
+        path: a CDNOW-shaped log instead of the packaged one (default: ``settings.dataset_path``).
+
+    Idempotent: a file already present with the same bytes is left alone; one with other bytes is
+    reported as a conflict and never overwritten.
+
+    Raises:
+        ValueError: neither or both of ``until`` and ``weeks``.
+        DatasetError: the source log is missing, altered or unparseable.
+    """
+    if (until is None) == (weeks is None):
+        raise ValueError("give exactly one of until or weeks")
+    use = path or settings.dataset_path
+    transactions, _, _ = cdnow.load_dataset(use, settings.dataset_sha256 if path is None else None)
+    iso = transactions["date"].dt.isocalendar()
+    labels = iso["year"].astype(str) + "-W" + iso["week"].astype(str).str.zfill(2)
+    all_weeks = sorted(labels.unique())
+
+    if until is not None:
+        targets = [w for w in all_weeks if parse_iso_week(w) <= until]
+    else:
+        done = delivered_weeks(settings)
+        newest = max(done) if done else None
+        pending = [w for w in all_weeks if newest is None or w > newest]
+        targets = pending[: weeks or 0]
+
+    settings.landing_dir.mkdir(parents=True, exist_ok=True)
+    result = ReplayResult(landing_dir=str(settings.landing_dir), weeks_available=len(all_weeks))
+    for week in targets:
+        target = settings.landing_dir / week_file_name(week)
+        content = render_week(transactions[labels == week])
+        if target.exists():
+            (result.unchanged if target.read_bytes() == content else result.conflicts).append(
+                target.name
+            )
+            continue
+        write_atomic(target, content)
+        result.written.append(target.name)
+    newest_week = max(targets) if targets else None
+    return ReplayResult(
+        landing_dir=result.landing_dir,
+        written=result.written,
+        unchanged=result.unchanged,
+        conflicts=result.conflicts,
+        newest_week=newest_week,
+        weeks_available=len(all_weeks),
+    )
+
+
+def format_replay(result: ReplayResult) -> str:
+    """One readable paragraph about a replay."""
+    lines = [
+        f"landing zone: {result.landing_dir}",
+        f"written: {len(result.written)}  unchanged: {len(result.unchanged)}  "
+        f"conflicts: {len(result.conflicts)}  (newest week {result.newest_week or '-'}, "
+        f"{result.weeks_available} weeks in the log)",
+    ]
+    lines += [f"  conflict (kept as is): {name}" for name in result.conflicts]
+    return "\n".join(lines)

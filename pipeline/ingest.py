@@ -1,0 +1,419 @@
+"""Ingestion: validate each new landing file, accept its rows into the warehouse (Parquet
+partitioned by ISO week) or move the whole file to quarantine with a machine-readable reason.
+
+Rules (every decision lands in the ``ingestion_ledger`` table of the monitoring store):
+
+* A file is identified by its content (SHA-256): a renamed copy of ingested data is recorded once
+  as ``duplicate`` and adds nothing. A file name + content already in the ledger is skipped, so
+  re-running ingestion changes nothing.
+* A bad file is moved to ``quarantine/`` beside a ``.reason.json``; it is never deleted and never
+  stops the other files of the run.
+* One accepted batch per ISO week: a second, different file for an accepted week is quarantined
+  (``week_already_ingested``); corrections are an operator's decision, not a silent double count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from io import BytesIO
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pipeline.cdnow import sha256_file
+from pipeline.feed import FEED_COLUMNS, write_atomic
+from rollguard.db.models import IngestionDecision
+from rollguard.settings import Settings
+from rollguard.store import open_store
+from rollguard.usecase import find_iso_week, parse_iso_week
+
+#: Every reason a file can be quarantined for.
+REASON_CODES = (
+    "bad_filename",  # no ISO week (YYYY-Www) in the file name
+    "too_large",  # above ROLLGUARD_MAX_FILE_BYTES
+    "empty_file",  # zero bytes
+    "bad_encoding",  # not UTF-8
+    "schema_mismatch",  # header lacks or adds columns
+    "header_only",  # a header and no rows
+    "bad_type",  # a value that does not parse as its column's type
+    "negative_value",  # negative number_of_cds or dollar_value
+    "date_outside_week",  # a date outside the ISO week of the file name
+    "duplicate_rows",  # a transaction_id more than once
+    "week_already_ingested",  # another file for this week was accepted before
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of validating one file: ``rows`` when valid, else a reason code and detail."""
+
+    week: str | None
+    rows: pd.DataFrame | None = None
+    reason_code: str | None = None
+    reason_detail: str | None = None
+    line: int | None = None
+    column: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason_code is None
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What ingestion did with one file."""
+
+    file: str
+    status: str  # accepted | quarantined | duplicate | skipped
+    batch_id: str
+    week: str | None = None
+    n_rows: int | None = None
+    reason_code: str | None = None
+    reason_detail: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """All outcomes of one ingestion run, by status."""
+
+    accepted: list[FileOutcome] = field(default_factory=list)
+    quarantined: list[FileOutcome] = field(default_factory=list)
+    duplicates: list[FileOutcome] = field(default_factory=list)
+    skipped: list[FileOutcome] = field(default_factory=list)
+
+
+def _bad(
+    week: str | None, code: str, detail: str, line: int | None = None, column: str | None = None
+) -> Verdict:
+    return Verdict(week=week, reason_code=code, reason_detail=detail, line=line, column=column)
+
+
+def validate_file(path: Path, max_bytes: int) -> Verdict:
+    """Validate one landing file (see the module docstring for the format and :data:`REASON_CODES`).
+
+    Returns:
+        A :class:`Verdict` whose ``rows`` hold the typed purchases (columns of
+        ``pipeline.cdnow.TRANSACTION_DTYPES``) when the file is valid. The first problem found
+        is reported, with the 1-based line and the column where it applies.
+    """
+    week = find_iso_week(path.name)
+    if week is None:
+        return _bad(None, "bad_filename", f"no ISO week (YYYY-Www) in the file name {path.name!r}")
+    try:
+        monday = parse_iso_week(week)
+    except ValueError as exc:
+        return _bad(None, "bad_filename", str(exc))
+    size = path.stat().st_size
+    if size > max_bytes:
+        return _bad(week, "too_large", f"{size} bytes is above the limit of {max_bytes} bytes")
+    if size == 0:
+        return _bad(week, "empty_file", "the file has zero bytes")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return _bad(
+            week,
+            "bad_encoding",
+            f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
+            line=line,
+        )
+    try:
+        frame = pd.read_csv(
+            BytesIO(text.encode("utf-8")), dtype=str, keep_default_na=False, skip_blank_lines=True
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        return _bad(week, "schema_mismatch", f"not a CSV table: {exc}".strip())
+    columns = [c.strip() for c in frame.columns]
+    missing = [c for c in FEED_COLUMNS if c not in columns]
+    extra = [c for c in columns if c not in FEED_COLUMNS]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {missing}")
+        if extra:
+            parts.append(f"unexpected columns {extra}")
+        return _bad(
+            week, "schema_mismatch", "; ".join(parts) + f" (expected {list(FEED_COLUMNS)})", line=1
+        )
+    frame.columns = columns
+    if frame.empty:
+        return _bad(week, "header_only", "a header and no rows")
+
+    typed: dict[str, pd.Series] = {}
+    for column, kind in (
+        ("transaction_id", "int"),
+        ("customer_id", "int"),
+        ("number_of_cds", "int"),
+        ("dollar_value", "float"),
+    ):
+        values = frame[column].str.strip()
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() | ~numbers.map(lambda v: math.isfinite(v) if v == v else False)
+        if kind == "int":
+            bad |= numbers.notna() & (numbers != numbers.round())
+        if bad.any():
+            i = int(bad.idxmax())
+            return _bad(
+                week,
+                "bad_type",
+                f"{column} {frame[column].iloc[i]!r} is not {'an integer' if kind == 'int' else 'a finite number'}",
+                line=i + 2,
+                column=column,
+            )
+        typed[column] = numbers.astype("int64" if kind == "int" else "float64")
+    dates = pd.to_datetime(frame["date"].str.strip(), format="%Y-%m-%d", errors="coerce")
+    if dates.isna().any():
+        i = int(dates.isna().idxmax())
+        return _bad(
+            week,
+            "bad_type",
+            f"date {frame['date'].iloc[i]!r} is not a YYYY-MM-DD date",
+            line=i + 2,
+            column="date",
+        )
+    for column in ("number_of_cds", "dollar_value"):
+        negative = typed[column] < 0
+        if negative.any():
+            i = int(negative.idxmax())
+            return _bad(
+                week,
+                "negative_value",
+                f"{column} is {typed[column].iloc[i]} (< 0)",
+                line=i + 2,
+                column=column,
+            )
+    start = pd.Timestamp(monday)
+    outside = (dates < start) | (dates >= start + pd.Timedelta(days=7))
+    if outside.any():
+        i = int(outside.idxmax())
+        return _bad(
+            week,
+            "date_outside_week",
+            f"date {dates.iloc[i].date()} is outside {week} "
+            f"({monday} to {monday + timedelta(days=6)})",
+            line=i + 2,
+            column="date",
+        )
+    dup = typed["transaction_id"].duplicated()
+    if dup.any():
+        i = int(dup.idxmax())
+        return _bad(
+            week,
+            "duplicate_rows",
+            f"transaction_id {typed['transaction_id'].iloc[i]} appears more than once "
+            f"({int(typed['transaction_id'].duplicated(keep=False).sum())} rows involved)",
+            line=i + 2,
+            column="transaction_id",
+        )
+    rows = pd.DataFrame(
+        {
+            "transaction_id": typed["transaction_id"],
+            "customer_id": typed["customer_id"],
+            "date": dates.astype("datetime64[ns]"),
+            "number_of_cds": typed["number_of_cds"],
+            "dollar_value": typed["dollar_value"],
+        }
+    )
+    return Verdict(week=week, rows=rows)
+
+
+def batch_id_of(sha256: str) -> str:
+    """Batch id of a file: the first 16 hex digits of its SHA-256."""
+    return sha256[:16]
+
+
+def ingest_landing(settings: Settings, *, engine: Engine | None = None) -> IngestReport:
+    """Ingest every file in the landing zone (sorted by name); see the module docstring.
+
+    Args:
+        settings: locations and the size limit.
+        engine: the monitoring store (default: opened from settings, migrated when embedded).
+
+    Returns:
+        An :class:`IngestReport`. Files already decided are listed under ``skipped``.
+    """
+    engine = engine or open_store(settings)
+    settings.ensure_dirs()
+    report = IngestReport()
+    files = sorted(
+        p for p in settings.landing_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+    )
+    for path in files:
+        outcome = _ingest_one(path, settings, engine)
+        {
+            "accepted": report.accepted,
+            "quarantined": report.quarantined,
+            "duplicate": report.duplicates,
+            "skipped": report.skipped,
+        }[outcome.status].append(outcome)
+    return report
+
+
+def _ingest_one(path: Path, settings: Settings, engine: Engine) -> FileOutcome:
+    sha = sha256_file(path)
+    batch = batch_id_of(sha)
+    with Session(engine) as session:
+        known = session.scalars(
+            select(IngestionDecision).where(IngestionDecision.content_sha256 == sha)
+        ).all()
+        same_name = next((d for d in known if d.file_name == path.name), None)
+        if same_name is not None:
+            if same_name.status == "quarantined":
+                _finish_quarantine(path, Path(same_name.quarantine_path or ""))
+            return FileOutcome(
+                path.name,
+                "skipped",
+                batch,
+                same_name.week,
+                reason_code="already_decided",
+                reason_detail=f"decided {same_name.status} on "
+                f"{same_name.decided_at:%Y-%m-%d %H:%M}",
+            )
+        accepted_copy = next((d for d in known if d.status == "accepted"), None)
+        if accepted_copy is not None:
+            decision = IngestionDecision(
+                batch_id=batch,
+                file_name=path.name,
+                content_sha256=sha,
+                size_bytes=path.stat().st_size,
+                week=accepted_copy.week,
+                status="duplicate",
+                reason_code="same_content",
+                reason_detail=f"same content as {accepted_copy.file_name} "
+                f"(batch {accepted_copy.batch_id})",
+                decided_at=datetime.now(UTC),
+            )
+            return _record(session, decision, path)
+
+        verdict = validate_file(path, settings.max_file_bytes)
+        if verdict.ok and verdict.week is not None:
+            taken = session.scalars(
+                select(IngestionDecision).where(
+                    IngestionDecision.week == verdict.week, IngestionDecision.status == "accepted"
+                )
+            ).first()
+            if taken is not None:
+                verdict = _bad(
+                    verdict.week,
+                    "week_already_ingested",
+                    f"{verdict.week} was accepted from {taken.file_name} "
+                    f"(batch {taken.batch_id}); a correction needs an operator",
+                )
+        now = datetime.now(UTC)
+        if verdict.ok:
+            assert verdict.rows is not None and verdict.week is not None
+            target = (
+                settings.warehouse_dir
+                / "transactions"
+                / f"week={verdict.week}"
+                / f"batch-{batch}.parquet"
+            )
+            buf = BytesIO()
+            verdict.rows.assign(batch_id=batch).to_parquet(buf, index=False)
+            write_atomic(target, buf.getvalue())
+            decision = IngestionDecision(
+                batch_id=batch,
+                file_name=path.name,
+                content_sha256=sha,
+                size_bytes=path.stat().st_size,
+                week=verdict.week,
+                status="accepted",
+                n_rows=len(verdict.rows),
+                warehouse_path=str(target),
+                decided_at=now,
+            )
+            return _record(session, decision, path)
+
+        destination = settings.quarantine_dir / f"{batch}_{path.name}"
+        reason = {
+            "file": path.name,
+            "sha256": sha,
+            "batch_id": batch,
+            "week": verdict.week,
+            "reason_code": verdict.reason_code,
+            "reason_detail": verdict.reason_detail,
+            "line": verdict.line,
+            "column": verdict.column,
+            "decided_at": now.isoformat(),
+        }
+        shutil.copy2(path, destination)
+        write_atomic(
+            destination.with_name(destination.name + ".reason.json"),
+            json.dumps(reason, indent=2).encode("utf-8"),
+        )
+        detail = verdict.reason_detail or ""
+        if verdict.line is not None:
+            detail = f"line {verdict.line}: {detail}"
+        decision = IngestionDecision(
+            batch_id=batch,
+            file_name=path.name,
+            content_sha256=sha,
+            size_bytes=path.stat().st_size,
+            week=verdict.week,
+            status="quarantined",
+            reason_code=verdict.reason_code,
+            reason_detail=detail,
+            quarantine_path=str(destination),
+            decided_at=now,
+        )
+        outcome = _record(session, decision, path)
+        _finish_quarantine(path, destination)
+        return outcome
+
+
+def _record(session: Session, decision: IngestionDecision, path: Path) -> FileOutcome:
+    """Insert the ledger row; a concurrent run that decided first wins and this one skips."""
+    session.add(decision)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return FileOutcome(
+            path.name,
+            "skipped",
+            decision.batch_id,
+            decision.week,
+            reason_code="already_decided",
+            reason_detail="decided by a concurrent ingestion run",
+        )
+    return FileOutcome(
+        file=path.name,
+        status=decision.status,
+        batch_id=decision.batch_id,
+        week=decision.week,
+        n_rows=decision.n_rows,
+        reason_code=decision.reason_code,
+        reason_detail=decision.reason_detail,
+    )
+
+
+def _finish_quarantine(path: Path, destination: Path) -> None:
+    """Remove the landing copy once the quarantine copy is in place (crash-safe order: copy,
+    record, then unlink)."""
+    if destination.name and destination.exists() and path.exists():
+        os.unlink(path)
+
+
+def format_report(report: IngestReport) -> str:
+    """Readable lines for ``rollguard data ingest``."""
+    lines = [
+        f"accepted: {len(report.accepted)}  quarantined: {len(report.quarantined)}  "
+        f"duplicates: {len(report.duplicates)}  skipped (already decided): {len(report.skipped)}"
+    ]
+    for o in report.accepted:
+        lines.append(f"  accepted    {o.file}  week {o.week}  {o.n_rows} rows  batch {o.batch_id}")
+    for o in report.quarantined:
+        lines.append(f"  quarantined {o.file}  [{o.reason_code}] {o.reason_detail}")
+    for o in report.duplicates:
+        lines.append(f"  duplicate   {o.file}  {o.reason_detail}")
+    return "\n".join(lines)

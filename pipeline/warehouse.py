@@ -1,0 +1,44 @@
+"""Read the warehouse: the accepted batches named by the ingestion ledger (never a stray file)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from pipeline.cdnow import TRANSACTION_DTYPES
+from rollguard.db.models import IngestionDecision
+from rollguard.settings import Settings
+from rollguard.store import open_store
+
+
+def accepted_batches(
+    settings: Settings, *, engine: Engine | None = None
+) -> list[IngestionDecision]:
+    """Ledger rows of accepted batches, oldest week first (detached ORM objects)."""
+    engine = engine or open_store(settings)
+    with Session(engine, expire_on_commit=False) as session:
+        rows = session.scalars(
+            select(IngestionDecision)
+            .where(IngestionDecision.status == "accepted")
+            .order_by(IngestionDecision.week, IngestionDecision.id)
+        ).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def ingested_weeks(settings: Settings, *, engine: Engine | None = None) -> list[str]:
+    """Sorted ISO week labels (``1997-W05``) with an accepted batch."""
+    return sorted({b.week for b in accepted_batches(settings, engine=engine) if b.week})
+
+
+def load_transactions(settings: Settings, *, engine: Engine | None = None) -> pd.DataFrame:
+    """All accepted purchases: one row per purchase with the columns of
+    :data:`pipeline.cdnow.TRANSACTION_DTYPES` plus ``batch_id``, sorted by date and transaction id.
+    Empty (typed) when nothing has been accepted."""
+    frames = [pd.read_parquet(b.warehouse_path) for b in accepted_batches(settings, engine=engine)]
+    if not frames:
+        empty = pd.DataFrame({k: pd.Series(dtype=v) for k, v in TRANSACTION_DTYPES.items()})
+        return empty.assign(batch_id=pd.Series(dtype="object"))
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["date", "transaction_id"], kind="stable").reset_index(drop=True)

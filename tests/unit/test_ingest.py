@@ -1,0 +1,176 @@
+"""Replay and ingestion: every bad file is quarantined with its own reason, good files go on, and
+running anything twice changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline import feed
+from pipeline.ingest import ingest_landing
+from pipeline.warehouse import ingested_weeks, load_transactions
+from rollguard.db.models import IngestionDecision
+from rollguard.settings import Settings
+from rollguard.store import open_store
+
+GOOD = (
+    "transaction_id,customer_id,date,number_of_cds,dollar_value\n"
+    "1,1,1997-03-04,1,11.77\n"
+    "2,2,1997-03-05,5,77.00\n"
+)
+HEADER = GOOD.splitlines()[0] + "\n"
+
+BAD_FILES: dict[str, tuple[str, bytes]] = {
+    "bad_filename": ("cdnow_march.csv", (HEADER + "1,1,1997-03-04,1,9.99\n").encode()),
+    "empty_file": ("cdnow_1997-W11.csv", b""),
+    "header_only": ("cdnow_1997-W12.csv", HEADER.encode()),
+    "bad_encoding": (
+        "cdnow_1997-W13.csv",
+        (HEADER + "1,1,1997-03-25,1,11\xe9\n").encode("latin-1"),
+    ),
+    "schema_mismatch": ("cdnow_1997-W14.csv", b"customer_id,date,amount\n1,1997-04-01,3.0\n"),
+    "bad_type": ("cdnow_1997-W15.csv", (HEADER + "1,1,1997-04-08,two,11.77\n").encode()),
+    "negative_value": ("cdnow_1997-W16.csv", (HEADER + "1,1,1997-04-15,1,-11.77\n").encode()),
+    "date_outside_week": ("cdnow_1997-W17.csv", (HEADER + "1,1,1997-05-22,1,11.77\n").encode()),
+    "duplicate_rows": (
+        "cdnow_1997-W18.csv",
+        (HEADER + "7,1,1997-04-29,1,11.77\n7,1,1997-04-29,1,11.77\n").encode(),
+    ),
+    "too_large": ("cdnow_1997-W19.csv", (HEADER + "1,1,1997-05-06,1,11.77\n" * 200).encode()),
+}
+
+
+def _ledger(settings: Settings) -> list[tuple]:
+    with Session(open_store(settings)) as session:
+        rows = session.scalars(select(IngestionDecision).order_by(IngestionDecision.id)).all()
+        return [(r.file_name, r.content_sha256, r.status, r.reason_code, r.week) for r in rows]
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_each_bad_file_is_quarantined_with_its_reason_and_good_files_go_on(home: Path) -> None:
+    settings = Settings(home=home, max_file_bytes=2_000)
+    settings.landing_dir.mkdir(parents=True)
+    (settings.landing_dir / "cdnow_1997-W10.csv").write_text(GOOD)
+    for name, content in BAD_FILES.values():
+        (settings.landing_dir / name).write_bytes(content)
+
+    report = ingest_landing(settings)
+
+    assert [o.file for o in report.accepted] == ["cdnow_1997-W10.csv"]
+    got = {o.file: o.reason_code for o in report.quarantined}
+    assert got == {name: code for code, (name, _) in BAD_FILES.items()}
+    for outcome in report.quarantined:
+        copies = list(settings.quarantine_dir.glob(f"*_{outcome.file}"))
+        assert len(copies) == 1, "the bad file is kept in quarantine, never deleted"
+        assert copies[0].read_bytes() == dict(BAD_FILES.values())[outcome.file]
+        reason = json.loads(Path(str(copies[0]) + ".reason.json").read_text())
+        assert reason["reason_code"] == outcome.reason_code
+        assert reason["reason_detail"]
+        assert not (settings.landing_dir / outcome.file).exists()
+    assert {r[2] for r in _ledger(settings)} == {"accepted", "quarantined"}
+    assert len(_ledger(settings)) == 1 + len(BAD_FILES)
+
+
+def test_reasons_name_the_line_and_column(home: Path) -> None:
+    settings = Settings(home=home)
+    settings.landing_dir.mkdir(parents=True)
+    name, content = BAD_FILES["bad_type"]
+    (settings.landing_dir / name).write_bytes(content)
+    (outcome,) = ingest_landing(settings).quarantined
+    assert outcome.reason_detail == "line 2: number_of_cds 'two' is not an integer"
+
+
+def test_renamed_copy_is_not_new_data(home: Path) -> None:
+    settings = Settings(home=home)
+    settings.landing_dir.mkdir(parents=True)
+    (settings.landing_dir / "cdnow_1997-W10.csv").write_text(GOOD)
+    ingest_landing(settings)
+    (settings.landing_dir / "copy_of_1997-W10.csv").write_text(GOOD)
+    report = ingest_landing(settings)
+    assert [o.file for o in report.duplicates] == ["copy_of_1997-W10.csv"]
+    assert not report.accepted
+    assert len(load_transactions(settings)) == 2
+    again = ingest_landing(settings)
+    assert not again.duplicates and len(again.skipped) == 2
+
+
+def test_a_second_different_file_for_an_accepted_week_is_quarantined(home: Path) -> None:
+    settings = Settings(home=home)
+    settings.landing_dir.mkdir(parents=True)
+    (settings.landing_dir / "cdnow_1997-W10.csv").write_text(GOOD)
+    ingest_landing(settings)
+    (settings.landing_dir / "fix_1997-W10.csv").write_text(GOOD + "3,3,1997-03-06,1,1.00\n")
+    (outcome,) = ingest_landing(settings).quarantined
+    assert outcome.reason_code == "week_already_ingested"
+    assert len(load_transactions(settings)) == 2
+
+
+def test_replay_and_ingest_twice_equal_once(home: Path) -> None:
+    settings = Settings(home=home)
+    first = feed.replay(settings, weeks=10)
+    assert len(first.written) == 10
+    report = ingest_landing(settings)
+    assert len(report.accepted) == 10
+    ledger, warehouse = _ledger(settings), _tree_digest(settings.warehouse_dir)
+
+    again = feed.replay(settings, until=pd.Timestamp("1997-03-03").date())
+    assert again.written == [] and len(again.unchanged) == 10
+    second = ingest_landing(settings)
+    assert not second.accepted and not second.quarantined and len(second.skipped) == 10
+    assert _ledger(settings) == ledger
+    assert _tree_digest(settings.warehouse_dir) == warehouse
+    assert ingested_weeks(settings) == [f"1997-W{i:02d}" for i in range(1, 11)]
+
+
+def test_replay_weeks_continues_after_the_newest_delivered_week(home: Path) -> None:
+    settings = Settings(home=home)
+    feed.replay(settings, weeks=2)
+    nxt = feed.replay(settings, weeks=3)
+    assert nxt.written == ["cdnow_1997-W03.csv", "cdnow_1997-W04.csv", "cdnow_1997-W05.csv"]
+
+
+def test_replay_never_overwrites_a_different_file(home: Path) -> None:
+    settings = Settings(home=home)
+    settings.landing_dir.mkdir(parents=True)
+    mine = settings.landing_dir / "cdnow_1997-W01.csv"
+    mine.write_text(GOOD)
+    result = feed.replay(settings, until=pd.Timestamp("1997-01-08").date())
+    assert result.conflicts == ["cdnow_1997-W01.csv"]
+    assert mine.read_text() == GOOD
+
+
+def test_warehouse_matches_the_source_log(home: Path) -> None:
+    from pipeline.cdnow import load_dataset
+
+    settings = Settings(home=home)
+    feed.replay(settings, until=pd.Timestamp("1997-02-09").date())
+    ingest_landing(settings)
+    stored = load_transactions(settings).drop(columns="batch_id")
+    source, _, _ = load_dataset()
+    expected = source[source["date"] < "1997-02-10"].sort_values(["date", "transaction_id"])
+    pd.testing.assert_frame_equal(stored, expected.reset_index(drop=True))
+
+
+@pytest.mark.parametrize("code", sorted(BAD_FILES))
+def test_bad_file_does_not_block_the_good_files_after_it(home: Path, code: str) -> None:
+    settings = Settings(home=home, max_file_bytes=2_000)
+    settings.landing_dir.mkdir(parents=True)
+    name, content = BAD_FILES[code]
+    (settings.landing_dir / ("a_" + name)).write_bytes(content)
+    (settings.landing_dir / "z_cdnow_1997-W10.csv").write_text(GOOD)
+    report = ingest_landing(settings)
+    assert [o.reason_code for o in report.quarantined] == [code]
+    assert [o.file for o in report.accepted] == ["z_cdnow_1997-W10.csv"]
