@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -90,6 +90,8 @@ def replay(
         weeks: deliver the next N weeks after the newest already delivered.
         path: a CDNOW-shaped log instead of the packaged one (default: ``settings.dataset_path``).
 
+    Only complete weeks are delivered (see the comment in the body).
+
     Idempotent: a file already present with the same bytes is left alone; one with other bytes is
     reported as a conflict and never overwritten.
 
@@ -103,7 +105,13 @@ def replay(
     transactions, _, _ = cdnow.load_dataset(use, settings.dataset_sha256 if path is None else None)
     iso = transactions["date"].dt.isocalendar()
     labels = iso["year"].astype(str) + "-W" + iso["week"].astype(str).str.zfill(2)
-    all_weeks = sorted(labels.unique())
+    # A feed delivers a week once it has ended: a trailing week that the log does not cover to its
+    # Sunday (CDNOW's 1998-W27 holds only 1998-06-29 and -30) is never delivered, so that no label
+    # window is taken for complete when it is not.
+    last_day = transactions["date"].max().date()
+    all_weeks = sorted(
+        w for w in labels.unique() if parse_iso_week(w) + timedelta(days=6) <= last_day
+    )
 
     if until is not None:
         targets = [w for w in all_weeks if parse_iso_week(w) <= until]

@@ -229,9 +229,73 @@ def features_build(
     emit(result, as_json)
 
 
+# --- the main job --------------------------------------------------------------------------------
+@app.command("demo")
+@reports_errors
+def demo(
+    weeks: Annotated[int, typer.Option(min=1, help="Weekly DAG runs after the initial load.")] = 16,
+    all_weeks: Annotated[
+        bool, typer.Option("--all", help="Run every remaining week of the log (78 in all).")
+    ] = False,
+    faults: Annotated[
+        bool, typer.Option(help="Inject the malformed file and the broken model.")
+    ] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay CDNOW week by week through the real Airflow DAG: retrain, gate, promote, roll back."""
+    import os
+
+    # The demo keeps Optuna's budget small so that it ends in minutes; a person's own setting wins.
+    os.environ.setdefault("ROLLGUARD_TUNING_TRIALS", "12")
+    os.environ.setdefault("ROLLGUARD_TUNING_TIMEOUT_SECONDS", "120")
+    get_settings.cache_clear()
+    from pipeline import demo as job
+
+    s = settings()
+    options = job.DemoOptions(weeks=None if all_weeks else weeks, faults=faults)
+
+    def progress(line: str) -> None:
+        typer.echo(line, err=as_json)
+
+    progress(f"Rollguard main job: home {s.home}")
+    progress(job.TABLE_HEADER)
+    result = job.run_demo(s, options, progress=progress)
+    if as_json:
+        emit(job.to_json(result), True)
+        return
+    typer.echo("")
+    typer.echo(job.TABLE_HEADER)
+    for row in result.rows:
+        typer.echo(job.format_row(row))
+    for event in result.events:
+        typer.echo(f"event: {event}")
+    summary = job.summarize(result)
+    typer.echo("")
+    typer.echo(
+        f"{summary['runs']} DAG runs in {summary['seconds']:.0f}s: {summary['promotions']} "
+        f"promotions, {summary['gate_rejections']} gate rejections, "
+        f"{summary['files_quarantined']} quarantined files, {summary['rollbacks']} rollbacks"
+    )
+    typer.echo(job.where_to_look(s))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Console entry point."""
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _register_parts() -> None:
+    """Each part adds its own commands; their modules import nothing heavy at import time."""
+    from api.cli import register as register_api
+    from pipeline.train_cli import register as register_train
+    from registry_guard.cli import register as register_registry_guard
+
+    register_train(app)
+    register_registry_guard(app)
+    register_api(app)
+
+
+_register_parts()

@@ -73,9 +73,87 @@ class Settings(BaseSettings):
         default=0.10, gt=0, le=1, description="Share of customers marketing targets each week."
     )
 
+    # --- training -------------------------------------------------------------------------------
+    training_cutoffs: int = Field(
+        default=8, ge=1, description="Weekly cutoffs the model is fitted on (before validation)."
+    )
+    validation_cutoffs: int = Field(
+        default=1, ge=1, description="Newest training cutoffs held out for early stopping."
+    )
+    num_boost_round: int = Field(default=400, gt=0, description="Most boosting rounds.")
+    early_stopping_rounds: int = Field(
+        default=30, gt=0, description="Rounds without validation gain before training stops."
+    )
+    tuning_trials: int = Field(default=30, gt=0, description="Optuna budget: trials per study.")
+    tuning_timeout_seconds: float = Field(
+        default=900.0, gt=0, description="Optuna budget: seconds per tuning call."
+    )
+    drift_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of drifted features above which stored parameters are re-tuned.",
+    )
+    params_max_age_days: int = Field(
+        default=91,
+        gt=0,
+        description="Re-tune when parameters were found this many days (data time) before.",
+    )
+    seed: int = Field(default=20260101, description="Seed of XGBoost, Optuna and SHAP samples.")
+    nthread: int = Field(default=2, gt=0, description="XGBoost threads (fixed for determinism).")
+    shap_sample_rows: int = Field(
+        default=2000, gt=0, description="Evaluation rows explained with SHAP per training run."
+    )
+
+    # --- weekly pipeline ------------------------------------------------------------------------
+    max_champion_age_weeks: int = Field(
+        default=8,
+        gt=0,
+        description="Retrain when the champion's evaluation cutoff is older than this (weeks).",
+    )
+    retrain_drift_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Retrain when the share of drifted features since the champion is above this.",
+    )
+
     # --- model registry -------------------------------------------------------------------------
     model_name: str = Field(
         default="cdnow-repurchase", description="Registered model name in the MLflow registry."
+    )
+
+    # --- serving API ----------------------------------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="Address the model server binds.")
+    api_port: int = Field(default=8000, gt=0, lt=65536, description="Port of the model server.")
+    api_max_rows: int = Field(
+        default=10_000, gt=0, description="Most feature rows in one predict or explain request."
+    )
+    api_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes (413)."
+    )
+    api_poll_seconds: float = Field(
+        default=5.0, gt=0, description="Seconds between checks of the champion alias."
+    )
+    api_shadow: bool = Field(
+        default=False, description="Also score the challenger off the hot path and log its scores."
+    )
+    api_cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty means no CORS at all."
+    )
+    api_log_queue_rows: int = Field(
+        default=200_000, gt=0, description="Prediction-log rows held in memory before spilling."
+    )
+
+    # --- registry guard -------------------------------------------------------------------------
+    gate_policy_path: Path | None = Field(
+        default=None,
+        description="Gate policy YAML. Default: registry_guard/policy.default.yaml.",
+    )
+    rollback_cooldown_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        description="Refuse an automatic rollback this soon (seconds) after the previous one.",
     )
 
     # --- secrets --------------------------------------------------------------------------------

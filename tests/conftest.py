@@ -17,6 +17,16 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environment() -> Iterator[None]:
+    """Restore the environment after each test: MLflow's ``set_tracking_uri`` exports
+    ``MLFLOW_TRACKING_URI``, which the settings read, and nothing may leak into the next test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """An empty ROLLGUARD_HOME."""

@@ -61,3 +61,120 @@ class IngestionDecision(Base):
     warehouse_path: Mapped[str | None] = mapped_column(Text)
     quarantine_path: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class PredictionLogRow(Base):
+    """One scored feature row served by the API (one row per request id and row index).
+
+    ``features`` is the JSON object of :data:`pipeline.features.FEATURE_COLUMNS` as received;
+    ``score`` is the champion's probability in [0, 1]; ``challenger_*`` are set only when shadow
+    scoring is on. The unique key makes replaying the API's local spool idempotent.
+    """
+
+    __tablename__ = "prediction_log"
+    __table_args__ = (
+        UniqueConstraint("request_id", "row_index", name="uq_prediction_log_request_row"),
+        Index("ix_prediction_log_predicted_at", "predicted_at"),
+        Index("ix_prediction_log_model_version", "model_version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    row_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    predicted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(32), nullable=False)
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    features: Mapped[str] = mapped_column(Text, nullable=False)
+    score: Mapped[float] = mapped_column(nullable=False)  # Float, from the annotation
+    challenger_version: Mapped[str | None] = mapped_column(String(32))
+    challenger_score: Mapped[float | None] = mapped_column()
+
+
+class ChampionPointer(Base):
+    """The serving version of one registered model: the source of truth for compare-and-set.
+
+    One row per model. Every move of the MLflow alias ``champion`` locks this row (``SELECT ... FOR
+    UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), checks ``version`` against the version
+    the caller expects, sets the alias, and updates the row in the same transaction
+    (see :mod:`registry_guard.registry`). ``version`` is None while there is no champion.
+    """
+
+    __tablename__ = "champion_pointer"
+
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AliasAudit(Base):
+    """One attempt to move the ``champion`` alias (alias history and audit), newest by ``moved_at``.
+
+    ``outcome`` is ``moved`` (the alias now points at ``to_version``) or ``refused`` (the move was
+    not made: compare-and-set failed, cooldown, nothing to roll back to; ``reason`` says why).
+    ``action`` is ``bootstrap``, ``promote`` or ``rollback``; ``actor`` is ``pipeline``, ``guard``,
+    ``alert`` or ``human``; ``evidence`` is a JSON document (gate report, alert fingerprint ...).
+    A rollback's ``fingerprint`` is unique per model, which makes rollbacks idempotent per alert.
+    """
+
+    __tablename__ = "alias_audit"
+    __table_args__ = (
+        UniqueConstraint("model_name", "fingerprint", name="uq_alias_audit_model_fingerprint"),
+        Index("ix_alias_audit_model_moved_at", "model_name", "moved_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    alias: Mapped[str] = mapped_column(String(64), nullable=False)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    from_version: Mapped[str | None] = mapped_column(String(32))
+    to_version: Mapped[str | None] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    evidence: Mapped[str] = mapped_column(Text, nullable=False)
+    fingerprint: Mapped[str | None] = mapped_column(String(255))
+    moved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class GateDecisionRow(Base):
+    """One gate decision about one challenger version (the full report is JSON in ``report``)."""
+
+    __tablename__ = "gate_decisions"
+    __table_args__ = (Index("ix_gate_decisions_model_decided_at", "model_name", "decided_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    challenger_version: Mapped[str] = mapped_column(String(32), nullable=False)
+    champion_version: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason_code: Mapped[str] = mapped_column(String(64), nullable=False)
+    actor: Mapped[str] = mapped_column(String(16), nullable=False)
+    report: Mapped[str] = mapped_column(Text, nullable=False)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class GuardCheckRow(Base):
+    """One check of the live guard on the champion (see :mod:`registry_guard.guard`).
+
+    ``state`` is ``ok``, ``degraded`` or ``inconclusive``; ``cutoff`` (``YYYY-MM-DD``) is the newest
+    cutoff of the champion's production predictions; ``reference_version`` produced the gate-time
+    scores, ``previous_version`` is the champion it replaced; ``report`` is the JSON guard report;
+    ``rolled_back_to`` is set when this check rolled the champion back; ``reason`` says why
+    (including a refused rollback).
+    """
+
+    __tablename__ = "guard_checks"
+    __table_args__ = (Index("ix_guard_checks_model_checked_at", "model_name", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    champion_version: Mapped[str | None] = mapped_column(String(32))
+    reference_version: Mapped[str | None] = mapped_column(String(32))
+    previous_version: Mapped[str | None] = mapped_column(String(32))
+    cutoff: Mapped[str | None] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    report: Mapped[str] = mapped_column(Text, nullable=False)
+    rolled_back_to: Mapped[str | None] = mapped_column(String(32))
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

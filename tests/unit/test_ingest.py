@@ -174,3 +174,12 @@ def test_bad_file_does_not_block_the_good_files_after_it(home: Path, code: str) 
     report = ingest_landing(settings)
     assert [o.reason_code for o in report.quarantined] == [code]
     assert [o.file for o in report.accepted] == ["z_cdnow_1997-W10.csv"]
+
+
+def test_replay_delivers_only_complete_weeks(home: Path) -> None:
+    settings = Settings(home=home)
+    result = feed.replay(settings, until=pd.Timestamp("1998-07-31").date())
+    # 1997-W01 .. 1998-W26; 1998-W27 holds only 1998-06-29 and -30 and is never delivered
+    assert result.weeks_available == 78
+    assert result.written[-1] == "cdnow_1998-W26.csv"
+    assert not (settings.landing_dir / "cdnow_1998-W27.csv").exists()

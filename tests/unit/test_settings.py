@@ -9,7 +9,9 @@ from rollguard.db import normalize_url
 from rollguard.settings import Settings
 
 
-def test_embedded_default_lives_under_home(tmp_path: Path) -> None:
+def test_embedded_default_lives_under_home(tmp_path: Path, monkeypatch) -> None:
+    for name in ("MLFLOW_TRACKING_URI", "ROLLGUARD_DATABASE_URL", "ROLLGUARD_OPTUNA_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
     s = Settings(home=tmp_path / "h")
     assert s.monitoring_db_url == f"sqlite:///{tmp_path / 'h' / 'monitoring.db'}"
     assert s.tracking_uri == f"sqlite:///{tmp_path / 'h' / 'mlflow.db'}"
@@ -37,3 +39,9 @@ def test_placeholder_token_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="placeholder"):
         Settings(env="production", admin_token="changeme")
     assert Settings(env="development", admin_token="changeme").admin_token is not None
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    missing = [name for name in Settings.model_fields if f"ROLLGUARD_{name.upper()}" not in doc]
+    assert missing == []

@@ -1,0 +1,301 @@
+"""The training job: gather inputs, decide tune-or-reuse, train, track in MLflow, register the
+challenger. Idempotent: a second call for the same data, parameters and code returns the version
+the first one registered and trains nothing.
+
+This is wiring; the decisions and computations live in :mod:`pipeline.training`,
+:mod:`pipeline.tuning` and :mod:`pipeline.tracking`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipeline import tracking, training, tuning
+from pipeline.features import build_features
+from rollguard.usecase import horizon_weeks
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from rollguard.settings import Settings
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a training run reads: the purchase log, the ingested ISO weeks, and the accepted
+    batches as ``{batch_id: (iso_week, sha256)}`` (empty when the data did not come in batches)."""
+
+    transactions: pd.DataFrame
+    ingested_weeks: list[str]
+    batches: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What ``rollguard train`` reports."""
+
+    run_id: str
+    model_name: str
+    version: str
+    created: bool  # False when an identical earlier run was found (nothing trained)
+    training_key: str
+    metrics: dict[str, float]
+    decision: tuning.TuneDecision
+    tuning: tuning.TuningResult | None
+    cutoffs: dict[str, Any]
+    shap: dict[str, str]
+    seconds: float
+
+
+def retrain(
+    settings: Settings,
+    *,
+    cutoff: date | None = None,
+    mode: tuning.Mode = "auto",
+    guard_degraded: bool = False,
+    client: MlflowClient | None = None,
+    inputs: TrainingInputs | None = None,
+) -> TrainingOutcome:
+    """Train (or find) the challenger for the current data.
+
+    Args:
+        settings: the one settings object (cutoff counts, budgets, thresholds, URIs).
+        cutoff: evaluation cutoff (a Monday with a matured label); default the newest one.
+        mode: ``auto`` applies :func:`pipeline.tuning.decide_tuning`; ``tune``/``reuse`` force it.
+        guard_degraded: the live guard reported a degraded champion (forces tuning in ``auto``).
+        client: MLflow client (tracking and registry on ``settings.tracking_uri``); default one.
+        inputs: the data; default read from the warehouse.
+
+    Raises:
+        pipeline.training.TrainingDataError: not enough matured history.
+        rollguard.errors.ConfigurationError: ``--reuse`` without stored parameters.
+        pipeline.tracking.TrackingError: the registered version lost its signature.
+    """
+    start = time.perf_counter()
+    if inputs is None:
+        tx, weeks, batches = training.load_training_inputs(settings)
+        inputs = TrainingInputs(tx, weeks, batches)
+    client = client or tracking.settings_client(settings)
+    tracking_uri = client.tracking_uri
+    plan = training.plan_cutoffs(
+        inputs.ingested_weeks,
+        n_fit=settings.training_cutoffs,
+        n_validation=settings.validation_cutoffs,
+        horizon_days=settings.horizon_days,
+        evaluation_cutoff=cutoff,
+    )
+    data = training.build_training_set(inputs.transactions, plan)
+    last_week = horizon_weeks(plan.evaluation, settings.horizon_days)[-1]
+    batches = {b: sha for b, (week, sha) in sorted(inputs.batches.items()) if week <= last_week}
+    identity = {
+        "batches_sha256": hashlib.sha256(tracking.canonical_json(batches).encode()).hexdigest(),
+        "cutoffs": plan.as_dict(),
+        "dataset_sha256": data.dataset_sha256,
+    }
+
+    stored = tuning.load_stored_params(settings.model_name, client=client)
+    drift = None
+    if (
+        stored is not None
+        and mode == "auto"
+        and not guard_degraded
+        and ((plan.evaluation - stored.found_cutoff).days <= settings.params_max_age_days)
+    ):
+        reference = build_features(inputs.transactions, stored.found_cutoff, label_available=False)
+        drift = tuning.feature_drift(reference, data.evaluation)
+    decision = tuning.decide_tuning(
+        stored,
+        evaluation_cutoff=plan.evaluation,
+        drift_share=drift.share if drift else None,
+        drift_threshold=settings.drift_threshold,
+        guard_degraded=guard_degraded,
+        max_age_days=settings.params_max_age_days,
+        mode=mode,
+    )
+
+    base = training.TrainingConfig.from_settings(settings)
+    study: tuning.TuningResult | None = None
+    if decision.action == "tune":
+        study = tuning.tune(
+            data,
+            base,
+            storage_url=settings.optuna_url,
+            study_name=f"rollguard-{hashlib.sha256(tracking.canonical_json(identity).encode()).hexdigest()[:16]}",
+            n_trials=settings.tuning_trials,
+            timeout_seconds=settings.tuning_timeout_seconds,
+            seed=settings.seed,
+        )
+        tunable, found_cutoff = dict(study.params), plan.evaluation
+    else:
+        assert decision.stored is not None
+        tunable, found_cutoff = dict(decision.stored.params), decision.stored.found_cutoff
+    config = training.TrainingConfig.from_settings(settings, tunable)
+    key_params = {
+        **config.booster_params(),
+        "num_boost_round": config.num_boost_round,
+        "early_stopping_rounds": config.early_stopping_rounds,
+    }
+    code = tracking.code_version()
+    key = tracking.training_key(identity, key_params, code)
+
+    existing = tracking.find_version(settings.model_name, key, client=client)
+    if existing is not None:
+        run = client.get_run(existing.run_id)
+        return TrainingOutcome(
+            run_id=existing.run_id,
+            model_name=settings.model_name,
+            version=str(existing.version),
+            created=False,
+            training_key=key,
+            metrics={k: v for k, v in run.data.metrics.items() if k.startswith("eval_")},
+            decision=decision,
+            tuning=study,
+            cutoffs=plan.as_dict(),
+            shap={k: v for k, v in run.data.tags.items() if k.startswith("rollguard.shap.")},
+            seconds=time.perf_counter() - start,
+        )
+
+    model = training.train_model(data, config)
+    metrics = training.evaluate_model(model, data, budget=settings.targeting_budget)
+
+    lineage = {
+        tracking.TRAINING_KEY_TAG: key,
+        "rollguard.code_version": code,
+        "rollguard.dataset_sha256": data.dataset_sha256,
+        "rollguard.cutoff.evaluation": plan.evaluation.isoformat(),
+        "rollguard.cutoff.validation": ",".join(c.isoformat() for c in plan.validation),
+        "rollguard.cutoff.fit": ",".join(c.isoformat() for c in plan.fit),
+        "rollguard.batches.count": str(len(batches)),
+        "rollguard.batches.sha256": identity["batches_sha256"],
+        tuning.PARAMS_FOUND_CUTOFF_TAG: found_cutoff.isoformat(),
+        **decision.as_tags(),
+    }
+    batches_json = json.dumps(batches, sort_keys=True)
+    if len(batches_json) <= 5000:  # MLflow tag values are bounded; the artifact has them all
+        lineage["rollguard.batches"] = batches_json
+    if study is not None:
+        lineage["rollguard.optuna.study"] = study.study_name
+        lineage["rollguard.optuna.trial"] = str(study.best_trial)
+    elif decision.stored is not None:
+        lineage["rollguard.params_source_run"] = decision.stored.run_id
+
+    experiment_id = tracking.ensure_experiment(
+        client, tracking_uri=tracking_uri, artifact_root=settings.mlflow_artifact_root
+    )
+    run = client.create_run(
+        experiment_id, run_name=f"train-{plan.evaluation.isoformat()}", tags=lineage
+    )
+    run_id = run.info.run_id
+    try:
+        _log_run(client, run_id, config, model, metrics, data, batches, lineage, settings)
+        shap_tags = _log_shap(client, run_id, model, data, settings)
+        model_uri = tracking.log_model(
+            model.booster, data.evaluation.head(50), run_id=run_id, tracking_uri=tracking_uri
+        )
+        version = tracking.register_version(
+            model_uri,
+            model_name=settings.model_name,
+            run_id=run_id,
+            client=client,
+            tracking_uri=tracking_uri,
+            tags={**lineage, **shap_tags, tracking.STATUS_TAG: "candidate"},
+        )
+        client.set_tag(run_id, "rollguard.model_version", str(version.version))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return TrainingOutcome(
+        run_id=run_id,
+        model_name=settings.model_name,
+        version=str(version.version),
+        created=True,
+        training_key=key,
+        metrics=metrics.as_metrics(),
+        decision=decision,
+        tuning=study,
+        cutoffs=plan.as_dict(),
+        shap=shap_tags,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _log_run(
+    client: MlflowClient,
+    run_id: str,
+    config: training.TrainingConfig,
+    model: training.TrainedModel,
+    metrics: training.EvaluationMetrics,
+    data: training.TrainingSet,
+    batches: Mapping[str, str],
+    lineage: Mapping[str, str],
+    settings: Settings,
+) -> None:
+    from mlflow.entities import Param
+
+    params = {f"{tuning.PARAM_PREFIX}{k}": v for k, v in config.booster_params().items()}
+    params.update(
+        {
+            "num_boost_round": config.num_boost_round,
+            "early_stopping_rounds": config.early_stopping_rounds,
+            "best_iteration": model.best_iteration,
+            "n_rounds": model.n_rounds,
+            "targeting_budget": settings.targeting_budget,
+            "horizon_days": settings.horizon_days,
+            "n_fit_rows": len(data.fit),
+            "n_validation_rows": len(data.validation),
+            "n_evaluation_rows": len(data.evaluation),
+        }
+    )
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    values = {**metrics.as_metrics(), "validation_aucpr": model.validation_aucpr}
+    client.log_batch(run_id, metrics=[tracking._metric(k, v) for k, v in values.items()])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lineage.json"
+        path.write_text(
+            json.dumps(
+                {"tags": dict(lineage), "batches": dict(batches), "cutoffs": data.plan.as_dict()},
+                indent=1,
+            )
+        )
+        client.log_artifact(run_id, str(path))
+
+
+def _log_shap(
+    client: MlflowClient,
+    run_id: str,
+    model: training.TrainedModel,
+    data: training.TrainingSet,
+    settings: Settings,
+) -> dict[str, str]:
+    """Explain a seeded sample of evaluation rows. A failure is recorded, never fatal: the model is
+    still valid without its explanation, and the run says why it has none."""
+    try:
+        rows = tracking.sample_rows(data.evaluation, settings.shap_sample_rows, settings.seed)
+        expl = tracking.explain(model.booster, rows)
+        tracking.log_explanation(expl, run_id=run_id, client=client)
+        tags = {
+            "rollguard.shap.status": "ok",
+            "rollguard.shap.method": expl.method,
+            "rollguard.shap.max_additivity_error": f"{expl.max_additivity_error:.3g}",
+        }
+        if expl.fallback_reason:
+            tags["rollguard.shap.fallback_reason"] = expl.fallback_reason
+    except Exception as exc:  # noqa: BLE001 - by decision: record and continue
+        tags = {
+            "rollguard.shap.status": "failed",
+            "rollguard.shap.error": f"{type(exc).__name__}: {exc}"[:4000],
+        }
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
+    return tags

@@ -1,0 +1,330 @@
+"""MLflow tracking of a training run: params, metrics, the model (XGBoost UBJSON with a signature),
+SHAP explanations, lineage tags, and registration as the ``challenger`` version.
+
+One run per training. Registration is idempotent: each version carries the tag
+``rollguard.training_key`` (hash of data, parameters and code version) and :func:`find_version` looks
+it up before anything is trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.training import feature_matrix
+from rollguard.errors import RollguardError
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from rollguard.settings import Settings
+
+TRAINING_KEY_TAG = "rollguard.training_key"
+STATUS_TAG = "rollguard.status"
+CHALLENGER = "challenger"
+EXPERIMENT_NAME = "rollguard-training"
+#: Largest |sum of contributions + base value - margin| accepted as additive (log-odds units).
+ADDITIVITY_TOLERANCE = 1e-3
+
+
+class TrackingError(RollguardError):
+    """MLflow lost something a registered version must have (e.g. its signature)."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Per-feature contributions to the margin (log-odds) for a sample of rows.
+
+    ``values`` has shape ``(n_rows, n_features)``; ``values.sum(1) + base_value`` equals the model's
+    margin within :data:`ADDITIVITY_TOLERANCE` (``max_additivity_error`` is the observed maximum).
+    """
+
+    values: np.ndarray
+    base_value: float
+    features: pd.DataFrame
+    method: str  # "shap.TreeExplainer" or "xgboost.pred_contribs"
+    max_additivity_error: float
+    fallback_reason: str | None
+
+    def mean_abs(self) -> pd.Series:
+        """Mean |contribution| per feature (log-odds), largest first."""
+        return pd.Series(np.abs(self.values).mean(axis=0), index=self.features.columns).sort_values(
+            ascending=False
+        )
+
+
+# --- keys and versions -----------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the working tree when available, else ``rollguard==<package version>``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"rollguard=={version('rollguard')}"
+    except PackageNotFoundError:
+        return "rollguard==unknown"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def training_key(data: Mapping[str, Any], params: Mapping[str, Any], code: str) -> str:
+    """SHA-256 (hex) over the data identity (batch hashes, cutoffs, dataset checksum), the full
+    training parameters and the code version: equal keys mean the same model would be trained."""
+    payload = canonical_json({"data": data, "params": params, "code": code})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def find_version(model_name: str, key: str, *, client: MlflowClient) -> ModelVersion | None:
+    """The registered version of ``model_name`` tagged with ``key``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(
+            f"name = '{model_name}' and tags.`{TRAINING_KEY_TAG}` = '{key}'"
+        )
+    except MlflowException:
+        return None
+    found = [v for v in found if v.tags.get(TRAINING_KEY_TAG) == key]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def ensure_experiment(
+    client: MlflowClient, *, tracking_uri: str, artifact_root: Path, name: str = EXPERIMENT_NAME
+) -> str:
+    """Experiment id of ``name``, creating it when missing. With a local (sqlite/file) backend the
+    artifacts go under ``artifact_root``; a tracking server chooses its own location."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if not tracking_uri.startswith(("http://", "https://", "databricks")):
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        location = artifact_root.resolve().as_uri()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another worker created it meanwhile
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+# --- SHAP --------------------------------------------------------------------------------------------
+def explain(booster: xgb.Booster, features: pd.DataFrame) -> Explanation:
+    """SHAP values of ``booster`` for ``features`` (rows to explain, model input columns).
+
+    Tries ``shap.TreeExplainer`` (Lundberg et al., "From local explanations to global understanding
+    with explainable AI for trees", Nature MI 2020) and checks additivity against XGBoost's own
+    margin; when SHAP raises or is not additive (XGBoost >= 3.1 stores ``base_score`` differently,
+    which broke some SHAP releases) it falls back to XGBoost's exact TreeSHAP
+    (``predict(pred_contribs=True)``) and says why in ``fallback_reason``.
+
+    Raises:
+        ValueError: neither method is additive (the explanation would be wrong).
+    """
+    import xgboost as xgb
+
+    x = feature_matrix(features)
+    margin = booster.predict(xgb.DMatrix(x), output_margin=True).astype("float64")
+    fallback_reason: str | None = None
+    try:
+        import shap
+
+        explainer = shap.TreeExplainer(booster)
+        values = np.asarray(explainer.shap_values(x, check_additivity=False), dtype="float64")
+        base = float(np.ravel(explainer.expected_value)[0])
+        error = float(np.max(np.abs(values.sum(axis=1) + base - margin)))
+        if error <= ADDITIVITY_TOLERANCE:
+            return Explanation(values, base, x, "shap.TreeExplainer", error, None)
+        fallback_reason = f"shap.TreeExplainer not additive: max error {error:.3g} log-odds"
+    except Exception as exc:  # noqa: BLE001 - any SHAP failure leads to the documented fallback
+        fallback_reason = f"shap.TreeExplainer failed: {type(exc).__name__}: {exc}"[:500]
+    contribs = booster.predict(xgb.DMatrix(x), pred_contribs=True).astype("float64")
+    values, base_col = contribs[:, :-1], contribs[:, -1]
+    error = float(np.max(np.abs(contribs.sum(axis=1) - margin)))
+    if error > ADDITIVITY_TOLERANCE:
+        raise ValueError(f"no additive explanation: pred_contribs max error {error:.3g}")
+    return Explanation(
+        values, float(base_col[0]), x, "xgboost.pred_contribs", error, fallback_reason
+    )
+
+
+def log_explanation(
+    expl: Explanation, *, run_id: str, client: MlflowClient, n_local: int = 50
+) -> None:
+    """Log the SHAP summary plot (PNG), mean |SHAP| per feature (CSV and ``shap_mean_abs_*``
+    metrics) and ``n_local`` local explanations (JSON) to ``run_id``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    mean_abs = expl.mean_abs()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        shap.summary_plot(expl.values, expl.features, show=False, max_display=len(mean_abs))
+        fig = plt.gcf()
+        fig.savefig(folder / "shap_summary.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        mean_abs.rename("mean_abs_shap").rename_axis("feature").to_csv(folder / "shap_mean_abs.csv")
+        local = [
+            {
+                "row": int(i),
+                "base_value": expl.base_value,
+                "features": {c: float(expl.features.iloc[i][c]) for c in expl.features.columns},
+                "contributions": dict(
+                    zip(expl.features.columns, map(float, expl.values[i]), strict=True)
+                ),
+            }
+            for i in range(min(n_local, len(expl.values)))
+        ]
+        (folder / "shap_local.json").write_text(json.dumps(local, indent=1))
+        client.log_artifacts(run_id, str(folder), artifact_path="shap")
+    client.log_batch(
+        run_id,
+        metrics=[_metric(f"shap_mean_abs_{k}", float(v)) for k, v in mean_abs.items()],
+    )
+
+
+def _metric(key: str, value: float) -> Any:
+    import time
+
+    from mlflow.entities import Metric
+
+    return Metric(key=key, value=value, timestamp=int(time.time() * 1000), step=0)
+
+
+# --- the model ---------------------------------------------------------------------------------------
+def log_model(
+    booster: xgb.Booster, example: pd.DataFrame, *, run_id: str, tracking_uri: str
+) -> str:
+    """Log ``booster`` in XGBoost's UBJSON format with a signature and an input example.
+
+    Returns:
+        The logged model's URI.
+
+    Raises:
+        TrackingError: the logged model has no signature.
+    """
+    import mlflow
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    x = feature_matrix(example)
+    signature = infer_signature(x, booster.predict(xgb.DMatrix(x)))
+    mlflow.set_tracking_uri(tracking_uri)
+    # The fluent API refuses to resume a run of another experiment than the process's active one
+    # (a long-lived process may have set one): make the run's own experiment the active one.
+    experiment_id = (
+        mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        .get_run(run_id)
+        .info.experiment_id
+    )
+    mlflow.set_experiment(experiment_id=experiment_id)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.xgboost.log_model(
+            booster,
+            name="model",
+            model_format="ubj",
+            signature=signature,
+            input_example=x.head(5),
+            # Pinned here rather than inferred: the serving image needs only XGBoost to load it.
+            pip_requirements=[
+                f"xgboost=={xgb.__version__}",
+                f"mlflow-skinny=={mlflow.__version__}",
+            ],
+        )
+    if info.signature is None:
+        raise TrackingError(f"MLflow dropped the signature of {info.model_uri}")
+    return info.model_uri
+
+
+def register_version(
+    model_uri: str,
+    *,
+    model_name: str,
+    run_id: str,
+    tags: Mapping[str, str],
+    client: MlflowClient,
+    tracking_uri: str,
+) -> ModelVersion:
+    """Register ``model_uri`` as a new version of ``model_name`` with ``tags``, check its signature,
+    and point alias ``challenger`` at it.
+
+    Raises:
+        TrackingError: the registered version has no signature (MLflow can drop it silently); the
+            version is then tagged ``rollguard.status=invalid`` and the alias is not moved.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        with contextlib.suppress(MlflowException):  # created meanwhile by another worker
+            client.create_registered_model(model_name)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    version = mlflow.register_model(model_uri, model_name, tags=dict(tags))
+    if version.run_id != run_id:
+        raise TrackingError(f"registered version {version.version} points at run {version.run_id}")
+    signature = mlflow.models.get_model_info(f"models:/{model_name}/{version.version}").signature
+    if signature is None:
+        client.set_model_version_tag(model_name, version.version, STATUS_TAG, "invalid")
+        raise TrackingError(
+            f"registered version {model_name}/{version.version} has no signature; not a challenger"
+        )
+    client.set_registered_model_alias(model_name, CHALLENGER, version.version)
+    return client.get_model_version(model_name, version.version)
+
+
+def version_signature(model_name: str, version: str, *, tracking_uri: str) -> Any:
+    """The signature MLflow serves for ``models:/<model_name>/<version>`` (None when missing)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.models.get_model_info(f"models:/{model_name}/{version}").signature
+
+
+def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most ``n`` rows of ``frame``, a seeded random sample in the original order."""
+    if len(frame) <= n:
+        return frame.reset_index(drop=True)
+    return frame.sample(n=n, random_state=seed).sort_index().reset_index(drop=True)
+
+
+def settings_client(settings: Settings) -> MlflowClient:
+    """An MlflowClient on ``settings.tracking_uri`` (registry on the same URI)."""
+    from rollguard.mlflow_client import mlflow_client
+
+    return mlflow_client(settings)
