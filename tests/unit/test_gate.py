@@ -1,0 +1,205 @@
+"""The gate's decisions on synthetic evaluation sets with a known truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from registry_guard.gate import ChampionUnavailable, ModelEvidence, evaluate_gate
+from registry_guard.policy import DEFAULT_POLICY_PATH, GatePolicy, load_policy
+from rollguard.errors import ConfigurationError
+
+FEATURES = ("recency_days", "frequency", "monetary_total")
+POLICY = GatePolicy()
+
+
+def population(
+    n: int, seed: int = 7
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, revenue, returning mask, per-slice logit offset and a noise vector."""
+    rng = np.random.default_rng(seed)
+    returning = rng.random(n) < 0.5
+    y = (rng.random(n) < np.where(returning, 0.35, 0.10)).astype(int)
+    revenue = y * rng.gamma(2.0, 30.0, n)
+    offset = np.where(returning, -0.6, -2.2)
+    return y, revenue, returning, offset, rng.normal(0, 1, n)
+
+
+def model(scores: np.ndarray, version: str, **kw: object) -> ModelEvidence:
+    return ModelEvidence(scores=scores, version=version, feature_names=FEATURES, **kw)  # type: ignore[arg-type]
+
+
+def gate(
+    chal: ModelEvidence,
+    champ: ModelEvidence | ChampionUnavailable | None,
+    y,
+    rev,
+    ret,
+    policy: GatePolicy = POLICY,
+):
+    return evaluate_gate(chal, champ, y, rev, ret, policy, expected_features=FEATURES)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return population(8000)
+
+
+def test_no_champion_bootstraps(data) -> None:
+    y, rev, ret, off, z = data
+    d = gate(model(expit(off + 1.5 * y + z), "1"), None, y, rev, ret)
+    assert d.outcome == "bootstrap" and d.reason_code == "no_champion" and d.passed
+    assert d.check("better_than_random").verdict == "pass"
+
+
+def test_identical_models_are_non_inferior(data) -> None:
+    y, rev, ret, off, z = data
+    s = expit(off + 1.5 * y + z)
+    d = gate(model(s.copy(), "2"), model(s, "1"), y, rev, ret)
+    assert d.outcome == "promote", d.reasons
+    primary = d.check("primary_non_inferiority")
+    assert primary.value == 0 and primary.ci_low == 0 and primary.ci_high == 0
+
+
+def test_clearly_better_challenger_is_promoted(data) -> None:
+    y, rev, ret, off, z = data
+    d = gate(
+        model(expit(off + 3.0 * y + 0.6 * z), "2"),
+        model(expit(off + 1.0 * y + z), "1"),
+        y,
+        rev,
+        ret,
+    )
+    assert d.outcome == "promote" and d.reason_code == "non_inferior"
+    assert d.check("primary_non_inferiority").ci_low > 0
+    assert {c.name: c.verdict for c in d.checks}["slice_new"] == "pass"
+
+
+def test_clearly_worse_challenger_is_rejected(data) -> None:
+    y, rev, ret, off, z = data
+    d = gate(
+        model(expit(off + 1.0 * y + z), "2"),
+        model(expit(off + 3.0 * y + 0.6 * z), "1"),
+        y,
+        rev,
+        ret,
+    )
+    assert d.outcome == "reject" and d.reason_code == "inferior"
+    assert d.check("primary_non_inferiority").ci_high < 0
+    assert any("average_precision may be worse" in r for r in d.reasons)
+
+
+def test_noisy_challenger_on_small_set_is_rejected_for_lack_of_evidence() -> None:
+    y, rev, ret, off, z = population(600, seed=3)
+    noisy = expit(off + 1.5 * y + z + np.random.default_rng(1).normal(0, 2, y.size))
+    d = gate(model(noisy, "2"), model(expit(off + 1.5 * y + z), "1"), y, rev, ret)
+    assert d.outcome == "reject" and d.reason_code == "insufficient_evidence"
+    assert "not enough evidence" in d.reasons[0]
+    # without a champion as well: thin evidence is never a promotion
+    assert gate(model(noisy, "2"), None, y, rev, ret).outcome == "reject"
+
+
+def test_slice_regression_blocks_a_total_improvement(data) -> None:
+    y, rev, ret, off, z = data
+    champ = expit(off + 1.5 * y + z)
+    chal = np.where(ret, expit(off + 3.0 * y + 0.5 * z), expit(off + 1.1 * y + z))
+    d = gate(model(chal, "2"), model(champ, "1"), y, rev, ret)
+    assert d.check("primary_non_inferiority").ci_low > 0  # the total improves ...
+    assert d.check("slice_new").verdict == "fail"  # ... but new customers get worse
+    assert d.check("slice_returning").verdict == "pass"
+    assert d.outcome == "reject" and d.reason_code == "slice_regressed"
+
+
+@pytest.mark.parametrize("bad, word", [(np.nan, "NaN"), (1.5, "out-of-range")])
+def test_invalid_challenger_scores_are_rejected(data, bad: float, word: str) -> None:
+    y, rev, ret, off, z = data
+    s = expit(off + 1.5 * y + z)
+    s[10] = bad
+    d = gate(model(s, "2"), model(expit(off + 1.5 * y + z), "1"), y, rev, ret)
+    assert d.outcome == "reject" and d.reason_code == "invalid_scores"
+    assert word in d.reasons[0]
+    json.loads(d.to_json())  # strict JSON even with NaN inputs
+
+
+def test_unloadable_or_unscorable_champion_is_not_no_champion(data) -> None:
+    y, rev, ret, off, z = data
+    chal = model(expit(off + 1.5 * y + z), "2")
+    d = gate(chal, ChampionUnavailable("1", "model file is corrupt"), y, rev, ret)
+    assert d.outcome == "reject" and d.reason_code == "champion_unavailable"
+    assert "model file is corrupt" in d.reasons[0]
+    nan_champ = np.full(y.size, np.nan)
+    d = gate(chal, model(nan_champ, "1"), y, rev, ret)
+    assert d.reason_code == "champion_unavailable"
+
+
+def test_incompatible_signature_is_rejected(data) -> None:
+    y, rev, ret, off, z = data
+    s = expit(off + 1.5 * y + z)
+    chal = ModelEvidence(s, "2", feature_names=("recency_days", "frequency"))
+    d = gate(chal, model(s, "1"), y, rev, ret)
+    assert d.reason_code == "signature_mismatch" and "monetary_total" in d.reasons[0]
+    assert gate(ModelEvidence(s, "2"), None, y, rev, ret).reason_code == "signature_mismatch"
+
+
+def test_latency_and_size_guardrails(data) -> None:
+    y, rev, ret, off, z = data
+    s = expit(off + 1.5 * y + z)
+    slow = gate(
+        model(s, "2", latency_seconds_per_10k=0.9),
+        model(s, "1", latency_seconds_per_10k=0.3),
+        y,
+        rev,
+        ret,
+    )
+    assert slow.outcome == "reject" and slow.check("guardrail_latency").value == pytest.approx(3)
+    # a 3x ratio of tiny times is timer noise, not a regression
+    fast = gate(
+        model(s, "2", latency_seconds_per_10k=0.003),
+        model(s, "1", latency_seconds_per_10k=0.001),
+        y,
+        rev,
+        ret,
+    )
+    assert fast.outcome == "promote"
+    big = gate(model(s, "2", size_bytes=POLICY.max_model_bytes + 1), model(s, "1"), y, rev, ret)
+    assert big.outcome == "reject" and big.reason_code == "model_too_large"
+
+
+def test_lift_guardrail(data) -> None:
+    y, rev, ret, off, z = data
+    champ = expit(off + 1.5 * y + z)
+    # same ranking below the top decile, but the top decile is shuffled to the bottom
+    chal = champ.copy()
+    top = champ >= np.quantile(champ, 0.9)
+    chal[top] = chal[top] * 0.05
+    d = gate(model(chal, "2"), model(champ, "1"), y, rev, ret)
+    assert d.check("guardrail_lift").verdict == "fail" and d.outcome == "reject"
+
+
+def test_report_renders(data) -> None:
+    y, rev, ret, off, z = data
+    s = expit(off + 1.5 * y + z)
+    d = gate(model(s, "2"), model(s, "1"), y, rev, ret)
+    doc = json.loads(d.to_json())
+    assert doc["outcome"] == "promote" and len(doc["checks"]) == len(d.checks)
+    md = d.to_markdown()
+    assert "| primary_non_inferiority | pass |" in md
+
+
+def test_default_policy_file_matches_the_documented_defaults() -> None:
+    assert load_policy() == GatePolicy()
+    assert load_policy(DEFAULT_POLICY_PATH).n_resamples >= 1000
+
+
+def test_bad_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("non_inferiority_margn: 0.02\n")
+    with pytest.raises(ConfigurationError, match="non_inferiority_margn"):
+        load_policy(path)
+    path.write_text("n_resamples: 10\n")
+    with pytest.raises(ConfigurationError, match="n_resamples"):
+        load_policy(path)
