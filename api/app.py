@@ -1,0 +1,450 @@
+"""The FastAPI application of the model server (routes are thin: read the serving model once,
+call one core function, record the result).
+
+Routes (see docs/api.md): ``POST /v1/predict``, ``GET /v1/customers/{customer_id}/prediction``,
+``POST /v1/explain``, ``GET /v1/model``, ``POST /v1/admin/reload`` (bearer token),
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+
+Errors are JSON (:class:`api.schemas.ErrorResponse`) with a machine-readable ``error``, a
+``message`` and per-field ``details``; no response carries a stack trace.
+"""
+
+import gc
+import hmac
+import json
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.batching import MicroBatcher
+from api.customers import NoSnapshot, SnapshotFeatures, UnknownCustomer
+from api.lifecycle import ModelManager, configure_mlflow_http
+from api.metrics import ServingMetrics, check_single_process
+from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
+from api.model import NonFiniteScore, ServingModel
+from api.predlog import LoggedRequest, PredictionLog
+from api.schemas import (
+    CustomerPredictionResponse,
+    ErrorResponse,
+    ExplainResponse,
+    ModelInfo,
+    PredictResponse,
+    Readiness,
+    ReloadResponse,
+    predict_request_model,
+)
+from rollguard.settings import Settings
+
+log = logging.getLogger("rollguard.api")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "Body larger than the configured limit."},
+    422: {
+        "model": ErrorResponse,
+        "description": "A field is missing, extra, mistyped or out of range.",
+    },
+    500: {"model": ErrorResponse, "description": "The model returned an invalid score (counted)."},
+    503: {"model": ErrorResponse, "description": "No model loaded yet (registry unreachable?)."},
+}
+
+_PROBLEMS = {
+    "missing": "field required",
+    "extra_forbidden": "unexpected field (not a model feature)",
+    "finite_number": "must be a finite number (no NaN or infinity)",
+    "greater_than_equal": "must be >= 0",
+    "less_than_equal": "must be <= 3e38 (the model scores float32 values)",
+    "float_type": "must be a JSON number",
+    "too_short": "must hold at least one row",
+}
+
+
+def error_body(
+    status: int,
+    error: str,
+    message: str,
+    details: list[dict[str, str]] | None = None,
+    request_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A JSON error response in the one shape this API uses."""
+    return JSONResponse(
+        {"error": error, "message": message, "details": details or [], "request_id": request_id},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "path", "query", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "body"
+
+
+def validation_details(errors: list[dict[str, Any]], limit: int = 50) -> list[dict[str, str]]:
+    """Pydantic errors as ``[{"field": "rows.0.recency_days", "problem": "..."}]`` (first
+    ``limit``), without echoing the input values."""
+    out = []
+    for e in errors[:limit]:
+        problem = _PROBLEMS.get(e.get("type", ""), e.get("msg", "invalid"))
+        if e.get("type") == "too_long":
+            problem = f"too many rows: {e.get('msg', '')}"
+        out.append({"field": _field(tuple(e.get("loc", ()))), "problem": problem})
+    return out
+
+
+def create_app(
+    settings: Settings,
+    *,
+    manager: ModelManager | None = None,
+    prediction_log: PredictionLog | None = None,
+    metrics: ServingMetrics | None = None,
+) -> FastAPI:
+    """Build the model server.
+
+    Args:
+        settings: limits, model name, registry and store locations, admin token, CORS origins.
+        manager: the model manager; default: one watching ``settings.model_name@champion`` in the
+            registry at ``settings.tracking_uri``.
+        prediction_log: the prediction log; default: the monitoring store of ``settings`` with
+            its spool under ``settings.home / "spool"``.
+        metrics: Prometheus metrics; default: a fresh registry.
+
+    Raises:
+        api.metrics.MultipleWorkersError: at start-up, when several workers are configured.
+    """
+    if metrics is None:
+        metrics = manager.metrics if manager is not None else ServingMetrics.create()
+    if manager is None:
+        manager = ModelManager(
+            settings.model_name,
+            metrics,
+            tracking_uri=settings.tracking_uri,
+            poll_seconds=settings.api_poll_seconds,
+            shadow=settings.api_shadow,
+        )
+    if prediction_log is None:
+        from rollguard.store import open_store
+
+        prediction_log = PredictionLog(
+            lambda: open_store(settings),
+            settings.home / "spool",
+            metrics,
+            max_queue_rows=settings.api_log_queue_rows,
+            challenger=lambda: manager.challenger,
+        )
+    batcher = MicroBatcher()
+    snapshots = SnapshotFeatures(settings.warehouse_dir / "features")
+    PredictRequest = predict_request_model(settings.api_max_rows)  # noqa: N806
+    bearer = HTTPBearer(
+        auto_error=False, description="Settings.admin_token (ROLLGUARD_ADMIN_TOKEN)."
+    )
+    token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        check_single_process()
+        configure_mlflow_http()
+        prediction_log.start()
+        manager.start()
+        # Objects from start-up (modules of MLflow, pandas, SQLAlchemy...) never die: move them
+        # out of the collector's generations so full collections stay short (gc.freeze docs).
+        gc.freeze()
+        try:
+            yield
+        finally:
+            manager.stop()
+            await anyio.to_thread.run_sync(prediction_log.stop)
+
+    app = FastAPI(
+        title="Rollguard model server",
+        version="1",
+        summary="Repurchase probability of CDNOW customers from the champion XGBoost model.",
+        lifespan=lifespan,
+    )
+    app.state.manager = manager
+    app.state.prediction_log = prediction_log
+    app.state.metrics = metrics
+
+    # --- errors --------------------------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = validation_details(list(exc.errors()))
+        return error_body(422, "validation_error", "the request is not valid: see details", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        return error_body(
+            exc.status_code,
+            kinds.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        metrics.prediction_errors.labels(reason="internal").inc()
+        log.exception("unhandled error", exc_info=exc)
+        return error_body(500, "internal_error", "internal error; it was logged and counted")
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def not_ready() -> JSONResponse:
+        metrics.prediction_errors.labels(reason="not_ready").inc()
+        detail = manager.registry_error or "no champion version loaded yet"
+        return error_body(
+            503,
+            "not_ready",
+            f"no model is serving yet ({settings.model_name}@champion): {detail}",
+            headers={"Retry-After": str(max(1, math.ceil(settings.api_poll_seconds)))},
+        )
+
+    def invalid_score(model: ServingModel, exc: Exception, request_id: str) -> JSONResponse:
+        metrics.prediction_errors.labels(reason="non_finite_score").inc()
+        log.error("model %s returned an invalid score: %s", model.version, exc)
+        return error_body(
+            500,
+            "invalid_model_output",
+            f"model version {model.version} returned an invalid score",
+            request_id=request_id,
+        )
+
+    def json_response(payload: dict[str, Any], model: ServingModel) -> Response:
+        return Response(
+            json.dumps(payload, separators=(",", ":")),
+            media_type="application/json",
+            headers={"X-Model-Version": model.version, "X-Request-ID": payload["request_id"]},
+        )
+
+    # --- prediction routes -------------------------------------------------------------------------
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        summary="Score one or many feature rows",
+        tags=["predictions"],
+    )
+    async def predict(body: PredictRequest) -> Response:  # type: ignore[valid-type]
+        """Probability that each customer buys again within the horizon. Features are matched
+        by name; the response names the model version that produced every score."""
+        model = manager.current
+        if model is None:
+            return not_ready()
+        rows = body.rows  # type: ignore[attr-defined]
+        request_id = uuid.uuid4().hex
+        try:
+            scores = await batcher.predict(model, model.to_matrix(rows))
+        except NonFiniteScore as exc:
+            return invalid_score(model, exc, request_id)
+        prediction_log.submit(
+            LoggedRequest(request_id, datetime.now(UTC), model.name, model.version, rows, scores)
+        )
+        metrics.predictions.labels(model_version=model.version).inc(len(rows))
+        return json_response(
+            {
+                "request_id": request_id,
+                "model_name": model.name,
+                "model_version": model.version,
+                "scores": scores.tolist(),
+            },
+            model,
+        )
+
+    @app.get(
+        "/v1/customers/{customer_id}/prediction",
+        response_model=CustomerPredictionResponse,
+        responses={404: {"model": ErrorResponse, "description": "Unknown customer."}, **_ERRORS},
+        summary="Score a known customer from the newest feature snapshot",
+        tags=["predictions"],
+    )
+    def customer_prediction(
+        customer_id: Annotated[int, Path(ge=0, le=2**62, description="CDNOW customer id.")],
+    ) -> Response:
+        """Reads the customer's features from the newest snapshot
+        (``warehouse/features/cutoff=YYYY-MM-DD.parquet``) and scores them."""
+        model = manager.current
+        if model is None:
+            return not_ready()
+        try:
+            found = snapshots.lookup(customer_id)
+        except NoSnapshot as exc:
+            return error_body(503, "no_snapshot", str(exc))
+        except UnknownCustomer as exc:
+            return error_body(
+                404,
+                "unknown_customer",
+                str(exc),
+                [{"field": "customer_id", "problem": "not in the newest snapshot"}],
+            )
+        request_id = uuid.uuid4().hex
+        rows = [found.features]
+        try:
+            scores = model.predict(model.to_matrix(rows))
+        except NonFiniteScore as exc:
+            return invalid_score(model, exc, request_id)
+        prediction_log.submit(
+            LoggedRequest(
+                request_id,
+                datetime.now(UTC),
+                model.name,
+                model.version,
+                rows,
+                scores,
+                customer_ids=(found.customer_id,),
+            )
+        )
+        metrics.predictions.labels(model_version=model.version).inc(1)
+        return json_response(
+            {
+                "request_id": request_id,
+                "model_name": model.name,
+                "model_version": model.version,
+                "scores": scores.tolist(),
+                "customer_id": found.customer_id,
+                "cutoff": found.cutoff,
+                "features": found.features,
+            },
+            model,
+        )
+
+    @app.post(
+        "/v1/explain",
+        response_model=ExplainResponse,
+        responses=_ERRORS,
+        summary="Per-feature contributions (XGBoost pred_contribs, log-odds)",
+        tags=["predictions"],
+    )
+    async def explain(body: PredictRequest) -> Response:  # type: ignore[valid-type]
+        """For each row: score, base value and one contribution per feature, in log-odds;
+        ``base_value + sum(contributions)`` is the row's margin (TreeSHAP values computed by
+        XGBoost itself, Lundberg et al. 2020). Explanations are not written to the prediction log."""
+        model = manager.current
+        if model is None:
+            return not_ready()
+        rows = body.rows  # type: ignore[attr-defined]
+        request_id = uuid.uuid4().hex
+        matrix = model.to_matrix(rows)
+        try:
+            contribs, bias = model.explain(matrix)
+            scores = model.predict(matrix)
+        except NonFiniteScore as exc:
+            return invalid_score(model, exc, request_id)
+        names = model.feature_names
+        explanations = [
+            {"score": s, "base_value": b, "contributions": dict(zip(names, c, strict=True))}
+            for s, b, c in zip(scores.tolist(), bias.tolist(), contribs.tolist(), strict=True)
+        ]
+        return json_response(
+            {
+                "request_id": request_id,
+                "model_name": model.name,
+                "model_version": model.version,
+                "explanations": explanations,
+            },
+            model,
+        )
+
+    # --- model and admin ---------------------------------------------------------------------------
+    @app.get("/v1/model", response_model=ModelInfo, responses={503: _ERRORS[503]}, tags=["model"])
+    async def model_info() -> Any:
+        """The serving version, its lineage tags and the gate evidence tags of that version."""
+        model = manager.current
+        if model is None:
+            return not_ready()
+        tags = dict(model.tags)
+        challenger = manager.challenger
+        return ModelInfo(
+            model_name=model.name,
+            model_version=model.version,
+            run_id=model.run_id,
+            loaded_at=model.loaded_at.isoformat(),
+            feature_names=list(model.feature_names),
+            status=tags.get("status"),
+            lineage={k: v for k, v in tags.items() if not k.startswith("gate") and k != "status"},
+            gate={k: v for k, v in tags.items() if k.startswith("gate")},
+            shadow_version=challenger.version if challenger is not None else None,
+        )
+
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadResponse,
+        responses={
+            401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+            503: {"model": ErrorResponse, "description": "No admin token is configured."},
+        },
+        tags=["admin"],
+    )
+    async def admin_reload(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Any:
+        """Check the champion alias now; load, smoke-test and swap to a new version (a version
+        refused before is tried again). The old version keeps serving if the new one fails."""
+        if token is None:
+            return error_body(503, "admin_disabled", "admin token not configured")
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, token):
+            return error_body(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        result = await anyio.to_thread.run_sync(lambda: manager.reload(force=True))
+        return ReloadResponse(
+            outcome=result.outcome,
+            model_version=result.serving_version,
+            candidate_version=result.candidate_version,
+            message=result.message,
+        )
+
+    # --- health and metrics ------------------------------------------------------------------------
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (200 even without a model)."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz", response_model=Readiness, responses={503: {"model": Readiness}}, tags=["health"]
+    )
+    async def readyz() -> Any:
+        """Readiness: 200 when a model serves (also while the registry is unreachable: the
+        detail says so), else 503."""
+        model = manager.current
+        body = Readiness(
+            ready=model is not None,
+            model_version=model.version if model else None,
+            registry=manager.registry_status(),
+            prediction_log=prediction_log.status(),
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if model else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics_route() -> Response:
+        """Prometheus text exposition of this process's metrics."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Middleware: CORS only when origins are configured; body limit inside metrics (413 counted).
+    if settings.api_cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api_cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    return app

@@ -1,0 +1,48 @@
+"""``rollguard serve api``: run the model server (one uvicorn worker; see :mod:`api.metrics`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+serve_app = typer.Typer(help="Run a Rollguard service.", no_args_is_help=True)
+
+
+@serve_app.command("api")
+def serve_api(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default: ROLLGUARD_API_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: ROLLGUARD_API_PORT).")] = None,
+) -> None:
+    """Serve the champion model over HTTP: predict, explain, model info, health, metrics."""
+    import logging
+    import sys
+
+    import uvicorn
+
+    from api.app import create_app
+    from rollguard.cli import settings
+
+    s = settings()
+    # The prediction-log and model-watch threads share the GIL with request handling; a 1 ms
+    # switch interval (CPython's default is 5 ms) bounds how long a request waits for them.
+    sys.setswitchinterval(0.001)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(s),
+        host=host or s.api_host,
+        port=port or s.api_port,
+        workers=1,
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=30,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` sub-command group (with ``serve api``) to the ``rollguard`` CLI."""
+    app.add_typer(serve_app, name="serve")

@@ -1,0 +1,372 @@
+"""The prediction log: every scored row reaches the monitoring store's ``prediction_log`` table,
+written in batches by a background thread, off the request path.
+
+Path of a row: the request hands its rows to :meth:`PredictionLog.submit` (an O(1) append to a
+bounded in-memory queue, counted in rows). The writer thread takes up to ``batch_rows`` rows at a
+time and inserts them with "on conflict do nothing" on ``(request_id, row_index)``.
+
+Nothing is lost when the store is down: a batch that cannot be inserted is appended to the spool
+file ``<home>/spool/predictions.jsonl`` (JSON lines, flushed and ``fsync``-ed before the writer
+moves on); the same happens, on the request thread, when the in-memory queue is full. While spool
+files exist, the writer tries to replay them every ``retry_seconds``: the active file is renamed to
+``replay-<ns>.jsonl`` (so appends go to a fresh file), inserted in chunks, and deleted once every
+chunk is in. Replay is idempotent (the unique key), so a crash mid-replay only means the file is
+replayed again. Rows are dropped (and counted) only when the spool file itself cannot be written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+
+from api.metrics import ServingMetrics
+from api.model import ServingModel
+from rollguard.db.models import PredictionLogRow
+
+log = logging.getLogger("rollguard.api.predlog")
+
+SPOOL_FILE = "predictions.jsonl"
+_TABLE = PredictionLogRow.__table__
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One answered request: ``rows`` (feature dicts) and ``scores`` (shape (n_rows,)), all by
+    ``model_version``; ``customer_ids`` is set for the customer route."""
+
+    request_id: str
+    predicted_at: datetime
+    model_name: str
+    model_version: str
+    rows: list[dict[str, float]]
+    scores: np.ndarray
+    customer_ids: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def to_records(req: LoggedRequest, challenger: ServingModel | None = None) -> list[dict[str, Any]]:
+    """Table rows of one request (one per feature row), with shadow scores when ``challenger``
+    is given and differs from the version that answered."""
+    shadow: list[float | None] = [None] * len(req.rows)
+    shadow_version = None
+    if challenger is not None and challenger.version != req.model_version:
+        try:
+            shadow = challenger.predict(challenger.to_matrix(req.rows)).tolist()
+            shadow_version = challenger.version
+        except Exception as exc:  # noqa: BLE001 - shadow scoring never affects the log
+            log.warning("shadow scoring failed: %s", exc)
+    at = req.predicted_at.isoformat()
+    return [
+        {
+            "request_id": req.request_id,
+            "row_index": i,
+            "predicted_at": at,
+            "model_name": req.model_name,
+            "model_version": req.model_version,
+            "customer_id": req.customer_ids[i] if req.customer_ids else None,
+            "features": json.dumps(row, separators=(",", ":")),
+            "score": float(score),
+            "challenger_version": shadow_version if shadow[i] is not None else None,
+            "challenger_score": shadow[i],
+        }
+        for i, (row, score) in enumerate(zip(req.rows, req.scores.tolist(), strict=True))
+    ]
+
+
+def insert_records(engine: Engine, records: list[dict[str, Any]]) -> None:
+    """Insert prediction-log records, ignoring ones whose ``(request_id, row_index)`` is already
+    stored (this is what makes spool replay idempotent). The one function that writes the table.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the store failed; nothing of this call is committed.
+    """
+    if not records:
+        return
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    rows = [
+        {**r, "predicted_at": datetime.fromisoformat(r["predicted_at"])}
+        if isinstance(r["predicted_at"], str)
+        else r
+        for r in records
+    ]
+    stmt = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id", "row_index"])
+    with engine.begin() as conn:
+        conn.execute(stmt, rows)
+
+
+class PredictionLog:
+    """Bounded queue + writer thread + spool (see the module docstring).
+
+    Args:
+        engine_factory: returns an engine on the migrated store; called again after a failure.
+        spool_dir: folder of the spool files (created on first use).
+        metrics: queue gauge and spooled/dropped/written counters.
+        max_queue_rows: rows held in memory before requests spill straight to the spool.
+        batch_rows: most rows per insert.
+        flush_seconds: longest wait before a partial batch is written.
+        retry_seconds: seconds between attempts to reach a failed store / replay the spool.
+        challenger: returns the model to shadow-score with, or None.
+    """
+
+    def __init__(
+        self,
+        engine_factory: Callable[[], Engine],
+        spool_dir: Path,
+        metrics: ServingMetrics,
+        *,
+        max_queue_rows: int = 200_000,
+        batch_rows: int = 5_000,
+        flush_seconds: float = 0.2,
+        retry_seconds: float = 1.0,
+        challenger: Callable[[], ServingModel | None] = lambda: None,
+    ) -> None:
+        self._engine_factory = engine_factory
+        self._engine: Engine | None = None
+        self.spool_dir = spool_dir
+        self.metrics = metrics
+        self.max_queue_rows = max_queue_rows
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.retry_seconds = retry_seconds
+        self._challenger = challenger
+        self._queue: deque[LoggedRequest] = deque()
+        self._queued_rows = 0
+        self._busy = False
+        self._cond = threading.Condition()
+        self._spool_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.store_ok: bool | None = None
+        self.store_error: str | None = None
+        self._next_try = 0.0
+
+    # --- hot path ----------------------------------------------------------------------------------
+    def submit(self, req: LoggedRequest) -> None:
+        """Hand one answered request to the writer. O(1) unless the queue is full, in which case
+        the rows go straight to the spool file (never dropped silently)."""
+        n = len(req)
+        with self._cond:
+            if self._queued_rows + n <= self.max_queue_rows:
+                self._queue.append(req)
+                self._queued_rows += n
+                self.metrics.log_queue_rows.set(self._queued_rows)
+                return
+        self._spool(to_records(req))
+
+    # --- spool -------------------------------------------------------------------------------------
+    def _spool(self, records: list[dict[str, Any]]) -> None:
+        """Append records to the spool file, flushed and fsync-ed."""
+        if not records:
+            return
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+        try:
+            with self._spool_lock:
+                self.spool_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(
+                    self.spool_dir / SPOOL_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+                )
+                try:
+                    view = memoryview(data)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            self.metrics.log_dropped_rows.inc(len(records))
+            log.error("prediction log: %d rows lost, spool not writable: %s", len(records), exc)
+            return
+        self.metrics.log_spooled_rows.inc(len(records))
+
+    def spool_files(self) -> list[Path]:
+        """Spool files waiting for replay, oldest first (the active file last)."""
+        if not self.spool_dir.is_dir():
+            return []
+        files = sorted(self.spool_dir.glob("replay-*.jsonl"))
+        active = self.spool_dir / SPOOL_FILE
+        return files + ([active] if active.exists() else [])
+
+    def spooled_rows(self) -> int:
+        """Rows in spool files (a line count; for status and tests)."""
+        total = 0
+        for path in self.spool_files():
+            with path.open("rb") as fh:
+                total += sum(1 for _ in fh)
+        return total
+
+    def _replay(self, engine: Engine) -> None:
+        """Insert every spool file's rows, deleting each file once all of it is stored.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the store failed (the file stays for the next try).
+        """
+        active = self.spool_dir / SPOOL_FILE
+        with self._spool_lock:
+            if active.exists():
+                active.rename(self.spool_dir / f"replay-{time.time_ns():020d}.jsonl")
+        for path in sorted(self.spool_dir.glob("replay-*.jsonl")):
+            for chunk in _read_chunks(path, self.batch_rows):
+                insert_records(engine, chunk)
+                self.metrics.log_written_rows.inc(len(chunk))
+            path.unlink()
+            log.info("prediction log: replayed spool file %s", path.name)
+
+    # --- writer ------------------------------------------------------------------------------------
+    def _engine_or_none(self) -> Engine | None:
+        if self._engine is None:
+            try:
+                self._engine = self._engine_factory()
+            except Exception as exc:  # noqa: BLE001 - store not reachable or not migrated
+                self._store_failed(exc)
+                return None
+        return self._engine
+
+    def _store_failed(self, exc: BaseException) -> None:
+        if self.store_ok is not False:
+            log.warning("prediction log: store unavailable, spooling: %s", exc)
+        self.store_ok = False
+        self.store_error = (
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        )
+        self._next_try = time.monotonic() + self.retry_seconds
+        if self._engine is not None:  # reconnect through the factory next time
+            self._engine.dispose()
+            self._engine = None
+
+    def _take(self) -> list[LoggedRequest]:
+        # Linger: requests are not notified one by one; the writer wakes every flush_seconds
+        # (or at stop) and takes what accumulated, so each transaction carries many rows and the
+        # writer seldom competes with request threads for the GIL.
+        if not self._stop.is_set() and self._queued_rows < self.batch_rows:
+            self._stop.wait(self.flush_seconds)
+        with self._cond:
+            taken, rows = [], 0
+            while self._queue and rows < self.batch_rows:
+                req = self._queue.popleft()
+                taken.append(req)
+                rows += len(req)
+            self._queued_rows -= rows
+            self._busy = bool(taken)
+            self.metrics.log_queue_rows.set(self._queued_rows)
+            return taken
+
+    def _write(self, taken: list[LoggedRequest]) -> None:
+        challenger = self._challenger()
+        records = [r for req in taken for r in to_records(req, challenger)]
+        engine = None if time.monotonic() < self._next_try else self._engine_or_none()
+        if engine is None:
+            self._spool(records)
+            return
+        try:
+            insert_records(engine, records)
+        except Exception as exc:  # noqa: BLE001 - any store failure: spool, retry later
+            self._store_failed(exc)
+            self._spool(records)
+            return
+        self.store_ok, self.store_error = True, None
+        self.metrics.log_written_rows.inc(len(records))
+
+    def _maybe_replay(self) -> None:
+        if time.monotonic() < self._next_try or not self.spool_files():
+            return
+        engine = self._engine_or_none()
+        if engine is None:
+            return
+        try:
+            self._replay(engine)
+        except Exception as exc:  # noqa: BLE001
+            self._store_failed(exc)
+            return
+        self.store_ok, self.store_error = True, None
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.is_set()
+            taken = self._take()
+            try:
+                if taken:
+                    self._write(taken)
+                self._maybe_replay()
+            except Exception:  # noqa: BLE001 - the writer must never die
+                log.exception("prediction log writer iteration failed")
+            finally:
+                with self._cond:
+                    self._busy = False
+            if stopping and not self._queue:
+                return
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rollguard-predlog", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write (or spool) everything queued, then stop the writer."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        # Whatever is still queued (writer stuck past the timeout) goes to the spool.
+        with self._cond:
+            left = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
+        for req in left:
+            self._spool(to_records(req))
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def idle(self) -> bool:
+        """True when nothing is queued, being written, or waiting in a spool file."""
+        with self._cond:
+            busy = bool(self._queue) or self._busy
+        return not busy and not self.spool_files()
+
+    def status(self) -> dict[str, Any]:
+        """Prediction-log health for ``/readyz``."""
+        return {
+            "store_reachable": self.store_ok,
+            "store_error": self.store_error,
+            "queued_rows": self._queued_rows,
+            "spool_files": len(self.spool_files()),
+        }
+
+
+def _read_chunks(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    with path.open("r", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                chunk.append(json.loads(line))
+            except json.JSONDecodeError:
+                # Only a crash in the middle of an append leaves a torn (last) line.
+                log.error("prediction log: skipping torn line %d of %s", n, path.name)
+                continue
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,287 @@
+"""Throughput and latency of the model server against two baselines in the same run.
+
+Targets (single-row ``POST /v1/predict``, 8 concurrent keep-alive connections, bounded request
+count, one server process each):
+  api        the Rollguard model server (``python -m api`` = ``rollguard serve api``; prediction
+             log on, SQLite store)
+  mlflow     ``mlflow models serve --env-manager local`` of the same registered version
+             (pyfunc, ``dataframe_split`` body), 1 worker
+  bare       a FastAPI ``async def`` endpoint returning a constant, under the same uvicorn settings
+             as the api (uvloop/httptools, no access log, 1 worker)
+and the time of one 10,000-row ``POST /v1/predict`` (real CDNOW rows), end to end over HTTP.
+
+Goals: api >= 10x mlflow throughput, api p99 < 10 ms, api >= 40% of bare throughput, 10,000-row
+batch < 100 ms (median). The load generator is a small asyncio HTTP/1.1 client (raw sockets), so
+the client's own overhead stays small next to the servers'. The machine's cores are shared by the
+servers and the client: compare ratios, not absolute numbers.
+
+Rerun: uv run python benchmarks/bench_api.py [--requests 4000] [--mlflow-requests 800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+
+def bare_app():  # type: ignore[no-untyped-def]
+    """The baseline: FastAPI, one async route, a constant JSON body, no validation."""
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+
+    app = FastAPI()
+    body = b'{"model_version":"1","scores":[0.5]}'
+
+    @app.post("/v1/predict")
+    async def predict() -> Response:
+        return Response(body, media_type="application/json")
+
+    return app
+
+
+@dataclass
+class Load:
+    name: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(q) - 1] * 1e3
+
+
+async def _connection(port: int, raw: bytes, n: int, lat: list[float], errs: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = _CONTENT_LENGTH.search(head)
+            if match:
+                await reader.readexactly(int(match.group(1)))
+            else:  # chunked
+                while True:
+                    size = int((await reader.readline()).strip(), 16)
+                    await reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+            lat.append(time.perf_counter() - t0)
+            if head[9:10] != b"2":
+                errs.append(int(head[9:12]))
+    finally:
+        writer.close()
+
+
+def run_load(name: str, port: int, path: str, body: bytes, total: int, conns: int = 8) -> Load:
+    """``total`` POSTs of ``body`` over ``conns`` keep-alive connections (after a warm-up)."""
+    raw = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    async def main(n_total: int) -> tuple[float, list[float], list[int]]:
+        lat: list[float] = []
+        errs: list[int] = []
+        t0 = time.perf_counter()
+        per = n_total // conns
+        await asyncio.gather(*(_connection(port, raw, per, lat, errs) for _ in range(conns)))
+        return time.perf_counter() - t0, lat, errs
+
+    asyncio.run(main(max(conns, total // 10)))  # warm-up
+    seconds, lat, errs = asyncio.run(main(total))
+    return Load(name, len(lat), seconds, lat, len(errs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000, help="per target (api, bare)")
+    parser.add_argument("--mlflow-requests", type=int, default=800)
+    parser.add_argument("--batch-repeat", type=int, default=10)
+    args = parser.parse_args()
+
+    import httpx
+
+    from pipeline.features import FEATURE_COLUMNS
+    from tests.support.api_models import cdnow_features, log_registered_version, train_booster
+    from tests.support.api_servers import start_api
+    from tests.support.servers import ServerProcess, free_port, start_mlflow_server, venv_bin
+
+    tmp = Path(tempfile.mkdtemp(prefix="rollguard-bench-api-"))
+    servers: list[ServerProcess] = []
+    try:
+        print("starting MLflow tracking server and training the model ...", flush=True)
+        tracking = start_mlflow_server(tmp / "mlflow", log_dir=tmp / "logs")
+        servers.append(tracking)
+        name = "bench-cdnow"
+        version = log_registered_version(train_booster(seed=1, rounds=100), name, tracking.url)
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking.url, tracking.url).set_registered_model_alias(
+            name, "champion", version
+        )
+
+        api = start_api(
+            tmp / "home",
+            tracking.url,
+            name,
+            tmp / "logs",
+            token="bench-token-123456",
+            ROLLGUARD_API_POLL_SECONDS="5",
+        )
+        servers.append(api)
+        bare_port = free_port()
+        bare = ServerProcess(
+            "bare",
+            [
+                sys.executable,
+                "-c",
+                "import uvicorn, benchmarks.bench_api as b; "
+                f"uvicorn.run(b.bare_app(), host='127.0.0.1', port={bare_port}, workers=1, "
+                "access_log=False, log_level='warning')",
+            ],
+            port=bare_port,
+            ready_path="/docs",
+            log_dir=tmp / "logs",
+            cwd=ROOT,
+        ).start()
+        servers.append(bare)
+        ml_port = free_port()
+        mlserve = ServerProcess(
+            "mlflow-serve",
+            [
+                venv_bin("mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{name}@champion",
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                str(ml_port),
+                "-w",
+                "1",
+            ],
+            port=ml_port,
+            ready_path="/ping",
+            log_dir=tmp / "logs",
+            # it execs `uvicorn` by name: put this environment's scripts first on PATH
+            env={
+                "MLFLOW_TRACKING_URI": tracking.url,
+                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            },
+        ).start(timeout=180)
+        servers.append(mlserve)
+
+        frame = cdnow_features()
+        row = frame[list(FEATURE_COLUMNS)].iloc[100].to_dict()
+        api_body = json.dumps({"rows": [row]}).encode()
+        ml_body = json.dumps(
+            {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}
+        ).encode()
+        check = httpx.post(
+            api.url + "/v1/predict", content=api_body, headers={"content-type": "application/json"}
+        ).json()
+        assert "scores" in check, check
+        ref = httpx.post(
+            mlserve.url + "/invocations",
+            content=ml_body,
+            headers={"content-type": "application/json"},
+        ).json()
+        print(
+            f"api score {check['scores'][0]:.6f} (version {check['model_version']}), "
+            f"mlflow serve score {ref['predictions'][0]:.6f}",
+            flush=True,
+        )
+
+        loads = [
+            run_load("api", api.port, "/v1/predict", api_body, args.requests),
+            run_load("bare", bare.port, "/v1/predict", b"{}", args.requests),
+            run_load("mlflow serve", mlserve.port, "/invocations", ml_body, args.mlflow_requests),
+        ]
+        big = frame[list(FEATURE_COLUMNS)].head(10_000).to_dict("records")
+        batch_body = json.dumps({"rows": big}).encode()
+        times = []
+        with httpx.Client(base_url=api.url, timeout=60) as client:
+            for _ in range(args.batch_repeat + 1):
+                t0 = time.perf_counter()
+                resp = client.post(
+                    "/v1/predict", content=batch_body, headers={"content-type": "application/json"}
+                )
+                times.append(time.perf_counter() - t0)
+                assert resp.status_code == 200 and len(resp.json()["scores"]) == 10_000, resp.text[
+                    :300
+                ]
+        times = times[1:]  # first is warm-up
+
+        by = {x.name: x for x in loads}
+        a = by["api"]
+        print()
+        print(
+            f"{'target':<14}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'api/target':>12}"
+        )
+        for x in loads:
+            print(
+                f"{x.name:<14}{x.requests:>9}{x.errors:>8}{x.rps:>10.0f}{x.pct(50):>9.2f}"
+                f"{x.pct(99):>9.2f}{a.rps / x.rps:>11.2f}x"
+            )
+        print(
+            f"\n10,000-row batch over HTTP: median {statistics.median(times) * 1e3:.1f} ms, "
+            f"max {max(times) * 1e3:.1f} ms ({len(big) * 1}-row body {len(batch_body) / 1e6:.1f} MB, "
+            f"{args.batch_repeat} runs)"
+        )
+        goals = [
+            (
+                "api >= 10x mlflow serve throughput",
+                a.rps / by["mlflow serve"].rps >= 10,
+                f"{a.rps / by['mlflow serve'].rps:.1f}x",
+            ),
+            ("api p99 < 10 ms", a.pct(99) < 10, f"{a.pct(99):.2f} ms"),
+            (
+                "api >= 40% of bare throughput",
+                a.rps / by["bare"].rps >= 0.4,
+                f"{100 * a.rps / by['bare'].rps:.0f}%",
+            ),
+            (
+                "10,000-row batch < 100 ms",
+                statistics.median(times) < 0.1,
+                f"{statistics.median(times) * 1e3:.1f} ms",
+            ),
+        ]
+        print()
+        for goal, ok, value in goals:
+            print(f"  [{'met' if ok else 'MISSED'}] {goal}: {value}")
+        print(
+            "\nRerun: uv run python benchmarks/bench_api.py "
+            f"--requests {args.requests} --mlflow-requests {args.mlflow_requests}"
+        )
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
