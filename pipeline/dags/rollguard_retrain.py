@@ -1,0 +1,158 @@
+"""DAG ``rollguard_retrain``: the weekly loop of Rollguard (see docs/pipeline.md).
+
+detect new batches (short-circuit when none) → ingest → build features → in parallel: drift check
+against the champion's data, batch scoring with the champion (this week's production
+predictions), business KPIs of the labels that matured → guard check of the champion on those
+predictions (rolls a degraded champion back at once) → decide whether a new challenger is needed →
+train (tune or reuse) → gate (applies the decision) → report.
+
+The guard runs before any retraining, on the predictions the champion has just made: a broken
+champion is rolled back within the run that first sees it, not after a retrain that might replace
+it without anyone learning that it was broken.
+
+A thin file: every task gathers its inputs, calls one step of :mod:`pipeline.steps` and returns
+ids, paths and counts (XCom stays small). Heavy imports live inside the task bodies. Every step is
+idempotent, keyed on the landing files' content, the cutoff and the training key, so a retried or
+restarted run changes nothing twice. Runs every Monday at 06:00 and whenever it is triggered (the
+embedded main job, ``rollguard demo``, triggers one run per delivered week).
+
+Run configuration: ``{"force_retrain": true}`` asks for a new challenger whatever the evidence.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, get_current_context, task
+
+DEFAULT_ARGS = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=5),
+    "execution_timeout": timedelta(minutes=60),
+}
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from rollguard.settings import Settings
+
+    return Settings()
+
+
+@dag(
+    dag_id="rollguard_retrain",
+    schedule="0 6 * * 1",
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["rollguard"],
+    doc_md=__doc__,
+)
+def rollguard_retrain() -> None:
+    @task.short_circuit
+    def detect_new_batches() -> bool:
+        from pipeline.steps import detect_new_files
+
+        return bool(detect_new_files(_settings()))
+
+    @task
+    def ingest() -> dict:
+        from pipeline.steps import ingest_step
+
+        return ingest_step(_settings())
+
+    @task
+    def build_features(_ingested: dict) -> dict:
+        from pipeline.steps import features_step
+
+        return features_step(_settings())
+
+    @task
+    def drift_check(features: dict) -> dict:
+        from pipeline.steps import drift_step
+
+        return drift_step(_settings(), features)
+
+    @task
+    def score_batch(features: dict) -> dict:
+        from pipeline.steps import score_step
+
+        return score_step(_settings(), features)
+
+    @task
+    def resolve_labels(features: dict) -> dict:
+        from pipeline.steps import labels_step
+
+        return labels_step(_settings(), features)
+
+    @task
+    def guard_check(_scored: dict) -> dict:
+        from pipeline.steps import guard_step
+
+        return guard_step(_settings())
+
+    @task
+    def decide_retrain(drift: dict, _guarded: dict, _labels: dict) -> dict:
+        from pipeline.steps import decide_step
+
+        conf = get_current_context()["dag_run"].conf or {}
+        return decide_step(_settings(), drift, force=bool(conf.get("force_retrain", False)))
+
+    @task
+    def train(decision: dict) -> dict:
+        from pipeline.steps import train_step
+
+        return train_step(_settings(), decision)
+
+    @task
+    def gate(trained: dict) -> dict:
+        from pipeline.steps import gate_step
+
+        return gate_step(_settings(), trained)
+
+    @task
+    def report(
+        ingested: dict,
+        features: dict,
+        drift: dict,
+        scored: dict,
+        labels: dict,
+        decision: dict,
+        trained: dict,
+        gated: dict,
+        guarded: dict,
+    ) -> dict:
+        from pipeline.steps import report_step
+
+        context = get_current_context()
+        return report_step(
+            _settings(),
+            context["dag_run"].run_id.replace(":", "-").replace("+", "_"),
+            {
+                "ingest": ingested,
+                "features": features,
+                "drift": drift,
+                "scoring": scored,
+                "labels": labels,
+                "retrain": decision,
+                "train": trained,
+                "gate": gated,
+                "guard": guarded,
+            },
+        )
+
+    detected = detect_new_batches()
+    ingested = ingest()
+    detected >> ingested
+    features = build_features(ingested)
+    drift, scored, labels = drift_check(features), score_batch(features), resolve_labels(features)
+    guarded = guard_check(scored)
+    decision = decide_retrain(drift, guarded, labels)
+    trained = train(decision)
+    gated = gate(trained)
+    report(ingested, features, drift, scored, labels, decision, trained, gated, guarded)
+
+
+rollguard_retrain()

@@ -1,0 +1,315 @@
+"""The main job: replay CDNOW week by week through the real Airflow DAG, embedded, no server.
+
+1. **Initial load**: the first ``initial_weeks`` weekly files land at once and one DAG run ingests
+   them; there is no champion, so it trains (Optuna tunes), the gate bootstraps the first champion.
+2. **Weekly runs**: one new weekly file lands, one DAG run (``dag.test()`` against SQLite metadata
+   under ``ROLLGUARD_HOME/airflow``) ingests it, scores every customer with the champion, checks
+   drift and the guard, and retrains only when the evidence asks for it.
+3. **Faults, on by default**: a malformed weekly file lands beside a good one (quarantined, the
+   run goes on); a model trained on shuffled labels is registered and gated (rejected), then a
+   person forces it into production (``promote --force``), and the next run's guard rolls it back.
+4. A week-by-week table and where to look.
+
+The job is resumable: started again on the same home it continues after the newest delivered week,
+and every step it repeats is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rollguard.errors import RollguardError
+from rollguard.settings import Settings
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Knobs of the main job.
+
+    Attributes:
+        initial_weeks: weekly files delivered before the first run (enough for 8 fit cutoffs,
+            a validation cutoff and a matured evaluation cutoff: 20 weeks).
+        weeks: weekly runs after the initial load (None: until the log ends).
+        faults: inject the malformed file and the broken model.
+        malformed_at: weekly run (1-based) whose landing also gets a malformed file.
+        broken_at: weekly run after which the broken model is forced into production.
+        force_retrain_at: weekly run that asks for a retrain whatever the evidence (shows a gate
+            decision between two real versions early in a short demo).
+    """
+
+    initial_weeks: int = 20
+    weeks: int | None = 16
+    faults: bool = True
+    malformed_at: int = 2
+    broken_at: int = 5
+    force_retrain_at: int = 3
+
+
+@dataclass
+class DemoResult:
+    """Everything the job did: one row per DAG run, the events outside the DAG, the timings."""
+
+    home: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
+    """One table row from a run report (see :func:`pipeline.steps.report_step`)."""
+    ingest = report.get("ingest") or {}
+    train = report.get("train") or {}
+    gate = report.get("gate") or {}
+    guard = report.get("guard") or {}
+    kpis = (report.get("labels") or {}).get("kpis") or {}
+    retrain = report.get("retrain") or {}
+    ci = gate.get("ap_diff_ci")
+    weeks = ingest.get("accepted_weeks") or []
+    return {
+        "run": label,
+        "week": weeks[-1] if weeks else None,
+        "rows_accepted": ingest.get("rows_accepted", 0),
+        "files_quarantined": len(ingest.get("quarantined") or {}),
+        "quarantined": ingest.get("quarantined") or {},
+        "drift_share": (report.get("drift") or {}).get("drift_share"),
+        "retrain": retrain.get("reason"),
+        "tuning": train.get("tuning"),
+        "tuning_reason": train.get("tuning_reason"),
+        "challenger": train.get("version") if train.get("trained") else None,
+        "challenger_ap": gate.get("challenger_ap"),
+        "champion_ap": gate.get("champion_ap"),
+        "ap_diff_ci": ci,
+        "decision": gate.get("outcome"),
+        "decision_reason": gate.get("reason_code"),
+        "champion": report.get("champion_after"),
+        "guard": guard.get("state"),
+        "rolled_back_to": guard.get("rolled_back_to"),
+        "kpi_cutoff": (report.get("labels") or {}).get("matured_cutoff") if kpis else None,
+        "lift": kpis.get("lift"),
+        "revenue_share": kpis.get("revenue_share"),
+        "random_revenue_share": kpis.get("random_revenue_share"),
+    }
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if spec else str(value)
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One fixed-width line of the week table."""
+    ci = row.get("ap_diff_ci")
+    ci_text = f"[{ci[0]:+.3f},{ci[1]:+.3f}]" if ci and ci[0] is not None else "-"
+    tuning = row.get("tuning") or "-"
+    if row.get("tuning_reason") and tuning != "-":
+        tuning = f"{tuning}:{row['tuning_reason']}"
+    rollback = f"->v{row['rolled_back_to']}" if row.get("rolled_back_to") else "-"
+    return (
+        f"{_fmt(row.get('week')):9} {row.get('rows_accepted', 0):6} {row.get('files_quarantined', 0):3} "
+        f"{_fmt(row.get('drift_share'), '.2f'):>5} {_fmt(row.get('retrain')):18.18} "
+        f"{tuning:24.24} {_fmt(row.get('challenger_ap'), '.3f'):>6} "
+        f"{_fmt(row.get('champion_ap'), '.3f'):>6} {ci_text:17} {_fmt(row.get('decision')):9} "
+        f"{'v' + str(row['champion']) if row.get('champion') else '-':5} "
+        f"{_fmt(row.get('guard')):12} {rollback:7} {_fmt(row.get('lift'), '.2f'):>5} "
+        f"{_fmt(row.get('revenue_share'), '.2f'):>5}"
+    )
+
+
+TABLE_HEADER = (
+    f"{'week':9} {'rows':>6} {'qua':>3} {'drift':>5} {'retrain?':18} {'tuned/reused':24} "
+    f"{'chalAP':>6} {'chmpAP':>6} {'AP diff 95% CI':17} {'decision':9} {'champ':5} "
+    f"{'guard':12} {'rollbk':7} {'lift':>5} {'rev%':>5}"
+)
+
+
+def run_demo(
+    settings: Settings,
+    options: DemoOptions,
+    *,
+    progress: Callable[[str], None] = print,
+) -> DemoResult:
+    """Run the main job (module docstring). ``progress`` receives one line per step.
+
+    Raises:
+        RollguardError: a DAG run failed (with the failed task named); its log is in the
+            Airflow home.
+    """
+    from pipeline import feed
+    from pipeline.airflow_env import configure_airflow
+    from rollguard.store import open_store
+
+    start = time.perf_counter()
+    settings.ensure_dirs()
+    open_store(settings).dispose()
+    configure_airflow(settings)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    dag = _load_dag()
+    result = DemoResult(home=str(settings.home))
+
+    delivered = feed.delivered_weeks(settings)
+    if len(delivered) < options.initial_weeks:
+        replay = feed.replay(settings, weeks=options.initial_weeks - len(delivered))
+        progress(f"initial load: {len(replay.written)} weekly files in {settings.landing_dir}")
+    label = "initial"
+    result.rows.append(_run_once(dag, settings, label, {}, progress))
+
+    run = 0
+    while options.weeks is None or run < options.weeks:
+        run += 1
+        replay = feed.replay(settings, weeks=1)
+        if not replay.written:
+            progress("the log has no more complete weeks")
+            break
+        week = replay.newest_week or "?"
+        if options.faults and run == options.malformed_at:
+            from pipeline.faults import write_malformed_week
+
+            name = write_malformed_week(settings, week)
+            result.events.append({"run": run, "event": "malformed file landed", "file": name})
+            progress(f"fault: a malformed file {name} lands beside {week}")
+        conf = {"force_retrain": True} if run == options.force_retrain_at else {}
+        result.rows.append(_run_once(dag, settings, f"week {run}", conf, progress))
+        if options.faults and run == options.broken_at:
+            result.events.extend(_force_broken_model(settings, progress))
+    result.seconds = round(time.perf_counter() - start, 1)
+    return result
+
+
+def _load_dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipeline.airflow_env import DAGS_FOLDER
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    if bag.import_errors:
+        raise RollguardError(f"DAG import errors: {bag.import_errors}")
+    return bag.get_dag("rollguard_retrain")
+
+
+def _run_once(
+    dag: Any, settings: Settings, label: str, conf: dict[str, Any], progress: Callable[[str], None]
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    dagrun = dag.test(run_conf=conf)
+    seconds = time.perf_counter() - started
+    state = str(getattr(dagrun, "state", "unknown"))
+    if state != "success":
+        failed = [
+            ti.task_id
+            for ti in dagrun.get_task_instances()
+            if str(ti.state) in ("failed", "upstream_failed")
+        ]
+        raise RollguardError(
+            f"DAG run {dagrun.run_id} ended {state}; failed tasks: {failed}. "
+            f"Task logs: {settings.home / 'airflow' / 'logs'}"
+        )
+    report_path = (
+        settings.reports_dir
+        / "runs"
+        / (dagrun.run_id.replace(":", "-").replace("+", "_") + ".json")
+    )
+    if report_path.exists():
+        report = json.loads(report_path.read_text())
+        row = _row(report, label)
+    else:  # short-circuited: nothing new had landed
+        row = {"run": label, "week": None, "rows_accepted": 0, "retrain": "no new data"}
+    row["seconds"] = round(seconds, 1)
+    progress(format_row(row) + f"  ({seconds:.0f}s)")
+    return row
+
+
+def _force_broken_model(
+    settings: Settings, progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Register a shuffled-label model, gate it (rejected), then force it in as a person would."""
+    from pipeline.faults import register_shuffled_label_model
+    from pipeline.features import FEATURE_COLUMNS
+    from registry_guard.cli import evaluation_frame
+    from registry_guard.policy import load_policy
+    from registry_guard.registry import move_champion, read_pointer, run_gate
+    from rollguard.mlflow_client import mlflow_client
+    from rollguard.store import open_store
+
+    events: list[dict[str, Any]] = []
+    broken = register_shuffled_label_model(settings)
+    client, engine = mlflow_client(settings), open_store(settings)
+    gate = run_gate(
+        evaluation_frame(settings),
+        model_name=settings.model_name,
+        policy=load_policy(settings.gate_policy_path),
+        client=client,
+        engine=engine,
+        feature_columns=FEATURE_COLUMNS,
+        version=broken.version,
+        actor="pipeline",
+    )
+    events.append(
+        {
+            "event": "broken model gated",
+            "version": broken.version,
+            "outcome": gate.decision.outcome,
+            "reason_code": gate.decision.reason_code,
+            "reasons": list(gate.decision.reasons)[:2],
+        }
+    )
+    progress(
+        f"fault: v{broken.version} (trained on shuffled labels) gated: {gate.decision.outcome} "
+        f"[{gate.decision.reason_code}] {gate.decision.reasons[0] if gate.decision.reasons else ''}"
+    )
+    current = read_pointer(engine, settings.model_name)
+    move = move_champion(
+        settings.model_name,
+        broken.version,
+        expected=current,
+        actor="human",
+        reason="demo: a person overrides the gate (rollguard promote --force)",
+        evidence={"forced": True, "fault": "shuffled_labels"},
+        client=client,
+        engine=engine,
+    )
+    events.append(
+        {"event": "human forced promotion", "from": move.from_version, "to": move.to_version}
+    )
+    progress(f"fault: a person forces v{broken.version} into production over v{current}")
+    return events
+
+
+def where_to_look(settings: Settings) -> str:
+    """The closing lines: where each result lives and which command shows it."""
+    home = settings.home
+    return "\n".join(
+        [
+            "Where to look:",
+            f"  run reports (JSON)     {home / 'reports' / 'runs'}",
+            f"  quarantined files      {home / 'quarantine'}",
+            f"  MLflow UI              uv run mlflow ui --backend-store-uri {settings.tracking_uri}",
+            "  models and aliases     uv run rollguard models",
+            "  alias history          uv run rollguard history",
+            "  serve the champion     uv run rollguard serve api   (docs at http://127.0.0.1:8000/docs)",
+            f"  Airflow task logs      {home / 'airflow' / 'logs'}",
+        ]
+    )
+
+
+def summarize(result: DemoResult) -> dict[str, Any]:
+    """Counts the README promises: promotions, rejections, quarantines, rollbacks."""
+    rows = result.rows
+    return {
+        "runs": len(rows),
+        "promotions": sum(r.get("decision") in ("promote", "bootstrap") for r in rows),
+        "gate_rejections": sum(r.get("decision") == "reject" for r in rows)
+        + sum(e.get("outcome") == "reject" for e in result.events),
+        "files_quarantined": sum(r.get("files_quarantined", 0) for r in rows),
+        "rollbacks": sum(bool(r.get("rolled_back_to")) for r in rows),
+        "seconds": result.seconds,
+    }
+
+
+def to_json(result: DemoResult) -> dict[str, Any]:
+    return {**asdict(result), "summary": summarize(result)}

@@ -1,0 +1,120 @@
+"""Weekly batch scoring: the champion scores every active customer at the scoring cutoff, and the
+scores are kept as that week's production predictions.
+
+Predictions are Parquet files ``warehouse/predictions/cutoff=YYYY-MM-DD/version=N.parquet`` (one
+row per customer: ``customer_id``, ``score``, ``rank``, ``targeted``), written once per cutoff and
+version (idempotent). The guard and the KPI reports read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.features import FEATURE_COLUMNS
+from pipeline.feed import write_atomic
+from rollguard.settings import Settings
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """A written batch of production predictions."""
+
+    cutoff: str
+    model_version: str
+    path: str
+    n_customers: int
+    n_targeted: int
+    created: bool  # False when the file existed already
+
+
+def predictions_path(settings: Settings, cutoff: date, version: str) -> Path:
+    """Parquet path of the predictions of ``version`` at ``cutoff``."""
+    return (
+        settings.warehouse_dir
+        / "predictions"
+        / f"cutoff={cutoff.isoformat()}"
+        / f"version={version}.parquet"
+    )
+
+
+def targeted_mask(scores: np.ndarray, budget: float) -> np.ndarray:
+    """Shape ``(n,)`` bool: the top ``budget`` share of rows by score (ties broken by position,
+    ``ceil(budget * n)`` rows), the customers marketing contacts this week."""
+    n = len(scores)
+    k = int(np.ceil(budget * n))
+    order = np.argsort(-scores, kind="stable")
+    mask = np.zeros(n, dtype=bool)
+    mask[order[:k]] = True
+    return mask
+
+
+def score_frame(features: pd.DataFrame, predict: Any, budget: float) -> pd.DataFrame:
+    """Predictions for a feature snapshot: ``customer_id``, ``score`` (probability), ``rank``
+    (1 = highest score) and ``targeted`` (top ``budget`` share)."""
+    scores = np.asarray(predict(features.loc[:, list(FEATURE_COLUMNS)]), dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(len(scores), dtype=np.int64)
+    rank[order] = np.arange(1, len(scores) + 1)
+    return pd.DataFrame(
+        {
+            "customer_id": features["customer_id"].to_numpy(),
+            "score": scores,
+            "rank": rank,
+            "targeted": targeted_mask(scores, budget),
+        }
+    )
+
+
+def score_batch(
+    settings: Settings,
+    cutoff: date,
+    *,
+    model_version: str,
+    predict: Any,
+    features: pd.DataFrame,
+) -> BatchScores:
+    """Score ``features`` (the snapshot at ``cutoff``) with ``predict`` of ``model_version`` and
+    keep the result; an existing file for the same cutoff and version is kept as it is."""
+    target = predictions_path(settings, cutoff, model_version)
+    if target.exists():
+        frame = pd.read_parquet(target)
+        created = False
+    else:
+        frame = score_frame(features, predict, settings.targeting_budget)
+        buf = BytesIO()
+        frame.to_parquet(buf, index=False)
+        write_atomic(target, buf.getvalue())
+        created = True
+    return BatchScores(
+        cutoff=cutoff.isoformat(),
+        model_version=str(model_version),
+        path=str(target),
+        n_customers=len(frame),
+        n_targeted=int(frame["targeted"].sum()),
+        created=created,
+    )
+
+
+def load_predictions(settings: Settings, cutoff: date, version: str) -> pd.DataFrame | None:
+    """The predictions of ``version`` at ``cutoff``, or None when that batch was never scored."""
+    path = predictions_path(settings, cutoff, version)
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def scored_cutoffs(settings: Settings, version: str) -> list[date]:
+    """Cutoffs at which ``version`` produced production predictions, oldest first."""
+    root = settings.warehouse_dir / "predictions"
+    if not root.exists():
+        return []
+    out = []
+    for folder in root.glob("cutoff=*"):
+        if (folder / f"version={version}.parquet").exists():
+            out.append(date.fromisoformat(folder.name.split("=", 1)[1]))
+    return sorted(out)

@@ -1,0 +1,359 @@
+"""The pipeline's steps as plain functions of the settings: what the Airflow tasks call.
+
+Each step is idempotent (keyed on the landing files' content and on the cutoff) and returns a small
+JSON-ready dict of ids, paths and counts — never data — so that XCom stays small.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rollguard.settings import Settings
+
+
+def detect_new_files(settings: Settings) -> list[str]:
+    """Names of landing files whose (name, content) pair has no ingestion decision yet."""
+    from pipeline.cdnow import sha256_file
+    from rollguard.db.models import IngestionDecision
+    from rollguard.store import open_store
+
+    if not settings.landing_dir.exists():
+        return []
+    engine = open_store(settings)
+    with Session(engine) as session:
+        known = set(
+            session.execute(
+                select(IngestionDecision.file_name, IngestionDecision.content_sha256)
+            ).all()
+        )
+    engine.dispose()
+    new = []
+    for path in sorted(settings.landing_dir.iterdir()):
+        visible = path.is_file() and not path.name.startswith(".")
+        if visible and (path.name, sha256_file(path)) not in known:
+            new.append(path.name)
+    return new
+
+
+def ingest_step(settings: Settings) -> dict[str, Any]:
+    """Ingest the landing zone; returns counts, accepted batch ids and quarantine reasons."""
+    from pipeline.ingest import ingest_landing
+
+    report = ingest_landing(settings)
+    return {
+        "accepted": [o.batch_id for o in report.accepted],
+        "accepted_weeks": [o.week for o in report.accepted],
+        "rows_accepted": sum(o.n_rows or 0 for o in report.accepted),
+        "quarantined": {o.file: o.reason_code for o in report.quarantined},
+        "duplicates": [o.file for o in report.duplicates],
+    }
+
+
+def scoring_cutoff(settings: Settings) -> date | None:
+    """The cutoff for this week's production scoring: the Monday after the newest ingested week."""
+    from pipeline.warehouse import ingested_weeks
+    from rollguard.usecase import parse_iso_week
+
+    weeks = ingested_weeks(settings)
+    if not weeks:
+        return None
+    return parse_iso_week(weeks[-1]) + timedelta(days=7)
+
+
+def features_step(settings: Settings) -> dict[str, Any]:
+    """Build the snapshot at the scoring cutoff; returns its path, size and label state."""
+    from pipeline.snapshots import build_snapshot
+
+    cutoff = scoring_cutoff(settings)
+    if cutoff is None:
+        return {"cutoff": None}
+    result = build_snapshot(settings, cutoff)
+    return {
+        "cutoff": result.cutoff,
+        "path": result.path,
+        "n_customers": result.n_customers,
+        "missing_weeks": result.missing_weeks,
+    }
+
+
+# --- the model side of a weekly run ----------------------------------------------------------------
+def _champion(settings: Settings) -> tuple[Any, Any, str | None]:
+    """``(client, engine, champion version or None)``."""
+    from registry_guard.registry import read_pointer
+    from rollguard.mlflow_client import mlflow_client
+    from rollguard.store import open_store
+
+    client, engine = mlflow_client(settings), open_store(settings)
+    return client, engine, read_pointer(engine, settings.model_name)
+
+
+def _version_tag(client: Any, settings: Settings, version: str, tag: str) -> str | None:
+    return (client.get_model_version(settings.model_name, version).tags or {}).get(tag)
+
+
+def drift_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
+    """Share of features that drifted between the champion's evaluation data and this week's
+    snapshot (Evidently, see :func:`pipeline.tuning.feature_drift`)."""
+    import pandas as pd
+
+    from pipeline.features import build_features
+    from pipeline.tuning import feature_drift
+    from pipeline.warehouse import load_transactions
+
+    if not features.get("path"):
+        return {"drift_share": None, "reason": "no features this week"}
+    client, _, champion = _champion(settings)
+    if champion is None:
+        return {"drift_share": None, "reason": "no champion to compare with"}
+    # Reference: the champion's evaluation cutoff, the newest population it was validated on.
+    # (CDNOW is a closed cohort that ages every week, so older references drift by construction.)
+    tag = _version_tag(client, settings, champion, "rollguard.cutoff.evaluation")
+    reference_cutoff = date.fromisoformat(tag) if tag else None
+    if reference_cutoff is None:
+        return {"drift_share": None, "reason": f"version {champion} has no evaluation cutoff tag"}
+    reference = build_features(load_transactions(settings), reference_cutoff, label_available=False)
+    summary = feature_drift(reference, pd.read_parquet(features["path"]))
+    return {
+        "drift_share": round(summary.share, 4),
+        "drifted": list(summary.drifted),
+        "reference_cutoff": reference_cutoff.isoformat(),
+        "champion": champion,
+        "method": summary.method,
+    }
+
+
+def score_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
+    """The champion scores every customer of this week's snapshot (production predictions)."""
+    import pandas as pd
+
+    from pipeline.scoring import score_batch
+    from registry_guard.registry import load_version
+
+    if not features.get("path"):
+        return {"scored": False, "reason": "no features this week"}
+    client, _, champion = _champion(settings)
+    if champion is None:
+        return {"scored": False, "reason": "no champion yet"}
+    model = load_version(client, settings.model_name, champion, alias="champion")
+    result = score_batch(
+        settings,
+        date.fromisoformat(features["cutoff"]),
+        model_version=champion,
+        predict=model.predict,
+        features=pd.read_parquet(features["path"]),
+    )
+    return {"scored": True, **result.__dict__}
+
+
+def labels_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
+    """Business KPIs of the production predictions whose 28-day label matured this week: the
+    cutoff one horizon before this week's scoring cutoff (see :func:`realized_kpis`)."""
+    from pipeline.features import build_features, label_matured
+    from pipeline.scoring import load_predictions
+    from pipeline.warehouse import ingested_weeks, load_transactions
+
+    if not features.get("cutoff"):
+        return {"matured_cutoff": None}
+    matured = date.fromisoformat(features["cutoff"]) - timedelta(days=settings.horizon_days)
+    if not label_matured(matured, ingested_weeks(settings), settings.horizon_days):
+        return {"matured_cutoff": matured.isoformat(), "kpis": None, "reason": "not matured"}
+    _, engine, _ = _champion(settings)
+    version = _serving_version_at(settings, matured)
+    predictions = load_predictions(settings, matured, version) if version else None
+    if predictions is None:
+        return {"matured_cutoff": matured.isoformat(), "kpis": None, "reason": "not scored then"}
+    truth = build_features(load_transactions(settings), matured, label_available=True)
+    return {
+        "matured_cutoff": matured.isoformat(),
+        "model_version": version,
+        "kpis": realized_kpis(predictions, truth, settings.targeting_budget),
+    }
+
+
+def _serving_version_at(settings: Settings, cutoff: date) -> str | None:
+    """The version whose production predictions exist for ``cutoff`` (the newest version number
+    when several scored it: the one that served at the end of that run)."""
+    folder = settings.warehouse_dir / "predictions" / f"cutoff={cutoff.isoformat()}"
+    if not folder.exists():
+        return None
+    versions = [p.stem.split("=", 1)[1] for p in folder.glob("version=*.parquet")]
+    return max(versions, key=int) if versions else None
+
+
+def realized_kpis(predictions: Any, truth: Any, budget: float) -> dict[str, float]:
+    """Realized business KPIs of one week's targeting.
+
+    Args:
+        predictions: one row per customer (``customer_id``, ``score``, ``targeted``).
+        truth: features and matured labels at the same cutoff (``customer_id``, ``repurchase``,
+            ``revenue_horizon``).
+        budget: share targeted; the random-targeting baseline targets the same number.
+
+    Returns:
+        ``n_customers``, ``n_targeted``, ``base_rate`` and ``targeted_rate`` (repurchase rates),
+        ``lift`` (targeted rate / base rate), ``revenue_targeted`` (USD in the horizon),
+        ``revenue_share`` (of all horizon revenue), ``random_revenue_share`` (= budget in
+        expectation for random targeting), ``average_precision`` (sklearn) of the scores.
+    """
+    from sklearn.metrics import average_precision_score
+
+    from rollguard.usecase import LABEL, REVENUE
+
+    joined = predictions.merge(truth[["customer_id", LABEL, REVENUE]], on="customer_id")
+    labels = joined[LABEL].astype(int).to_numpy()
+    revenue = joined[REVENUE].to_numpy(dtype=float)
+    targeted = joined["targeted"].to_numpy(dtype=bool)
+    base = float(labels.mean()) if len(labels) else 0.0
+    rate = float(labels[targeted].mean()) if targeted.any() else 0.0
+    total = float(revenue.sum())
+    return {
+        "n_customers": int(len(joined)),
+        "n_targeted": int(targeted.sum()),
+        "base_rate": round(base, 6),
+        "targeted_rate": round(rate, 6),
+        "lift": round(rate / base, 4) if base > 0 else 0.0,
+        "revenue_targeted": round(float(revenue[targeted].sum()), 2),
+        "revenue_share": round(float(revenue[targeted].sum()) / total, 4) if total > 0 else 0.0,
+        "random_revenue_share": round(float(targeted.mean()), 4),
+        "random_targeted_rate": round(base, 6),
+        "average_precision": round(float(average_precision_score(labels, joined["score"])), 4)
+        if 0 < labels.sum() < len(labels)
+        else 0.0,
+    }
+
+
+def decide_step(
+    settings: Settings, drift: dict[str, Any], *, force: bool = False
+) -> dict[str, Any]:
+    """Whether this run needs a new challenger (:func:`pipeline.decisions.decide_retrain`)."""
+    from dataclasses import asdict
+
+    from pipeline.decisions import decide_retrain
+    from pipeline.training import TrainingDataError, plan_cutoffs
+    from pipeline.warehouse import ingested_weeks
+    from registry_guard.guard import latest_guard_state
+
+    client, engine, champion = _champion(settings)
+    age = None
+    if champion is not None:
+        tag = _version_tag(client, settings, champion, "rollguard.cutoff.evaluation")
+        try:
+            now = plan_cutoffs(
+                ingested_weeks(settings),
+                n_fit=0,
+                n_validation=0,
+                horizon_days=settings.horizon_days,
+            ).evaluation
+        except TrainingDataError:
+            now = None
+        if tag and now:
+            age = (now - date.fromisoformat(tag)).days // 7
+    decision = decide_retrain(
+        has_champion=champion is not None,
+        forced=force,
+        guard_state=latest_guard_state(engine, settings.model_name),
+        champion_age_weeks=age,
+        max_champion_age_weeks=settings.max_champion_age_weeks,
+        drift_share=drift.get("drift_share"),
+        drift_threshold=settings.retrain_drift_threshold,
+    )
+    return asdict(decision)
+
+
+def train_step(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
+    """Train (or find) the challenger when the decision says so."""
+    from pipeline.retrain import retrain
+    from pipeline.training import TrainingDataError
+
+    if not decision["retrain"]:
+        return {"trained": False, "reason": decision["reason"]}
+    try:
+        outcome = retrain(settings, guard_degraded=decision["reason"] == "guard_degraded")
+    except TrainingDataError as exc:
+        return {"trained": False, "reason": "not_enough_history", "detail": str(exc)}
+    return {
+        "trained": True,
+        "version": outcome.version,
+        "created": outcome.created,
+        "run_id": outcome.run_id,
+        "tuning": outcome.decision.action,
+        "tuning_reason": outcome.decision.reason,
+        "tuning_detail": outcome.decision.detail,
+        "evaluation_cutoff": outcome.cutoffs["evaluation"],
+        "metrics": {k: round(v, 6) for k, v in outcome.metrics.items()},
+    }
+
+
+def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
+    """Gate the new challenger against the champion and apply the decision (once per version)."""
+    from pipeline.features import FEATURE_COLUMNS
+    from registry_guard.cli import evaluation_frame
+    from registry_guard.policy import load_policy
+    from registry_guard.registry import DECISION_TAG, run_gate
+
+    if not trained.get("trained"):
+        return {"gated": False, "reason": trained.get("reason")}
+    client, engine, champion = _champion(settings)
+    version = trained["version"]
+    earlier = _version_tag(client, settings, version, DECISION_TAG)
+    if earlier is not None or version == champion:
+        return {"gated": False, "version": version, "reason": f"already gated ({earlier})"}
+    run = run_gate(
+        evaluation_frame(settings),
+        model_name=settings.model_name,
+        policy=load_policy(settings.gate_policy_path),
+        client=client,
+        engine=engine,
+        feature_columns=FEATURE_COLUMNS,
+        version=version,
+        actor="pipeline",
+    )
+    primary = next((c for c in run.decision.checks if c.name == "primary_non_inferiority"), None)
+    return {
+        "gated": True,
+        "version": version,
+        "champion_before": run.champion_version,
+        "outcome": run.decision.outcome,
+        "reason_code": run.decision.reason_code,
+        "reasons": list(run.decision.reasons)[:3],
+        "challenger_ap": None if primary is None else primary.challenger,
+        "champion_ap": None if primary is None else primary.champion,
+        "ap_diff_ci": None if primary is None else [primary.ci_low, primary.ci_high],
+        "moved": run.move is not None,
+    }
+
+
+def guard_step(settings: Settings) -> dict[str, Any]:
+    """The live guard's check of the champion (rolls back on degradation)."""
+    from registry_guard.guard import check_champion
+
+    client, engine, champion = _champion(settings)
+    if champion is None:
+        return {"state": None, "reason": "no champion"}
+    result = check_champion(settings, client=client, engine=engine)
+    return {
+        "state": result.state,
+        "champion": result.champion_version,
+        "reason": result.reason,
+        "rolled_back_to": None
+        if result.rollback is None or result.rollback.replayed
+        else result.rollback.to_version,
+        "rollback_refused": result.rollback_refused,
+    }
+
+
+def report_step(settings: Settings, run_key: str, parts: dict[str, Any]) -> dict[str, Any]:
+    """Write the run's summary to ``reports/runs/<run_key>.json`` and return its path."""
+    import json
+
+    from pipeline.feed import write_atomic
+
+    _, _, champion = _champion(settings)
+    body = {"run": run_key, "champion_after": champion, **parts}
+    path = settings.reports_dir / "runs" / f"{run_key}.json"
+    write_atomic(path, json.dumps(body, indent=2, default=str).encode("utf-8"))
+    return {"path": str(path), "champion_after": champion}
