@@ -862,11 +862,15 @@ def describe_models(client: Any, engine: Engine, model_name: str) -> list[dict[s
         target = alias_version(client, model_name, alias)
         if target is not None and target not in existing:
             raise AliasTargetMissing(model_name, alias, target)
+    # search_model_versions leaves ``aliases`` empty on some stores: read them from the model.
+    alias_map: dict[str, list[str]] = {}
+    for alias, target in (client.get_registered_model(model_name).aliases or {}).items():
+        alias_map.setdefault(str(target), []).append(alias)
     return [
         {
             "version": str(mv.version),
             "status": version_status(mv),
-            "aliases": sorted(mv.aliases or []),
+            "aliases": sorted(alias_map.get(str(mv.version), [])),
             "is_champion": str(mv.version) == pointer,
             "gate_decision": (mv.tags or {}).get(DECISION_TAG),
             "gate_reasons": (mv.tags or {}).get(REASONS_TAG),

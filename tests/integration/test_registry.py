@@ -554,6 +554,9 @@ def test_cli_models_promote_history_rollback_and_gate(
             assert moved["to_version"] == version and moved["actor"] == "human"
         back = run("rollback", "--reason", "bad outputs")
         assert (back["from_version"], back["to_version"]) == ("2", "1")
+        listed = {v["version"]: v for v in run("models")["versions"]}
+        assert "champion" in listed["1"]["aliases"] and listed["1"]["is_champion"]
+        assert "champion" not in listed["2"]["aliases"]
         moves = run("history")["history"]
         assert [m["action"] for m in moves] == ["rollback", "promote", "bootstrap"]
         gate = run("gate")
