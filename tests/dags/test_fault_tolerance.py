@@ -1,0 +1,150 @@
+"""Fault tolerance of the weekly DAG on real data: a transient fault is retried and the run
+succeeds; a fault that stays fails the run with the failing task named; a run killed in the middle
+and started again duplicates nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.dags.conftest import REPO, run_python
+
+SMALL = {
+    "ROLLGUARD_TUNING_TRIALS": "2",
+    "ROLLGUARD_NUM_BOOST_ROUND": "40",
+    "ROLLGUARD_SHAP_SAMPLE_ROWS": "200",
+    "ROLLGUARD_TRAINING_CUTOFFS": "4",
+}
+
+# Turns <home>/warehouse/transactions into a plain file (ingestion cannot write its Parquet there)
+# and, with HEAL=1, removes that file from another thread once the first try has failed.
+WAREHOUSE_FAULT = """
+import json, os, shutil, sys, threading, time
+from pathlib import Path
+from rollguard.settings import Settings
+from pipeline import demo
+settings = Settings()
+target = settings.warehouse_dir / "transactions"
+target.parent.mkdir(parents=True, exist_ok=True)
+if target.is_dir():
+    shutil.rmtree(target)
+target.write_text("not a folder")
+heal = os.environ.get("HEAL") == "1"
+def healer():
+    # Put the folder back once Airflow has seen ingest fail and scheduled a retry.
+    import sqlite3
+    db = settings.home / "airflow" / "airflow.db"
+    while True:
+        time.sleep(0.1)
+        try:
+            con = sqlite3.connect(str(db), timeout=1)
+            states = [r[0] for r in con.execute(
+                "select state from task_instance where task_id = 'ingest'")]
+            con.close()
+        except sqlite3.Error:
+            continue
+        if "up_for_retry" in states:
+            target.unlink()
+            return
+if heal:
+    threading.Thread(target=healer, daemon=True).start()
+started = time.monotonic()
+try:
+    result = demo.run_demo(settings, demo.DemoOptions(weeks=0, faults=False), progress=lambda s: None)
+    outcome = {"ok": True, "rows": result.rows}
+except Exception as exc:
+    outcome = {"ok": False, "error": str(exc), "kind": type(exc).__name__}
+import sqlite3
+con = sqlite3.connect(str(settings.home / "airflow" / "airflow.db"))
+tries = dict(con.execute("select task_id, max(try_number) from task_instance group by task_id"))
+print(json.dumps({**outcome, "tries": tries, "seconds": time.monotonic() - started}))
+"""
+
+
+def test_a_transient_fault_is_retried_and_the_run_succeeds(tmp_path: Path) -> None:
+    out = run_python(WAREHOUSE_FAULT, tmp_path / "home", env={**SMALL, "HEAL": "1"})
+    assert out["ok"], out
+    assert out["tries"]["ingest"] >= 2, out["tries"]
+    assert out["rows"][0]["decision"] == "bootstrap"
+
+
+def test_a_fault_that_stays_fails_the_run_naming_the_task(tmp_path: Path) -> None:
+    out = run_python(WAREHOUSE_FAULT, tmp_path / "home", env=SMALL)
+    assert not out["ok"]
+    assert out["kind"] == "RollguardError"
+    assert "failed tasks: ['ingest'" in out["error"] or "'ingest'" in out["error"], out["error"]
+    assert out["tries"]["ingest"] == 4  # the first try and three retries, then the run gives up
+    print(f"persistent fault: the run failed after {out['seconds']:.1f} s")
+
+
+def _registry_versions(home: Path) -> list[tuple[str, str]]:
+    db = home / "mlflow.db"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(str(db))
+    try:
+        return list(
+            con.execute(
+                "select v.version, t.value from model_versions v left join model_version_tags t "
+                "on t.name = v.name and t.version = v.version and t.key = 'rollguard.training_key'"
+            )
+        )
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+DEMO = """
+import json
+from rollguard.settings import Settings
+from pipeline import demo
+r = demo.run_demo(Settings(), demo.DemoOptions(weeks=2, faults=False, force_retrain_at=1),
+                  progress=lambda s: print(s, flush=True))
+print(json.dumps({"rows": r.rows}))
+"""
+
+
+def test_a_killed_run_started_again_duplicates_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, **SMALL, "ROLLGUARD_HOME": str(home), "PYTHONPATH": str(REPO)}
+    for key in [k for k in env if k.startswith("AIRFLOW")]:
+        env.pop(key)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DEMO],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    # Kill it as soon as the first model version is registered: mid-run, after training.
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None and not _registry_versions(home):
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    out = run_python(DEMO, home, env=SMALL)
+    versions = _registry_versions(home)
+    keys = [key for _, key in versions]
+    assert len(keys) == len(set(keys)), f"a training ran twice into two versions: {versions}"
+    con = sqlite3.connect(str(home / "monitoring.db"))
+    ledger = list(
+        con.execute(
+            "select file_name, content_sha256, count(*) from ingestion_ledger "
+            "group by file_name, content_sha256 having count(*) > 1"
+        )
+    )
+    assert ledger == []
+    weeks = con.execute("select count(distinct week) from ingestion_ledger where status='accepted'")
+    assert weeks.fetchone()[0] == len(list((home / "landing").glob("cdnow_*.csv")))
+    predictions = list((home / "warehouse" / "predictions").rglob("*.parquet"))
+    assert len(predictions) == len({p.parent.name + p.name for p in predictions})
+    assert out["rows"][-1]["champion"] is not None
