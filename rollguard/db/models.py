@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -178,3 +179,74 @@ class GuardCheckRow(Base):
     report: Mapped[str] = mapped_column(Text, nullable=False)
     rolled_back_to: Mapped[str | None] = mapped_column(String(32))
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class MonitoringResult(Base):
+    """One monitoring figure of one week (see :mod:`monitoring`): a row per (week, kind, metric,
+    feature). Grafana reads this table through its PostgreSQL datasource.
+
+    - ``week``: the cutoff (``YYYY-MM-DD``, the Monday that starts the scored week) the figure is about.
+    - ``kind``: ``data_drift`` (per feature and dataset share), ``score_drift``, ``quality`` (realized,
+      on matured labels), ``kpi`` (business KPIs, model and random targeting), ``run`` (run-level facts
+      such as sample sizes).
+    - ``metric``: the figure's name within its kind (e.g. ``drift_score``, ``drift_share``, ``psi``,
+      ``average_precision``, ``lift``); ``feature`` is the feature name or ``''`` for whole-dataset figures.
+    - ``value``: the number, ``NULL`` when the state says there is none.
+    - ``state``: ``ok``, ``drift`` (a feature or the dataset drifted), ``no_data``, ``skipped``
+      (e.g. constant or all-empty column, with the reason in ``detail``), ``schema_mismatch``,
+      ``pending`` (label not matured yet).
+    - ``sample_size`` / ``reference_size``: rows actually compared after seeded sampling.
+    - ``model_version``: the champion version that scored the week, when known.
+
+    Recomputing a week replaces its rows (delete then insert, in one transaction).
+    """
+
+    __tablename__ = "monitoring_results"
+    __table_args__ = (
+        UniqueConstraint(
+            "model_name",
+            "week",
+            "kind",
+            "metric",
+            "feature",
+            name="uq_monitoring_results_key",
+        ),
+        Index("ix_monitoring_results_week", "week"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    week: Mapped[str] = mapped_column(String(10), nullable=False)
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    metric: Mapped[str] = mapped_column(String(64), nullable=False)
+    feature: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    value: Mapped[float | None] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text)
+    sample_size: Mapped[int | None] = mapped_column(Integer)
+    reference_size: Mapped[int | None] = mapped_column(Integer)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class PipelineRun(Base):
+    """One run of a pipeline DAG, written by its last step (success) or its failure callback
+    (``failed``). The exporter turns the newest rows into ``rollguard_pipeline_last_*`` gauges.
+
+    ``week`` is the newest ingested week (ISO ``YYYY-Www``) the run saw; ``detail`` is JSON.
+    """
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (
+        UniqueConstraint("dag_id", "run_id", name="uq_pipeline_runs_dag_run"),
+        Index("ix_pipeline_runs_finished_at", "finished_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    week: Mapped[str | None] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text)
