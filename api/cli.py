@@ -14,7 +14,9 @@ def serve_api(
     host: Annotated[
         str | None, typer.Option(help="Bind address (default: ROLLGUARD_API_HOST).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: ROLLGUARD_API_PORT).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: ROLLGUARD_API_PORT).")
+    ] = None,
 ) -> None:
     """Serve the champion model over HTTP: predict, explain, model info, health, metrics."""
     import logging

@@ -90,8 +90,8 @@ def resolve_dataset(
 
     Args:
         path: a user-given CDNOW-shaped file; None means the copy in Lifetimes 0.11.3.
-        expected_sha256: checksum a user-given file must have; the packaged file must always
-            match :data:`MASTER_SHA256`.
+        expected_sha256: checksum the file must have (``ROLLGUARD_DATASET_SHA256``), whichever
+            file is used; the packaged file must also match :data:`MASTER_SHA256`.
 
     Returns:
         ``(path, sha256)`` of the verified file.
@@ -101,6 +101,13 @@ def resolve_dataset(
     """
     if path is None:
         path, expected = locate_master_file(), MASTER_SHA256
+        if expected_sha256 is not None and expected_sha256.lower() != MASTER_SHA256:
+            raise DatasetError(
+                path,
+                f"ROLLGUARD_DATASET_SHA256 is {expected_sha256.lower()}, but the packaged CDNOW "
+                f"file's checksum is {MASTER_SHA256}; unset it or point ROLLGUARD_DATASET_PATH "
+                "at your own file",
+            )
     else:
         expected = expected_sha256
     if not path.exists():

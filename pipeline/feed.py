@@ -102,7 +102,7 @@ def replay(
     if (until is None) == (weeks is None):
         raise ValueError("give exactly one of until or weeks")
     use = path or settings.dataset_path
-    transactions, _, _ = cdnow.load_dataset(use, settings.dataset_sha256 if path is None else None)
+    transactions, _, _ = cdnow.load_dataset(use, settings.dataset_sha256)
     iso = transactions["date"].dt.isocalendar()
     labels = iso["year"].astype(str) + "-W" + iso["week"].astype(str).str.zfill(2)
     # A feed delivers a week once it has ended: a trailing week that the log does not cover to its

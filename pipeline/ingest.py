@@ -14,10 +14,12 @@ Rules (every decision lands in the ``ingestion_ledger`` table of the monitoring 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
@@ -48,6 +50,7 @@ REASON_CODES = (
     "date_outside_week",  # a date outside the ISO week of the file name
     "duplicate_rows",  # a transaction_id more than once
     "week_already_ingested",  # another file for this week was accepted before
+    "not_a_regular_file",  # a symlink, folder, FIFO or device: moved aside, never followed or read
 )
 
 
@@ -245,11 +248,16 @@ def ingest_landing(settings: Settings, *, engine: Engine | None = None) -> Inges
     engine = engine or open_store(settings)
     settings.ensure_dirs()
     report = IngestReport()
-    files = sorted(
-        p for p in settings.landing_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-    )
-    for path in files:
-        outcome = _ingest_one(path, settings, engine)
+    entries = sorted(p for p in settings.landing_dir.iterdir() if not p.name.startswith("."))
+    for path in entries:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:  # removed while we were listing: nothing to decide
+            continue
+        if stat.S_ISREG(mode):
+            outcome = _ingest_one(path, settings, engine)
+        else:
+            outcome = _quarantine_entry(path, mode, settings, engine)
         {
             "accepted": report.accepted,
             "quarantined": report.quarantined,
@@ -369,6 +377,83 @@ def _ingest_one(path: Path, settings: Settings, engine: Engine) -> FileOutcome:
         outcome = _record(session, decision, path)
         _finish_quarantine(path, destination)
         return outcome
+
+
+def _entry_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    return "special file"
+
+
+def _quarantine_entry(path: Path, mode: int, settings: Settings, engine: Engine) -> FileOutcome:
+    """Move a landing entry that is not a regular file (symlink, folder, FIFO, device) to
+    quarantine as it is: a symlink is moved as a link and never followed, nothing is read from it.
+    Its ledger identity is the SHA-256 of its kind, name and link target."""
+    kind = _entry_kind(mode)
+    target = os.readlink(path) if stat.S_ISLNK(mode) else ""
+    sha = hashlib.sha256(f"{kind}\0{path.name}\0{target}".encode()).hexdigest()
+    batch = batch_id_of(sha)
+    now = datetime.now(UTC)
+    destination = settings.quarantine_dir / f"{batch}_{path.name}"
+    detail = f"{path.name!r} is a {kind}" + (f" (to {target!r})" if target else "")
+    detail += "; only regular files are ingested, and links are never followed"
+    with Session(engine) as session:
+        known = session.scalars(
+            select(IngestionDecision).where(IngestionDecision.content_sha256 == sha)
+        ).first()
+        if known is not None and os.path.lexists(destination):
+            return FileOutcome(
+                path.name,
+                "skipped",
+                batch,
+                None,
+                reason_code="already_decided",
+                reason_detail=f"decided {known.status} on {known.decided_at:%Y-%m-%d %H:%M}",
+            )
+        reason = {
+            "file": path.name,
+            "sha256": sha,
+            "batch_id": batch,
+            "week": None,
+            "reason_code": "not_a_regular_file",
+            "reason_detail": detail,
+            "decided_at": now.isoformat(),
+        }
+        write_atomic(
+            destination.with_name(destination.name + ".reason.json"),
+            json.dumps(reason, indent=2).encode("utf-8"),
+        )
+        decision = IngestionDecision(
+            batch_id=batch,
+            file_name=path.name,
+            content_sha256=sha,
+            size_bytes=0,
+            week=None,
+            status="quarantined",
+            reason_code="not_a_regular_file",
+            reason_detail=detail,
+            quarantine_path=str(destination),
+            decided_at=now,
+        )
+        outcome = (
+            _record(session, decision, path)
+            if known is None
+            else FileOutcome(
+                path.name,
+                "quarantined",
+                batch,
+                None,
+                reason_code="not_a_regular_file",
+                reason_detail=detail,
+            )
+        )
+    if not os.path.lexists(destination):
+        shutil.move(path, destination)  # renames the link or folder itself; never follows it
+    return outcome
 
 
 def _record(session: Session, decision: IngestionDecision, path: Path) -> FileOutcome:

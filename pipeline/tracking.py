@@ -43,6 +43,8 @@ ADDITIVITY_TOLERANCE = 1e-3
 class TrackingError(RollguardError):
     """MLflow lost something a registered version must have (e.g. its signature)."""
 
+    kind = "tracking"
+
 
 @dataclass(frozen=True)
 class Explanation:

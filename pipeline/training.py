@@ -61,6 +61,8 @@ TUNABLE_PARAMS: tuple[str, ...] = tuple(DEFAULT_TUNABLE)
 class TrainingDataError(RollguardError):
     """The ingested history cannot provide the cutoffs training needs."""
 
+    kind = "training_data"
+
 
 @dataclass(frozen=True)
 class CutoffPlan:

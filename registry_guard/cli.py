@@ -25,6 +25,8 @@ NO_EVALUATION = "no evaluation data: run rollguard train first"
 class NoEvaluationData(RollguardError):
     """There are no out-of-time evaluation rows to run the gate on."""
 
+    kind = "no_evaluation_data"
+
 
 def evaluation_frame(
     settings: "Settings", loader: Callable[["Settings"], Any] | None = None
@@ -98,8 +100,10 @@ def _format_move(move: Any) -> str:
 
 
 def _format_guard(result: Any) -> str:
+    if result.champion_version is None:
+        return f"guard: no champion to watch yet ({result.state}: {result.reason})"
     lines = [
-        f"guard: champion {result.champion_version or '-'} is {result.state} "
+        f"guard: champion {result.champion_version} is {result.state} "
         f"(cutoff {result.cutoff or '-'}, reference {result.reference_version or '-'}, "
         f"previous {result.previous_version or '-'})"
     ]
@@ -115,7 +119,20 @@ def register(app: typer.Typer) -> None:
     """Add the registry-guard commands to the ``rollguard`` application."""
     from rollguard.cli import JsonFlag, emit, reports_errors, settings, to_jsonable
 
-    Reason = Annotated[str, typer.Option("--reason", help="Why (stored in the audit log).")]
+    def _nonempty_reason(value: str) -> str:
+        if not value.strip():
+            raise typer.BadParameter("must say why (it is stored in the audit log)")
+        return value.strip()
+
+    def _version_number(value: str | None) -> str | None:
+        if value is not None and not (value.isdigit() and int(value) > 0):
+            raise typer.BadParameter(f"{value!r} is not a model version (a positive integer)")
+        return value
+
+    Reason = Annotated[
+        str,
+        typer.Option("--reason", help="Why (stored in the audit log).", callback=_nonempty_reason),
+    ]
 
     @app.command("gate")
     @reports_errors
@@ -175,11 +192,15 @@ def register(app: typer.Typer) -> None:
             as_json,
             lambda _: (
                 "\n".join(
-                    f"{r['version']:>5}  {r['status'] or '-':<12} {','.join(r['aliases']) or '-':<20} "
-                    f"{r['gate_decision'] or '-'}"
-                    for r in rows
+                    [f"{'version':>7}  {'status':<12} {'aliases':<20} gate"]
+                    + [
+                        f"{r['version']:>7}  {r['status'] or '-':<12} "
+                        f"{','.join(r['aliases']) or '-':<20} {r['gate_decision'] or '-'}"
+                        for r in rows
+                    ]
                 )
-                or "no versions"
+                if rows
+                else f"no versions of {s.model_name} registered yet"
             ),
         )
 
@@ -214,7 +235,9 @@ def register(app: typer.Typer) -> None:
     @app.command("promote")
     @reports_errors
     def promote(
-        version: Annotated[str, typer.Argument(help="Version to make champion.")],
+        version: Annotated[
+            str, typer.Argument(help="Version to make champion.", callback=_version_number)
+        ],
         reason: Reason,
         force: Annotated[
             bool, typer.Option("--force", help="Skip the gate (human override, audited).")
@@ -253,6 +276,7 @@ def register(app: typer.Typer) -> None:
             feature_columns=FEATURE_COLUMNS,
             version=version,
             actor="human",
+            reason=reason,
         )
         emit(
             {"decision": run.decision.to_dict(), "move": to_jsonable(run.move)},
@@ -266,7 +290,16 @@ def register(app: typer.Typer) -> None:
     @reports_errors
     def rollback_cmd(
         reason: Reason,
-        to: Annotated[str | None, typer.Option("--to", help="Version to return to.")] = None,
+        to: Annotated[
+            str | None,
+            typer.Option("--to", help="Version to return to.", callback=_version_number),
+        ] = None,
+        force: Annotated[
+            bool,
+            typer.Option(
+                "--force", help="Allow --to a rejected, rolled-back or never-gated version."
+            ),
+        ] = False,
         fingerprint: Annotated[
             str | None, typer.Option(help="Idempotency key (e.g. alert fingerprint).")
         ] = None,
@@ -286,6 +319,7 @@ def register(app: typer.Typer) -> None:
             cooldown_seconds=s.rollback_cooldown_seconds,
             client=client,
             engine=engine,
+            force=force,
         )
         emit(move, as_json, _format_move)
 

@@ -66,6 +66,8 @@ _TAG_LIMIT = 4000  # MLflow caps tag values at 5,000 characters
 class RegistryError(RollguardError):
     """A registry operation cannot be done as asked."""
 
+    kind = "registry"
+
 
 class AliasTargetMissing(RegistryError):
     """The version behind an alias (or the champion pointer) does not exist in the registry."""
@@ -475,6 +477,7 @@ def rollback(
     client: Any,
     engine: Engine,
     now: datetime | None = None,
+    force: bool = False,
 ) -> AliasMove:
     """Move ``champion`` back to an earlier good version and mark the current one ``rolled_back``.
 
@@ -489,9 +492,12 @@ def rollback(
             when the champion has changed since, the rollback is refused. Unset: whatever serves.
         cooldown_seconds: refuse when the previous rollback of this model happened less than this
             long ago (stops flapping); a ``human`` actor is not held to it.
+        force: allow ``to`` to name a version that is ``rejected``, ``rolled_back`` or an ungated
+            ``candidate`` (refused otherwise: such a version failed the gate or was rolled back).
 
     Raises:
-        RollbackRefused: no champion, no earlier good version, or within the cooldown.
+        RollbackRefused: no champion, no earlier good version, within the cooldown, or ``to`` is a
+            version that must not serve again (without ``force``).
         ChampionMoved: the champion is not ``expected``.
         VersionNotFound: ``to`` does not exist (nothing is written).
         The refusals above, except ``VersionNotFound``, also write a ``refused`` audit row.
@@ -562,6 +568,20 @@ def rollback(
                             f"model {model_name!r}: no version below {current} that is neither "
                             f"rejected, rolled back nor an ungated candidate"
                         ),
+                    )
+                elif (
+                    to is not None
+                    and not force
+                    and (bad_status := version_status(get_version(client, model_name, target)))
+                    in NEVER_ROLL_BACK_TO
+                ):
+                    refuse(
+                        f"target version {target} is {bad_status}",
+                        RollbackRefused(
+                            f"model {model_name!r}: version {target} is {bad_status}; "
+                            "roll back to it only deliberately, with --force"
+                        ),
+                        target,
                     )
                 elif target == current:
                     refuse(
@@ -751,6 +771,7 @@ def run_gate(
     actor: Actor = "pipeline",
     apply: bool = True,
     now: datetime | None = None,
+    reason: str | None = None,
 ) -> GateRun:
     """Evaluate the challenger against the champion, record the decision and apply it.
 
@@ -760,6 +781,8 @@ def run_gate(
         version: challenger version; default: the version behind the ``challenger`` alias.
         apply: when True, a passing decision moves ``champion`` (CAS on the champion the gate ran
             against) and a reject tags the version ``rejected``.
+        reason: why the caller asked (a person's ``--reason``); kept in the audit row of the move,
+            and of the refusal when the gate does not pass.
 
     Returns:
         :class:`GateRun`. The report is logged on the challenger's MLflow run as
@@ -834,14 +857,31 @@ def run_gate(
                 challenger_version,
                 expected=champion_version,
                 actor=actor,
-                reason=f"gate {decision.outcome}: {decision.reasons[0]}",
+                reason=(f"{reason}; " if reason else "")
+                + f"gate {decision.outcome}: {decision.reasons[0]}",
                 evidence={"gate": decision.to_dict()},
                 client=client,
                 engine=engine,
                 now=ts,
             )
-        elif decision.reason_code != "champion_unavailable":
-            reject(model_name, challenger_version, decision, client=client)
+        else:
+            if decision.reason_code != "champion_unavailable":
+                reject(model_name, challenger_version, decision, client=client)
+            if reason is not None:
+                with engine.begin() as conn:
+                    _audit(
+                        conn,
+                        model_name=model_name,
+                        action="promote",
+                        outcome="refused",
+                        from_version=champion_version,
+                        to_version=challenger_version,
+                        actor=actor,
+                        reason=f"{reason}; gate {decision.outcome}: {decision.reasons[0]}",
+                        evidence={"gate": decision.to_dict()},
+                        fingerprint=None,
+                        now=ts,
+                    )
     return GateRun(
         model_name, challenger_version, champion_version, decision, move, tuple(artifacts)
     )
@@ -854,6 +894,8 @@ def describe_models(client: Any, engine: Engine, model_name: str) -> list[dict[s
         AliasTargetMissing: when the champion pointer or an alias names a deleted version.
     """
     versions = list_versions(client, model_name)
+    if not versions:
+        return []
     existing = {str(mv.version) for mv in versions}
     pointer = read_pointer(engine, model_name)
     if pointer is not None and pointer not in existing:

@@ -30,6 +30,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+#: MLflow's HTTP client retries 7 times with exponential backoff (minutes) by default; a person at a
+#: terminal needs an answer in seconds. Applied with ``setdefault``: an exported value wins.
+CLI_MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # MLflow logs every SQLite schema check at INFO; a person needs warnings only.
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+}
+
+
+@app.callback()
+def _cli_defaults() -> None:
+    """Rollguard: retrain, gate, serve, monitor and roll back an XGBoost model."""
+    import os
+
+    for key, value in CLI_MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 db_app = typer.Typer(help="Monitoring store schema (alembic migrations).", no_args_is_help=True)
 data_app = typer.Typer(
     help="The transaction log, the weekly feed and ingestion.", no_args_is_help=True
@@ -80,19 +100,85 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], str] | None = None) 
             typer.echo(str(data))
 
 
+#: Stable ``kind`` values of ``--json`` errors (scripts branch on these, not on class names).
+ERROR_KINDS = (
+    "invalid_input",
+    "dataset",
+    "configuration",
+    "training_data",
+    "tracking",
+    "registry",
+    "no_evaluation_data",
+    "store_unavailable",
+    "registry_unavailable",
+    "filesystem",
+)
+
+
+def _redact_url(text: str) -> str:
+    """Hide passwords in URLs (``scheme://user:secret@host`` → ``scheme://user:***@host``)."""
+    import re
+
+    return re.sub(r"(\w+://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
+def classify_error(exc: BaseException) -> tuple[str, str] | None:
+    """Map an exception to ``(kind, one-line message)``, or ``None`` when it is a programming error
+    that must keep its traceback. ``kind`` is one of :data:`ERROR_KINDS`."""
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, RollguardError):
+        return exc.kind, str(exc)
+    try:
+        from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+    except ImportError:  # pragma: no cover - sqlalchemy is a core dependency
+        pass
+    else:
+        if isinstance(exc, ArgumentError):
+            return "configuration", _redact_url(f"invalid ROLLGUARD_DATABASE_URL: {first_line}")
+        if isinstance(exc, OperationalError | DBAPIError):
+            orig = getattr(exc, "orig", None)
+            detail = (str(orig).strip().splitlines() or [first_line])[0] if orig else first_line
+            return "store_unavailable", _redact_url(
+                f"the monitoring store cannot be used: {detail} "
+                "(check ROLLGUARD_DATABASE_URL and that the server is up)"
+            )
+    if type(exc).__name__ == "MlflowException" or type(exc).__module__.startswith("mlflow"):
+        code = getattr(exc, "error_code", "")
+        kind = (
+            "registry_unavailable"
+            if "TEMPORARILY_UNAVAILABLE" in str(code) or "Max retries" in str(exc)
+            else "registry"
+        )
+        return kind, _redact_url(f"MLflow: {first_line}")
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return "filesystem", f"{exc.strerror or first_line}{where}"
+    if isinstance(exc, ValueError):
+        return "invalid_input", first_line
+    return None
+
+
 def reports_errors(func: F) -> F:
-    """Turn :class:`RollguardError` (and bad settings) into one clear line and exit code 2."""
+    """Turn expected failures (bad input, unreachable store or registry, file problems) into one
+    clear line on stderr (or ``{"error", "kind"}`` on stdout with ``--json``) and exit code 2;
+    programming errors keep their traceback. See :func:`classify_error`."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = bool(kwargs.get("as_json", False))
         try:
             return func(*args, **kwargs)
-        except (RollguardError, ValueError) as exc:
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            classified = classify_error(exc)
+            if classified is None:
+                raise
+            kind, message = classified
             if as_json:
-                typer.echo(json.dumps({"error": str(exc), "kind": type(exc).__name__}))
+                typer.echo(json.dumps({"error": message, "kind": kind}))
             else:
-                typer.echo(f"error: {exc}", err=True)
+                typer.echo(f"error: {message}", err=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -174,7 +260,7 @@ def data_info(path: PathOption = None, as_json: JsonFlag = False) -> None:
 
     s = settings()
     use = path or s.dataset_path
-    frame, resolved, digest = cdnow.load_dataset(use, s.dataset_sha256 if path is None else None)
+    frame, resolved, digest = cdnow.load_dataset(use, s.dataset_sha256)
     source = "user file" if use else f"{cdnow.DISTRIBUTION} {cdnow.DISTRIBUTION_VERSION}"
     emit(cdnow.describe(frame, resolved, digest, source), as_json)
 
@@ -233,7 +319,10 @@ def features_build(
 @app.command("demo")
 @reports_errors
 def demo(
-    weeks: Annotated[int, typer.Option(min=1, help="Weekly DAG runs after the initial load.")] = 16,
+    weeks: Annotated[
+        int | None,
+        typer.Option(min=1, help="Weekly DAG runs after the initial load [default: 16]."),
+    ] = None,
     all_weeks: Annotated[
         bool, typer.Option("--all", help="Run every remaining week of the log (78 in all).")
     ] = False,
@@ -244,7 +333,17 @@ def demo(
 ) -> None:
     """Replay CDNOW week by week through the real Airflow DAG: retrain, gate, promote, roll back."""
     import os
+    import signal
 
+    if all_weeks and weeks is not None:
+        raise typer.BadParameter("give either --weeks N or --all, not both", param_hint="--weeks")
+
+    def stop(signum: int, _frame: object) -> None:
+        # A service manager's SIGTERM stops the demo like Ctrl-C: the DAG run in progress ends,
+        # and `rollguard demo` again resumes (ingestion and registration are idempotent).
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
     # The demo keeps Optuna's budget small so that it ends in minutes; a person's own setting wins.
     os.environ.setdefault("ROLLGUARD_TUNING_TRIALS", "12")
     os.environ.setdefault("ROLLGUARD_TUNING_TIMEOUT_SECONDS", "120")
@@ -252,7 +351,7 @@ def demo(
     from pipeline import demo as job
 
     s = settings()
-    options = job.DemoOptions(weeks=None if all_weeks else weeks, faults=faults)
+    options = job.DemoOptions(weeks=None if all_weeks else (weeks or 16), faults=faults)
 
     def progress(line: str) -> None:
         typer.echo(line, err=as_json)
@@ -279,12 +378,34 @@ def demo(
     typer.echo(job.where_to_look(s))
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    """Console entry point."""
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - console entry point
+    """Console entry point (``rollguard``).
+
+    Usage errors (unknown option, bad value) are printed as one line ``error: ...`` after the
+    usage line, or as ``{"error": ..., "kind": "usage"}`` when ``--json`` is among the arguments;
+    exit code 2 either way.
+    """
+    try:  # Typer >= 0.26 vendors click under typer._click
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover - older Typer uses click itself
+        from click.exceptions import UsageError
+
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app()
-    except KeyboardInterrupt:
+        rc = app(args=args, prog_name="rollguard", standalone_mode=False)
+    except UsageError as exc:
+        message = exc.format_message()
+        if "--json" in args:
+            typer.echo(json.dumps({"error": message, "kind": "usage"}))
+        else:
+            if exc.ctx is not None:
+                typer.echo(exc.ctx.get_usage(), err=True)
+            typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("stopped; run the same command again to resume where it stopped", err=True)
         sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 def _register_parts() -> None:

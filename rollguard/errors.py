@@ -6,7 +6,12 @@ from pathlib import Path
 
 
 class RollguardError(Exception):
-    """Base of every error the CLI prints as a clear message instead of a stack trace."""
+    """Base of every error the CLI prints as a clear message instead of a stack trace.
+
+    ``kind`` is the stable, documented category printed by ``--json`` errors (subclasses set it).
+    """
+
+    kind = "invalid_input"
 
 
 class DatasetError(RollguardError):
@@ -18,6 +23,8 @@ class DatasetError(RollguardError):
         problem: what is wrong, in words.
     """
 
+    kind = "dataset"
+
     def __init__(self, path: Path | str, problem: str, line: int | None = None) -> None:
         self.path = Path(path)
         self.line = line
@@ -28,3 +35,5 @@ class DatasetError(RollguardError):
 
 class ConfigurationError(RollguardError):
     """A setting or argument cannot be used as given."""
+
+    kind = "configuration"

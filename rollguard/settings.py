@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     )
     dataset_sha256: str | None = Field(
         default=None,
-        description="Expected SHA-256 of dataset_path; unset means a user file is not checked.",
+        description="Expected SHA-256 of the transaction log in use (--path, dataset_path or the packaged file); unset: a user file is not checked.",
     )
     max_file_bytes: int = Field(
         default=50 * 1024 * 1024, gt=0, description="Largest landing file accepted, in bytes."

@@ -21,10 +21,14 @@ PG_ADMIN_URL = os.environ.get(
 def _isolated_environment() -> Iterator[None]:
     """Restore the environment after each test: MLflow's ``set_tracking_uri`` exports
     ``MLFLOW_TRACKING_URI``, which the settings read, and nothing may leak into the next test."""
+    from rollguard.settings import get_settings
+
     saved = dict(os.environ)
+    get_settings.cache_clear()
     yield
     os.environ.clear()
     os.environ.update(saved)
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -300,14 +300,25 @@ def test_rollback_skips_rejected_and_rolled_back_and_never_deletes(
             "worse", "guard", model_name=name, cooldown_seconds=0, client=client, engine=engine
         )
     assert len(registry.list_versions(client, name)) == 5
+    with pytest.raises(RollbackRefused, match="version 5 is rolled_back; .* --force"):
+        rollback(
+            "human picks",
+            "human",
+            to="5",
+            model_name=name,
+            cooldown_seconds=0,
+            client=client,
+            engine=engine,
+        )
     named = rollback(
-        "human picks",
+        "human picks, deliberately",
         "human",
         to="5",
         model_name=name,
         cooldown_seconds=0,
         client=client,
         engine=engine,
+        force=True,
     )
     assert named.to_version == "5"
     assert_consistent(client, engine, name)
@@ -560,10 +571,16 @@ def test_cli_models_promote_history_rollback_and_gate(
         moves = run("history")["history"]
         assert [m["action"] for m in moves] == ["rollback", "promote", "bootstrap"]
         gate = run("gate")
-        assert gate["kind"] == "NoEvaluationData"
+        assert gate["kind"] == "no_evaluation_data"
         assert gate["error"].startswith(guard_cli.NO_EVALUATION)
         bad = runner.invoke(app, ["rollback", "--reason", "x", "--to", "9", "--json"])
         assert bad.exit_code == 2 and "has no version 9" in bad.output
+        refused = runner.invoke(app, ["rollback", "--reason", "x", "--to", "2", "--json"])
+        assert refused.exit_code == 2
+        assert json.loads(refused.output)["kind"] == "registry"
+        assert "rolled_back" in json.loads(refused.output)["error"]
+        audit = run("history")["history"][0]
+        assert (audit["outcome"], audit["to_version"]) == ("refused", "2")
     finally:
         get_settings.cache_clear()
 

@@ -104,3 +104,24 @@ def test_user_file_parses_to_typed_columns(tmp_path: Path) -> None:
     assert frame["transaction_id"].tolist() == [1, 2]
     assert frame["dollar_value"].tolist() == [11.77, 77.0]
     assert len(digest) == 64
+
+
+def test_dataset_sha256_is_checked_for_a_path_given_on_the_command_line(
+    tmp_path: Path, monkeypatch
+) -> None:
+    own = tmp_path / "own.txt"
+    own.write_text("customer_id date number_of_cds dollar_value\n00001 19970101 1 11.77\n")
+    monkeypatch.setenv("ROLLGUARD_DATASET_SHA256", "0" * 64)
+    result = CliRunner().invoke(app, ["data", "info", "--path", str(own), "--json"])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)
+    assert error["kind"] == "dataset" and "SHA-256 mismatch" in error["error"]
+
+
+def test_dataset_sha256_that_contradicts_the_packaged_file_is_refused(
+    home: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("ROLLGUARD_DATASET_SHA256", "1" * 64)
+    result = CliRunner().invoke(app, ["data", "info", "--json"])
+    assert result.exit_code == 2
+    assert "packaged CDNOW" in json.loads(result.stdout)["error"]

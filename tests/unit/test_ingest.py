@@ -183,3 +183,38 @@ def test_replay_delivers_only_complete_weeks(home: Path) -> None:
     assert result.weeks_available == 78
     assert result.written[-1] == "cdnow_1998-W26.csv"
     assert not (settings.landing_dir / "cdnow_1998-W27.csv").exists()
+
+
+def test_links_folders_and_fifos_are_moved_aside_never_followed(home: Path, tmp_path: Path) -> None:
+    import os
+
+    settings = Settings(home=home)
+    settings.landing_dir.mkdir(parents=True)
+    secret = tmp_path / "outside" / "secret_1997-W11.csv"
+    secret.parent.mkdir()
+    secret.write_text(GOOD.replace("1997-03-0", "1997-03-1"))
+    (settings.landing_dir / "cdnow_1997-W10.csv").write_text(GOOD)
+    (settings.landing_dir / "link_1997-W11.csv").symlink_to(secret)
+    (settings.landing_dir / "dangling_1997-W12.csv").symlink_to(tmp_path / "nowhere")
+    (settings.landing_dir / "folder_1997-W13.csv").mkdir()
+    os.mkfifo(settings.landing_dir / "fifo_1997-W14.csv")
+
+    report = ingest_landing(settings)
+
+    assert [o.file for o in report.accepted] == ["cdnow_1997-W10.csv"]
+    got = {o.file: o.reason_code for o in report.quarantined}
+    assert got == {
+        "dangling_1997-W12.csv": "not_a_regular_file",
+        "fifo_1997-W14.csv": "not_a_regular_file",
+        "folder_1997-W13.csv": "not_a_regular_file",
+        "link_1997-W11.csv": "not_a_regular_file",
+    }
+    assert sorted(p.name for p in settings.landing_dir.iterdir()) == ["cdnow_1997-W10.csv"]
+    moved_link = next(settings.quarantine_dir.glob("*_link_1997-W11.csv"))
+    assert moved_link.is_symlink(), "the link itself is quarantined, not a copy of its target"
+    assert secret.read_text().startswith("transaction_id"), "the target is untouched"
+    reason = json.loads(Path(str(moved_link) + ".reason.json").read_text())
+    assert "symbolic link" in reason["reason_detail"] and str(secret) in reason["reason_detail"]
+    assert len(load_transactions(settings)) == 2, "nothing was read through the link"
+    again = ingest_landing(settings)
+    assert not again.quarantined and not again.accepted
