@@ -479,8 +479,11 @@ def test_gate_bootstraps_rejects_and_promotes(
     assert logged == {"gate/gate_report.json", "gate/gate_report.md"}
 
     add_version(client, name, noise_model)
-    worse = registry.run_gate(frame, **kw)
+    worse = registry.run_gate(frame, **kw, actor="human", reason="operator wants v2")
     assert worse.decision.outcome == "reject" and worse.move is None
+    (refusal,) = registry.history(engine, name, limit=1)
+    assert (refusal.outcome, refusal.action, refusal.actor) == ("refused", "promote", "human")
+    assert refusal.reason.startswith("operator wants v2; gate reject: ")
     assert worse.decision.check("guardrail_latency").verdict in {"pass", "skip"}
     mv = client.get_model_version(name, "2")
     assert mv.tags[registry.STATUS_TAG] == "rejected"
@@ -488,9 +491,10 @@ def test_gate_bootstraps_rejects_and_promotes(
     assert read_pointer(engine, name) == "1"
 
     add_version(client, name, tracking)  # the same model again: non-inferior, the fresher wins
-    same = registry.run_gate(frame, **kw)
+    same = registry.run_gate(frame, **kw, reason="weekly retrain")
     assert same.decision.outcome == "promote", same.decision.reasons
     assert (same.move.from_version, same.move.to_version) == ("1", "3")
+    assert same.move.reason.startswith("weekly retrain; gate promote: ")
     assert same.move.evidence["gate"]["outcome"] == "promote"
     with engine.connect() as conn:
         outcomes = (
