@@ -6,6 +6,7 @@ JSON-ready dict of ids, paths and counts — never data — so that XCom stays s
 
 from __future__ import annotations
 
+import stat
 from datetime import date, timedelta
 from typing import Any
 
@@ -33,8 +34,15 @@ def detect_new_files(settings: Settings) -> list[str]:
     engine.dispose()
     new = []
     for path in sorted(settings.landing_dir.iterdir()):
-        visible = path.is_file() and not path.name.startswith(".")
-        if visible and (path.name, sha256_file(path)) not in known:
+        if path.name.startswith("."):
+            continue
+        try:
+            regular = stat.S_ISREG(path.lstat().st_mode)
+        except FileNotFoundError:
+            continue
+        # A link, folder or FIFO is never read; ingestion moves it to quarantine, so while it is
+        # here it still needs a decision.
+        if not regular or (path.name, sha256_file(path)) not in known:
             new.append(path.name)
     return new
 

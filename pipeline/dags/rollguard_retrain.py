@@ -13,8 +13,9 @@ it without anyone learning that it was broken.
 A thin file: every task gathers its inputs, calls one step of :mod:`pipeline.steps` and returns
 ids, paths and counts (XCom stays small). Heavy imports live inside the task bodies. Every step is
 idempotent, keyed on the landing files' content, the cutoff and the training key, so a retried or
-restarted run changes nothing twice. Runs every Monday at 06:00 and whenever it is triggered (the
-embedded main job, ``rollguard demo``, triggers one run per delivered week).
+restarted run changes nothing twice. Runs every Monday at 06:00 UTC, when ``rollguard_landing_watch``
+announces new landing files (an event on the ``rollguard_landing`` asset), and whenever it is
+triggered (the embedded main job, ``rollguard demo``, triggers one run per delivered week).
 
 Run configuration: ``{"force_retrain": true}`` asks for a new challenger whatever the evidence.
 """
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
+
+from pipeline.assets import LANDING
 
 DEFAULT_ARGS = {
     "retries": 3,
@@ -42,7 +45,9 @@ def _settings():  # type: ignore[no-untyped-def]
 
 @dag(
     dag_id="rollguard_retrain",
-    schedule="0 6 * * 1",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 6 * * 1", timezone="UTC"), assets=[LANDING]
+    ),
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
