@@ -435,15 +435,22 @@ def create_app(
             return not_ready()
         tags = dict(model.tags)
         challenger = manager.challenger
+        # The registry writes "rollguard.status" and "rollguard.gate_*" (registry_guard.registry);
+        # bare "status"/"gate*" keys are accepted too.
+        status_keys = ("rollguard.status", "status")
+
+        def is_gate(key: str) -> bool:
+            return key.removeprefix("rollguard.").startswith("gate")
+
         return ModelInfo(
             model_name=model.name,
             model_version=model.version,
             run_id=model.run_id,
             loaded_at=model.loaded_at.isoformat(),
             feature_names=list(model.feature_names),
-            status=tags.get("status"),
-            lineage={k: v for k, v in tags.items() if not k.startswith("gate") and k != "status"},
-            gate={k: v for k, v in tags.items() if k.startswith("gate")},
+            status=next((tags[k] for k in status_keys if k in tags), None),
+            lineage={k: v for k, v in tags.items() if not is_gate(k) and k not in status_keys},
+            gate={k: v for k, v in tags.items() if is_gate(k)},
             shadow_version=challenger.version if challenger is not None else None,
         )
 

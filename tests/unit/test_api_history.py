@@ -195,3 +195,26 @@ def test_history_routes_answer_503_when_the_store_is_down(home: Path, model: Ser
             assert resp.json()["error"] == "store_unavailable"
             assert "monitoring store" in resp.json()["message"]
     assert set(FEATURE_COLUMNS)  # the contract module imports without the pipeline group
+
+
+def test_model_info_reads_the_registry_tags_the_gate_writes(home: Path, tmp_path: Path) -> None:
+    path = save_mlflow_model(train_booster(seed=2, rounds=3), tmp_path / "model")
+    tagged = load_model_dir(
+        path,
+        name="cdnow-repurchase",
+        version="5",
+        tags={
+            "rollguard.status": "champion",
+            "rollguard.gate_decision": "promote",
+            "rollguard.gate_reasons": "non_inferior: AP difference CI above -0.01",
+            "rollguard.dataset_sha256": "abc",
+        },
+    )
+    with make_client(make_settings(home), tagged) as c:
+        info = c.get("/v1/model").json()
+    assert info["status"] == "champion"
+    assert info["gate"] == {
+        "rollguard.gate_decision": "promote",
+        "rollguard.gate_reasons": "non_inferior: AP difference CI above -0.01",
+    }
+    assert info["lineage"] == {"rollguard.dataset_sha256": "abc"}
