@@ -222,6 +222,7 @@ def build_app(settings: Settings, client: RollguardClient | None = None) -> Any:
             x_title="contribution (log-odds)",
             label="Per-feature contributions",
             height=460,
+            visible=False,
             elem_id=elem_id,
         )
 
@@ -320,8 +321,9 @@ def build_app(settings: Settings, client: RollguardClient | None = None) -> Any:
 
         # --- wiring ---------------------------------------------------------------------------
         def bars(frame: pd.DataFrame) -> Any:
-            # largest contribution on top: the category order is the frame's (by magnitude)
-            return gr.BarPlot(value=frame, sort=list(frame["feature"]))
+            # Hidden when there is nothing to show, so a failed call never leaves the previous
+            # customer's chart beside the error message.
+            return gr.BarPlot(value=frame, visible=not frame.empty)
 
         def on_score(cid: float | None) -> tuple[Any, ...]:
             r = score_customer(client, cid)

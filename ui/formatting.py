@@ -102,7 +102,8 @@ def customer_summary(pred: dict[str, Any]) -> str:
 
 def contributions_frame(explanation: dict[str, Any]) -> pd.DataFrame:
     """One row per feature: ``feature``, ``contribution`` (log-odds, XGBoost ``pred_contribs``)
-    and ``effect`` (``raises`` / ``lowers`` the probability), largest magnitude first."""
+    and ``effect`` (``raises`` / ``lowers`` the probability), largest magnitude first (the chart
+    lists features alphabetically, so each feature keeps its place from customer to customer)."""
     items = sorted(explanation["contributions"].items(), key=lambda kv: -abs(kv[1]))
     return pd.DataFrame(
         {
@@ -139,7 +140,7 @@ def history_summary(history: dict[str, Any]) -> str:
     shown = len(history.get("purchases") or [])
     more = f" (newest {shown} shown)" if shown < history["n_purchases"] else ""
     return (
-        f"**{history['n_purchases']:,} purchases**{more}, {history['total_cds']:,} CDs, "
+        f"**{history['n_purchases']:,} purchase{'' if history['n_purchases'] == 1 else 's'}**{more}, {history['total_cds']:,} CDs, "
         f"USD {history['total_dollars']:,.2f}; first {history['first_purchase']}, "
         f"last {history['last_purchase']}."
     )
