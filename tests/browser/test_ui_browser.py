@@ -152,7 +152,7 @@ def test_score_a_known_customer_shows_the_version(driver, ui, stack: Stack, shot
     assert text_of(driver, "score-status") == ""
     chart = wait_until(lambda: "frequency" in text_of(driver, "score-chart"), what="the chart")
     assert chart
-    assert "purchases" in text_of(driver, "history-summary")
+    assert "purchase" in text_of(driver, "history-summary")
     shot(driver, shots, "1-score-customer.png")
     assert outside_requests(driver) == []  # works offline: nothing fetched from the internet
 
