@@ -178,3 +178,24 @@ def test_an_address_that_is_not_the_api_is_said_so(mlflow_server: str) -> None:
         client.model_info()
     assert info.value.kind == "not_rollguard"
     assert "ROLLGUARD_UI_API_URL" in error_message(info.value)
+
+
+def test_api_without_a_champion_is_a_not_ready_message(stack: Stack, tmp_path: Path) -> None:
+    api = start_api(
+        stack.home,
+        stack.tracking_uri,
+        f"no-such-model-{uuid.uuid4().hex[:6]}",
+        tmp_path,
+        token=TOKEN,
+        ready_path="/healthz",
+    )
+    try:
+        client = RollguardClient(api.url, timeout=30)
+        page = pages.score_customer(client, stack.known_customer)
+        assert page["status"].startswith("**No model is serving yet**")
+        assert "retry in" in page["status"]  # the API's Retry-After header
+        model = pages.model_page(client)
+        assert "No model is serving yet" in model["status"]
+        assert model["moves"].empty  # the history route needs no model: an empty history
+    finally:
+        api.stop()
