@@ -15,6 +15,7 @@ multiply the wait the user configured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,9 @@ class RollguardClient:
             ``Settings.ui_timeout_seconds``).
         connect_attempts: tries when the connection cannot be established (exponential wait
             0.2 s, 0.4 s, ... capped at 2 s between them).
-        transport: an httpx transport (tests may pass one; default: the network).
+        transport: an httpx transport (default: the network).
+        before_retry: called with tenacity's retry state before each pause between connect
+            attempts (logging; tests use it to bring a server up between attempts).
     """
 
     def __init__(
@@ -82,10 +85,12 @@ class RollguardClient:
         *,
         connect_attempts: int = 3,
         transport: httpx.BaseTransport | None = None,
+        before_retry: Callable[[Any], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
         self.connect_attempts = connect_attempts
+        self._before_retry = before_retry
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(self.timeout),
@@ -130,6 +135,7 @@ class RollguardClient:
             retry=retry_if_exception_type(_CONNECT_ERRORS),
             stop=stop_after_attempt(self.connect_attempts),
             wait=wait_exponential(multiplier=0.2, max=2.0),
+            before_sleep=self._before_retry,
             reraise=True,
         ):
             with attempt:
