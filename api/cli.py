@@ -48,7 +48,9 @@ def serve_ui(
     host: Annotated[
         str | None, typer.Option(help="Bind address (default: ROLLGUARD_UI_HOST).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: ROLLGUARD_UI_PORT).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: ROLLGUARD_UI_PORT).")
+    ] = None,
     api_url: Annotated[
         str | None, typer.Option(help="REST API base URL (default: ROLLGUARD_UI_API_URL).")
     ] = None,
