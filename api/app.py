@@ -2,7 +2,8 @@
 call one core function, record the result).
 
 Routes (see docs/api.md): ``POST /v1/predict``, ``GET /v1/customers/{customer_id}/prediction``,
-``POST /v1/explain``, ``GET /v1/model``, ``POST /v1/admin/reload`` (bearer token),
+``GET /v1/customers/{customer_id}/history``, ``POST /v1/explain``, ``GET /v1/model``,
+``GET /v1/model/history``, ``POST /v1/admin/reload`` (bearer token),
 ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
 
 Errors are JSON (:class:`api.schemas.ErrorResponse`) with a machine-readable ``error``, a
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,16 +30,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.batching import MicroBatcher
-from api.customers import NoSnapshot, SnapshotFeatures, UnknownCustomer
+from api.customers import NoSnapshot, SnapshotFeatures, Targeting, UnknownCustomer
+from api.history import NoPurchases, PurchaseHistory, StoreUnavailable, recent_alias_moves
 from api.lifecycle import ModelManager, configure_mlflow_http
 from api.metrics import ServingMetrics, check_single_process
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from api.model import NonFiniteScore, ServingModel
 from api.predlog import LoggedRequest, PredictionLog
 from api.schemas import (
+    CustomerHistoryResponse,
     CustomerPredictionResponse,
     ErrorResponse,
     ExplainResponse,
+    ModelHistoryResponse,
     ModelInfo,
     PredictResponse,
     Readiness,
@@ -105,6 +109,29 @@ def validation_details(errors: list[dict[str, Any]], limit: int = 50) -> list[di
     return out
 
 
+class _LazyStore:
+    """The monitoring store engine, opened on first use (and again after a failed open)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._engine: Any = None
+
+    def engine(self) -> Any:
+        """The engine.
+
+        Raises:
+            StoreUnavailable: the store cannot be opened (down, or an older schema revision).
+        """
+        if self._engine is None:
+            from rollguard.store import open_store
+
+            try:
+                self._engine = open_store(self._settings)
+            except Exception as exc:  # noqa: BLE001 - any failure is "unavailable" to a reader
+                raise StoreUnavailable(f"the monitoring store cannot be opened: {exc}") from exc
+        return self._engine
+
+
 def create_app(
     settings: Settings,
     *,
@@ -147,6 +174,9 @@ def create_app(
         )
     batcher = MicroBatcher()
     snapshots = SnapshotFeatures(settings.warehouse_dir / "features")
+    targeting = Targeting(snapshots, settings.targeting_budget)
+    store = _LazyStore(settings)
+    purchases = PurchaseHistory(store.engine, settings)
     PredictRequest = predict_request_model(settings.api_max_rows)  # noqa: N806
     bearer = HTTPBearer(
         auto_error=False, description="Settings.admin_token (ROLLGUARD_ADMIN_TOKEN)."
@@ -292,6 +322,9 @@ def create_app(
         rows = [found.features]
         try:
             scores = model.predict(model.to_matrix(rows))
+            position = targeting.position(
+                found.customer_id, model.version, model.predict, model.feature_names
+            )
         except NonFiniteScore as exc:
             return invalid_score(model, exc, request_id)
         prediction_log.submit(
@@ -315,9 +348,46 @@ def create_app(
                 "customer_id": found.customer_id,
                 "cutoff": found.cutoff,
                 "features": found.features,
+                "rank": position.rank,
+                "n_customers": position.n_customers,
+                "n_targeted": position.n_targeted,
+                "targeted": position.targeted,
+                "targeting_budget": position.budget,
             },
             model,
         )
+
+    @app.get(
+        "/v1/customers/{customer_id}/history",
+        response_model=CustomerHistoryResponse,
+        responses={
+            404: {"model": ErrorResponse, "description": "No purchase of this customer."},
+            422: _ERRORS[422],
+            503: {"model": ErrorResponse, "description": "Monitoring store unreachable."},
+        },
+        summary="A customer's purchases in the ingested warehouse",
+        tags=["customers"],
+    )
+    def customer_history(
+        customer_id: Annotated[int, Path(ge=0, le=2**62, description="CDNOW customer id.")],
+        limit: Annotated[
+            int, Query(ge=1, le=1000, description="Most purchases returned (newest first).")
+        ] = 100,
+    ) -> Any:
+        """Purchases of the accepted batches named by the ingestion ledger (quarantined files
+        never count), newest first; totals cover every purchase. Needs no model."""
+        try:
+            found = purchases.lookup(customer_id, limit)
+        except StoreUnavailable as exc:
+            return error_body(503, "store_unavailable", str(exc))
+        except NoPurchases as exc:
+            return error_body(
+                404,
+                "unknown_customer",
+                str(exc),
+                [{"field": "customer_id", "problem": "no purchase in the warehouse"}],
+            )
+        return CustomerHistoryResponse.model_validate(found, from_attributes=True)
 
     @app.post(
         "/v1/explain",
@@ -365,16 +435,50 @@ def create_app(
             return not_ready()
         tags = dict(model.tags)
         challenger = manager.challenger
+        # The registry writes "rollguard.status" and "rollguard.gate_*" (registry_guard.registry);
+        # bare "status"/"gate*" keys are accepted too.
+        status_keys = ("rollguard.status", "status")
+
+        def is_gate(key: str) -> bool:
+            return key.removeprefix("rollguard.").startswith("gate")
+
         return ModelInfo(
             model_name=model.name,
             model_version=model.version,
             run_id=model.run_id,
             loaded_at=model.loaded_at.isoformat(),
             feature_names=list(model.feature_names),
-            status=tags.get("status"),
-            lineage={k: v for k, v in tags.items() if not k.startswith("gate") and k != "status"},
-            gate={k: v for k, v in tags.items() if k.startswith("gate")},
+            status=next((tags[k] for k in status_keys if k in tags), None),
+            lineage={k: v for k, v in tags.items() if not is_gate(k) and k not in status_keys},
+            gate={k: v for k, v in tags.items() if is_gate(k)},
             shadow_version=challenger.version if challenger is not None else None,
+        )
+
+    @app.get(
+        "/v1/model/history",
+        response_model=ModelHistoryResponse,
+        responses={
+            422: _ERRORS[422],
+            503: {"model": ErrorResponse, "description": "Monitoring store unreachable."},
+        },
+        summary="Recent promotions and rollbacks of the champion alias, with reasons",
+        tags=["model"],
+    )
+    def model_history(
+        limit: Annotated[
+            int, Query(ge=1, le=200, description="Most alias moves returned (newest first).")
+        ] = 20,
+    ) -> Any:
+        """Rows of the alias audit of ``ROLLGUARD_MODEL_NAME``, newest first: bootstrap,
+        promotions and rollbacks, including refused attempts, each with actor, reason and
+        evidence. Needs no model."""
+        try:
+            moves = recent_alias_moves(store.engine(), settings.model_name, limit)
+        except StoreUnavailable as exc:
+            return error_body(503, "store_unavailable", str(exc))
+        return ModelHistoryResponse(
+            model_name=settings.model_name,
+            moves=[m.__dict__ for m in moves],  # type: ignore[misc]
         )
 
     @app.post(

@@ -45,6 +45,27 @@ def serve_api(
     )
 
 
+@serve_app.command("ui")
+def serve_ui(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default: ROLLGUARD_UI_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: ROLLGUARD_UI_PORT).")
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option(help="REST API base URL (default: ROLLGUARD_UI_API_URL).")
+    ] = None,
+) -> None:
+    """Serve the Gradio UI (score a customer, what if, batch, model) over the REST API."""
+    from rollguard.cli import settings
+    from ui.server import run
+
+    s = settings()
+    overrides = {"ui_host": host, "ui_port": port, "ui_api_url": api_url}
+    run(s.model_copy(update={k: v for k, v in overrides.items() if v is not None}))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``serve`` sub-command group (with ``serve api``) to the ``rollguard`` CLI."""
     app.add_typer(serve_app, name="serve")

@@ -134,6 +134,61 @@ class CustomerPredictionResponse(PredictResponse):
         description="Cutoff date (YYYY-MM-DD) of the snapshot the features are from."
     )
     features: dict[str, float]
+    rank: int = Field(
+        description="Position of this customer when every customer of the snapshot is scored by "
+        "the serving version (1 = highest score; ties broken by snapshot order)."
+    )
+    n_customers: int = Field(description="Customers in the snapshot.")
+    n_targeted: int = Field(
+        description="Size of this week's targeted group: ceil(targeting_budget * n_customers)."
+    )
+    targeted: bool = Field(
+        description="True when the customer is in this week's targeted group (rank <= n_targeted)."
+    )
+    targeting_budget: float = Field(
+        description="Share of customers marketing targets each week (ROLLGUARD_TARGETING_BUDGET)."
+    )
+
+
+class PurchaseItem(BaseModel):
+    """One accepted purchase of a customer."""
+
+    transaction_id: int = Field(description="1-based line of the purchase in the source log.")
+    date: str = Field(description="Day of the purchase (YYYY-MM-DD).")
+    number_of_cds: int
+    dollar_value: float = Field(description="USD.")
+
+
+class CustomerHistoryResponse(BaseModel):
+    """A customer's purchases in the ingested warehouse, newest first."""
+
+    customer_id: int
+    n_purchases: int = Field(description="All accepted purchases of the customer.")
+    total_cds: int
+    total_dollars: float = Field(description="USD over all purchases.")
+    first_purchase: str = Field(description="YYYY-MM-DD")
+    last_purchase: str = Field(description="YYYY-MM-DD")
+    purchases: list[PurchaseItem] = Field(description="The newest `limit` purchases.")
+
+
+class AliasMoveItem(BaseModel):
+    """One attempt to move the champion alias (a row of the alias audit)."""
+
+    moved_at: str = Field(description="UTC, ISO 8601.")
+    action: str = Field(description="bootstrap, promote or rollback.")
+    outcome: str = Field(description="moved, or refused (the alias did not move).")
+    from_version: str | None
+    to_version: str | None
+    actor: str = Field(description="pipeline, guard, alert or human.")
+    reason: str
+    evidence: dict[str, Any] = Field(description="JSON evidence (gate report, alert, ...).")
+
+
+class ModelHistoryResponse(BaseModel):
+    """Recent champion alias moves of the served model name, newest first."""
+
+    model_name: str
+    moves: list[AliasMoveItem]
 
 
 class Explanation(BaseModel):

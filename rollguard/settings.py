@@ -145,6 +145,24 @@ class Settings(BaseSettings):
         default=200_000, gt=0, description="Prediction-log rows held in memory before spilling."
     )
 
+    # --- UI -------------------------------------------------------------------------------------
+    ui_host: str = Field(default="127.0.0.1", description="Address the Gradio UI binds.")
+    ui_port: int = Field(default=7860, gt=0, lt=65536, description="Port of the Gradio UI.")
+    ui_api_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL of the REST API the UI calls."
+    )
+    ui_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds the UI waits for one API answer before showing a timeout message.",
+    )
+    ui_batch_rows: int = Field(
+        default=1000, gt=0, description="Rows of an uploaded CSV sent per predict request."
+    )
+    ui_max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024, gt=0, description="Largest CSV the UI accepts, in bytes."
+    )
+
     # --- registry guard -------------------------------------------------------------------------
     gate_policy_path: Path | None = Field(
         default=None,

@@ -1,0 +1,8 @@
+"""``python -m ui [--host H] [--port P] [--api-url URL]``: the same as ``rollguard serve ui``."""
+
+import typer
+
+from api.cli import serve_ui
+
+if __name__ == "__main__":
+    typer.run(serve_ui)

@@ -1,0 +1,174 @@
+"""Batch scoring of an uploaded CSV of feature rows through the API, with an error per row.
+
+The CSV has a header naming the 18 model features (any order); other columns (a customer id,
+say) are carried through to the output untouched. Cells that are not finite numbers are reported
+here (JSON cannot carry them); every other check is the API's: rows the API refuses (negative
+value, say) are reported with the API's field and problem, and the remaining rows are scored.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.features import FEATURE_COLUMNS
+from ui.client import ApiError, RollguardClient
+
+
+class BatchFileError(ValueError):
+    """The file as a whole cannot be scored (not a CSV, no rows, feature columns missing)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A problem with one data row: ``row`` is 1-based (the header is not counted; the file
+    line is ``row + 1``), ``field`` the column, ``problem`` what is wrong."""
+
+    row: int
+    field: str
+    problem: str
+
+
+@dataclass
+class BatchResult:
+    """The scored table (input columns + ``score``, ``model_version``, ``error``), the row
+    errors, and the model versions that scored the rows (one, unless the champion moved while
+    the batch was being sent)."""
+
+    table: pd.DataFrame
+    errors: list[RowError] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+
+    @property
+    def n_scored(self) -> int:
+        return int(self.table["score"].notna().sum())
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """The uploaded CSV as strings (nothing converted yet).
+
+    Raises:
+        BatchFileError: not readable as CSV text, no data rows, or a feature column missing.
+    """
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise BatchFileError(f"not a readable CSV file: {exc}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise BatchFileError(
+            "feature columns missing from the header: "
+            + ", ".join(missing)
+            + f" (the file has: {', '.join(frame.columns) or 'no columns'})"
+        )
+    if frame.empty:
+        raise BatchFileError("the file has a header but no data rows")
+    return frame
+
+
+def parse_rows(frame: pd.DataFrame) -> tuple[dict[int, dict[str, float]], list[RowError]]:
+    """Feature rows keyed by 0-based position, and the cells that are not finite numbers."""
+    rows: dict[int, dict[str, float]] = {}
+    errors: list[RowError] = []
+    records = frame.loc[:, list(FEATURE_COLUMNS)].to_dict("records")
+    for i, record in enumerate(records):
+        row: dict[str, float] = {}
+        bad = False
+        for name in FEATURE_COLUMNS:
+            text = str(record[name]).strip()
+            if text == "":
+                errors.append(RowError(i + 1, name, "missing value"))
+                bad = True
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                errors.append(RowError(i + 1, name, f"not a number: {text[:40]!r}"))
+                bad = True
+                continue
+            if not math.isfinite(value):
+                errors.append(RowError(i + 1, name, "must be a finite number"))
+                bad = True
+                continue
+            row[name] = value
+        if not bad:
+            rows[i] = row
+    return rows, errors
+
+
+def _row_of(field_path: str, positions: list[int]) -> tuple[int, str] | None:
+    """``rows.3.orders_4w`` of a request holding ``positions`` → (0-based position, field)."""
+    parts = field_path.split(".")
+    if len(parts) >= 2 and parts[0] == "rows" and parts[1].isdigit():
+        index = int(parts[1])
+        if index < len(positions):
+            return positions[index], ".".join(parts[2:]) or "row"
+    return None
+
+
+def score_csv(path: Path, client: RollguardClient, *, chunk_rows: int) -> BatchResult:
+    """Score every valid row of the CSV at ``path`` through ``client`` (``/v1/predict``),
+    ``chunk_rows`` rows per request.
+
+    A chunk the API refuses with row-level validation errors is sent again without those rows
+    (at most once per refused row, so this ends). Returns the table with ``score`` (probability
+    in [0, 1], empty for rows in error), ``model_version`` and ``error`` columns.
+
+    Raises:
+        BatchFileError: the file as a whole is unusable.
+        ApiError: the API failed in a way that is not about one row (timeout, unreachable,
+            not ready, too large, ...); nothing is returned in that case.
+    """
+    frame = read_csv(path)
+    rows, errors = parse_rows(frame)
+    scores: dict[int, float] = {}
+    versions: dict[int, str] = {}
+    positions = sorted(rows)
+    for start in range(0, len(positions), chunk_rows):
+        pending = positions[start : start + chunk_rows]
+        while pending:
+            try:
+                answer = client.predict([rows[p] for p in pending])
+            except ApiError as exc:
+                located = [_row_of(d["field"], pending) for d in exc.details]
+                if exc.kind != "validation" or not located or None in located:
+                    raise
+                refused = set()
+                for (position, name), d in zip(located, exc.details, strict=True):  # type: ignore[misc]
+                    errors.append(RowError(position + 1, name, d["problem"]))
+                    refused.add(position)
+                pending = [p for p in pending if p not in refused]
+                continue
+            for p, s in zip(pending, answer["scores"], strict=True):
+                scores[p] = float(s)
+                versions[p] = str(answer["model_version"])
+            break
+    errors.sort(key=lambda e: (e.row, e.field))
+    by_row: dict[int, list[str]] = {}
+    for e in errors:
+        by_row.setdefault(e.row - 1, []).append(f"{e.field}: {e.problem}")
+    table = frame.copy()
+    table["score"] = [scores.get(i) for i in range(len(frame))]
+    table["model_version"] = [versions.get(i, "") for i in range(len(frame))]
+    table["error"] = ["; ".join(by_row.get(i, [])) for i in range(len(frame))]
+    return BatchResult(table, errors, sorted(set(versions.values())))
+
+
+def to_csv_bytes(table: pd.DataFrame) -> bytes:
+    """The scored table as UTF-8 CSV (scores with full float precision)."""
+    buf = io.StringIO()
+    table.to_csv(buf, index=False)
+    return buf.getvalue().encode()
+
+
+def errors_frame(errors: list[RowError]) -> pd.DataFrame:
+    """Row errors as a table: ``row`` (1-based data row), ``line`` (file line), field, problem."""
+    return pd.DataFrame(
+        [(e.row, e.row + 1, e.field, e.problem) for e in errors],
+        columns=["row", "line", "field", "problem"],
+    )
