@@ -33,7 +33,7 @@ def count(engine: Engine) -> int:
         return conn.execute(select(func.count()).select_from(PredictionLogRow)).scalar_one()
 
 
-def wait_until(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
