@@ -27,8 +27,8 @@ retries 5xx answers), a refused rollback (cooldown, nothing to roll back to) is 
 outcome ``refused`` and a ``refused`` audit row, since retrying would not change it.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI resolves the route signatures at runtime, and
+# the bearer dependency is a local of :func:`create_guard_app`.
 import hmac
 import logging
 import threading
