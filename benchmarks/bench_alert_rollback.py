@@ -13,7 +13,7 @@ Rows, per interval set (median and max of --repeat runs, seconds):
 Named baseline, from the same intervals: ``sum of waits`` = scrape + evaluation + for + group_wait +
 API poll (each stage can wait up to its full interval: the worst case of the path), and the
 ``floor`` = for + group_wait (waits that always elapse). Interval sets:
-  shipped   scrape 15 s (docs/monitoring.md), rule group 10 s, for 10 s, group_wait 5 s, API poll 5 s
+  shipped   scrape 15 s (docs/alerting.md), rule group 10 s, for 10 s, group_wait 5 s, API poll 5 s
   test      1 s / 1 s / 1 s / 1 s, API poll 0.5 s
 Target: restored under 60 s with the shipped intervals.
 

@@ -82,7 +82,7 @@ def _duration(seconds: float) -> str:
 
 def shipped_intervals() -> Intervals:
     """The intervals the stack ships: the rules file's group interval and ``for:``, the
-    Alertmanager guard route's waits, a 15 s scrape (docs/monitoring.md) and the API's 5 s poll."""
+    Alertmanager guard route's waits, a 15 s scrape (docs/alerting.md) and the API's 5 s poll."""
     rules = yaml.safe_load(RULES.read_text())
     group, rule = next(
         (g, r) for g in rules["groups"] for r in g["rules"] if r.get("alert") == TRIGGER
