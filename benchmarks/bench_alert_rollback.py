@@ -62,8 +62,6 @@ def main() -> None:
                     stack = start_stack(root / f"{iv.name}-{i}", mlflow.url, iv)
                     try:
                         wait_until(lambda s=stack: targets_up(s), 90, "targets up")
-                        # Let the first scrapes and evaluations happen, as in a running stack.
-                        wait_until(lambda: True, 1, "")
                         t = measure_rollback(stack, timeout=300)
                     except Exception:
                         print(stack.logs(), file=sys.stderr)

@@ -119,7 +119,8 @@ def _newest_figures(conn: Connection, model_name: str) -> dict[str, dict[tuple[s
     )
     figures: dict[str, dict[tuple[str, str], float]] = {}
     for kind, metric, feature, value in rows:
-        figures.setdefault(kind, {})[(metric, feature or "")] = float(value)
+        if value is not None:
+            figures.setdefault(kind, {})[(metric, feature or "")] = float(value)
     return figures
 
 

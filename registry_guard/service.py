@@ -234,7 +234,7 @@ def handle_alert(
             503 so that Alertmanager retries); refusals are returned, not raised.
     """
     name = alert.labels["alertname"]
-    base = dict(alertname=name, fingerprint=alert.fingerprint, status=alert.status)
+    base: dict[str, Any] = dict(alertname=name, fingerprint=alert.fingerprint, status=alert.status)
     if name not in settings.guard_rollback_alerts:
         return AlertAction(**base, outcome="ignored", detail="not a rollback trigger")
     if alert.status != "firing":
