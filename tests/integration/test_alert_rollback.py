@@ -23,6 +23,8 @@ from tests.support.alert_stack import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def stack(mlflow_server: str, tmp_path: Path):  # type: ignore[no-untyped-def]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, delete, insert
 
 from monitoring.exporter import store_registry
 from rollguard.db import make_engine
@@ -123,7 +124,29 @@ def test_exports_the_newest_week_of_each_kind_and_counts_from_the_store(
 ) -> None:
     engine = open_store(settings)
     fill(engine)
-    got = samples(lambda: engine)
+    check_exported(samples(lambda: engine))
+
+
+@pytest.mark.postgres
+def test_same_export_on_postgresql(postgres_url: str) -> None:
+    """The stack's store is PostgreSQL: the same queries, the same figures."""
+    from rollguard import db
+
+    db.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        with engine.begin() as conn:  # the session database is shared: start from a clean model
+            for table in (MonitoringResult, GuardCheckRow, GateDecisionRow, AliasAudit,
+                          ChampionPointer):  # fmt: skip
+                conn.execute(delete(table).where(table.model_name == MODEL))
+            conn.execute(delete(PipelineRun).where(PipelineRun.dag_id.in_(["d", "e"])))
+        fill(engine)
+        check_exported(samples(lambda: engine))
+    finally:
+        engine.dispose()
+
+
+def check_exported(got: dict[tuple[str, tuple], float]) -> None:
     assert got[("rollguard_exporter_store_up", ())] == 1
     assert got[("rollguard_dataset_drift_share", ())] == 0.25
     assert got[("rollguard_feature_drift_score", (("feature", "recency_days"),))] == 0.01
