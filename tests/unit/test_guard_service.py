@@ -119,3 +119,18 @@ def test_token_file_rules(tmp_path: Path) -> None:
         webhook_token(Settings(guard_token_file=f, _env_file=None))  # type: ignore[call-arg]
     fallback = Settings(env="test", admin_token="admin-token-abcdef", _env_file=None)  # type: ignore[call-arg]
     assert webhook_token(fallback) == b"admin-token-abcdef"
+
+
+def test_metrics_with_an_unreadable_store_is_200_with_store_up_zero(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, env="test", _env_file=None, admin_token=TOKEN)  # type: ignore[call-arg]
+
+    def down():  # type: ignore[no-untyped-def]
+        raise ConfigurationError("the monitoring store is at revision none")
+
+    client = TestClient(create_guard_app(s, client=object(), open_engine=down))
+    resp = client.get("/metrics")
+    assert resp.status_code == 200
+    assert resp.text.strip().splitlines()[-1] == "rollguard_exporter_store_up 0.0"
+    # The webhook cannot act without the store: 503, so that Alertmanager retries.
+    hook = client.post("/v1/alerts", json=payload(), headers=AUTH)
+    assert hook.status_code == 503 and hook.json()["error"] == "unavailable"
