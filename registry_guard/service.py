@@ -32,7 +32,8 @@ outcome ``refused`` and a ``refused`` audit row, since retrying would not change
 import hmac
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -350,10 +351,28 @@ def create_guard_app(
             clients.append(mlflow_client(settings))
         return clients[0]
 
+    def warm_up() -> None:
+        # Importing MLflow and opening the store take seconds; do it before the first alert
+        # arrives, not while a degraded model keeps serving. Failures are retried on use.
+        try:
+            mlflow()
+            store.get()
+        except Exception as exc:  # noqa: BLE001 - the routes report an unreachable store
+            log.warning("warm-up incomplete: %s: %s", type(exc).__name__, exc)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(warm_up)
+        try:
+            yield
+        finally:
+            store.dispose()
+
     app = FastAPI(
         title="Rollguard guard",
         version="1",
         summary="Rolls the champion back when Alertmanager says live quality degraded.",
+        lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
 

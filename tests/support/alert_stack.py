@@ -398,22 +398,63 @@ def targets_up(stack: AlertStack) -> bool:
 
 @dataclass(frozen=True)
 class RollbackTiming:
-    """Seconds from the injected degradation to: the audit row of the rollback (``rolled_back``),
-    and the first ``/v1/model`` answer naming the restored version (``restored``)."""
+    """Seconds from the injected degradation to each stage of the path (None: not observed).
 
+    ``exported``: the guard's ``/metrics`` shows ``rollguard_live_quality_degraded 1``;
+    ``firing``: Prometheus' ``/api/v1/alerts`` lists the trigger as firing; ``in_alertmanager``:
+    Alertmanager's ``/api/v2/alerts`` has it; ``rolled_back``: ``moved_at`` of the rollback audit
+    row; ``restored``: first ``GET /v1/model`` answer naming the previous version.
+    """
+
+    exported: float | None
+    firing: float | None
+    in_alertmanager: float | None
     rolled_back: float
     restored: float
 
 
+def _exported(stack: AlertStack) -> bool:
+    text = httpx.get(stack.guard.url + "/metrics", timeout=5).text
+    return "rollguard_live_quality_degraded 1.0" in text
+
+
+def _firing(stack: AlertStack) -> bool:
+    alerts = httpx.get(stack.prometheus.url + "/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    return any(a["labels"]["alertname"] == TRIGGER and a["state"] == "firing" for a in alerts)
+
+
+def _in_alertmanager(stack: AlertStack) -> bool:
+    alerts = httpx.get(stack.alertmanager.url + "/api/v2/alerts", timeout=5).json()
+    return any(a["labels"]["alertname"] == TRIGGER for a in alerts)
+
+
 def measure_rollback(stack: AlertStack, timeout: float = 180.0) -> RollbackTiming:
-    """Inject the degradation and wait for the API to serve v1 again; the timings."""
+    """Inject the degradation and wait for the API to serve v1 again, noting when each stage was
+    first observed (every stage polled about every 50 ms)."""
     assert stack.serving_version() == stack.v2
+    stages: dict[str, float] = {}
+    probes = {"exported": _exported, "firing": _firing, "in_alertmanager": _in_alertmanager}
     t0 = time.monotonic()
     injected = stack.inject_degradation()
-    wait_until(
-        lambda: stack.serving_version() == stack.v1, timeout, "API serving the previous version"
-    )
-    restored = time.monotonic() - t0
+
+    def restored() -> bool:
+        for name, probe in probes.items():
+            if name not in stages:
+                try:
+                    if probe(stack):
+                        stages[name] = time.monotonic() - t0
+                except (httpx.HTTPError, KeyError, ValueError):
+                    pass
+        return stack.serving_version() == stack.v1
+
+    wait_until(restored, timeout, "API serving the previous version", period=0.02)
+    restored_after = time.monotonic() - t0
     rows = [r for r in stack.rollbacks() if r.outcome == "moved"]
     moved_at = rows[0].moved_at if rows[0].moved_at.tzinfo else rows[0].moved_at.replace(tzinfo=UTC)
-    return RollbackTiming((moved_at - injected).total_seconds(), restored)
+    return RollbackTiming(
+        stages.get("exported"),
+        stages.get("firing"),
+        stages.get("in_alertmanager"),
+        (moved_at - injected).total_seconds(),
+        restored_after,
+    )
