@@ -21,12 +21,16 @@ API poll (each stage can wait up to its full interval: the worst case of the pat
   test      1 s / 1 s / 1 s / 1 s, API poll 0.5 s
 Target: restored under 60 s with the shipped intervals.
 
-Rerun: uv run python benchmarks/bench_alert_rollback.py [--repeat 3] [--only shipped|test]
+The guard job's scrape interval is what matters on this path (the API's is not on it): pass
+``--scrape 30`` to measure with a 30 s guard scrape.
+
+Rerun: uv run python benchmarks/bench_alert_rollback.py [--repeat 3] [--only shipped|test] [--scrape S]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -52,11 +56,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=["shipped", "test"], default=None)
+    parser.add_argument(
+        "--scrape",
+        type=float,
+        default=None,
+        help="scrape interval of the guard job for the shipped set, seconds (default 15)",
+    )
     args = parser.parse_args()
     reason = missing_binaries()
     if reason:
         sys.exit(f"cannot run: {reason}")
-    sets = [iv for iv in (shipped_intervals(), TEST_INTERVALS) if args.only in (None, iv.name)]
+    shipped = shipped_intervals()
+    if args.scrape is not None:
+        shipped = dataclasses.replace(shipped, scrape=args.scrape)
+    sets = [iv for iv in (shipped, TEST_INTERVALS) if args.only in (None, iv.name)]
     results: dict[str, list[Any]] = {iv.name: [] for iv in sets}
     with tempfile.TemporaryDirectory(prefix="bench-alert-") as tmp:
         root = Path(tmp)
