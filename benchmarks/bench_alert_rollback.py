@@ -123,7 +123,10 @@ def main() -> None:
         print(
             f"target: restored under 60 s with the shipped intervals (max {worst:.1f} s) -> {verdict}"
         )
-    print("rerun: uv run python benchmarks/bench_alert_rollback.py --repeat 3")
+    extra = (f" --only {args.only}" if args.only else "") + (
+        f" --scrape {args.scrape:g}" if args.scrape is not None else ""
+    )
+    print(f"rerun: uv run python benchmarks/bench_alert_rollback.py --repeat {args.repeat}{extra}")
 
 
 if __name__ == "__main__":
