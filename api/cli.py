@@ -1,4 +1,5 @@
-"""``rollguard serve api``: run the model server (one uvicorn worker; see :mod:`api.metrics`)."""
+"""``rollguard serve api``: run the model server (one uvicorn worker; see :mod:`api.metrics`).
+``rollguard serve guard``: run the guard service (see :mod:`registry_guard.service`)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,46 @@ def serve_ui(
     s = settings()
     overrides = {"ui_host": host, "ui_port": port, "ui_api_url": api_url}
     run(s.model_copy(update={k: v for k, v in overrides.items() if v is not None}))
+
+
+@serve_app.command("guard")
+def serve_guard(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default: ROLLGUARD_GUARD_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: ROLLGUARD_GUARD_PORT).")
+    ] = None,
+) -> None:
+    """Serve the guard: Alertmanager webhook (rollback on degraded quality) and store metrics."""
+    import logging
+
+    import uvicorn
+
+    from api.lifecycle import configure_mlflow_http
+    from rollguard.cli import settings
+    from rollguard.errors import RollguardError
+
+    s = settings()
+    configure_mlflow_http()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        from registry_guard.service import create_guard_app
+
+        app = create_guard_app(s)
+    except RollguardError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    uvicorn.run(
+        app,
+        host=host or s.guard_host,
+        port=port or s.guard_port,
+        workers=1,
+        access_log=False,
+        log_level="info",
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -174,6 +174,19 @@ class Settings(BaseSettings):
         description="Refuse an automatic rollback this soon (seconds) after the previous one.",
     )
 
+    # --- guard service (``rollguard serve guard``) ---------------------------------------------------
+    guard_host: str = Field(default="127.0.0.1", description="Address the guard service binds.")
+    guard_port: int = Field(default=8100, gt=0, lt=65536, description="Port of the guard service.")
+    guard_token_file: Path | None = Field(
+        default=None,
+        description="File holding the bearer token Alertmanager sends to POST /v1/alerts "
+        "(default: ROLLGUARD_ADMIN_TOKEN).",
+    )
+    guard_rollback_alerts: list[str] = Field(
+        default_factory=lambda: ["RollguardLiveQualityDegraded"],
+        description="Alert names whose firing webhooks roll the champion back.",
+    )
+
     # --- secrets --------------------------------------------------------------------------------
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for admin routes (API reload, guard webhook)."

@@ -1,0 +1,405 @@
+"""Prometheus export of the monitoring store: a custom collector that reads the store on every scrape.
+
+Why a store-reading collector and not the Pushgateway
+-----------------------------------------------------
+Every figure exported here (drift, live quality, KPIs, gate decisions, rollbacks, guard state, last
+pipeline run) is already written to the monitoring store by the step that computes it, in the same
+transaction as its other effects. Reading the store on each scrape makes the store the only source of
+truth: a restart of the exporter, of Prometheus or of the step that wrote the figure loses nothing, and
+the export can never disagree with what Grafana reads from the same tables. The Pushgateway would add a
+second copy that is lost when the gateway restarts without persistence, keeps stale groups forever
+(Prometheus' own docs advise it only for service-level batch jobs), and needs every writer to push in
+the right order. Counters (``*_total``) are counted from the store's rows, so they never reset except
+when the store itself is wiped.
+
+A store that cannot be read is a normal scrape with ``rollguard_exporter_store_up 0`` and no other
+series (never an HTTP 500), so Prometheus keeps the target ``up`` and the alert on the store fires.
+
+Newest week: every gauge of a monitoring ``kind`` refers to the newest ``week`` that has rows of that
+kind for the configured model (quality rows are written for the newest *matured* cutoff, which is
+older than the newest drift week). Rows whose ``value`` is NULL (states ``pending``, ``no_data``,
+``skipped``, ``schema_mismatch``) produce no sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Connection, Engine, func, select
+
+from rollguard.db.models import (
+    AliasAudit,
+    ChampionPointer,
+    GateDecisionRow,
+    GuardCheckRow,
+    MonitoringResult,
+    PipelineRun,
+)
+
+log = logging.getLogger(__name__)
+
+#: Guard states exported as ``rollguard_guard_state{state}`` (always all three series).
+GUARD_STATES = ("ok", "degraded", "inconclusive")
+#: Gate decisions exported as ``rollguard_gate_decisions_total{decision}`` (always present, 0 at first).
+GATE_DECISIONS = ("promote", "reject", "bootstrap")
+#: Actors of rollbacks exported as ``rollguard_rollbacks_total{actor}`` (always present).
+ROLLBACK_ACTORS = ("guard", "alert", "human")
+#: Score quantiles: label value -> ``monitoring_results.metric`` of kind ``score_drift``.
+SCORE_QUANTILES = {"0.5": "score_p50", "0.9": "score_p90", "0.99": "score_p99"}
+#: Business KPIs: (kpi label, targeting label) -> ``monitoring_results.metric`` of kind ``kpi``.
+#: A random pick of the same budget targets as many customers as the model does.
+KPI_METRICS: dict[tuple[str, str], str] = {
+    ("targeted_customers", "model"): "targeted_customers",
+    ("targeted_customers", "random"): "targeted_customers",
+    ("repurchase_rate", "model"): "targeted_repurchase_rate",
+    ("repurchase_rate", "random"): "random_repurchase_rate",
+    ("lift", "model"): "lift",
+    ("lift", "random"): "random_lift",
+    ("revenue_dollars", "model"): "targeted_revenue_dollars",
+    ("revenue_dollars", "random"): "random_revenue_dollars",
+    ("revenue_share", "model"): "targeted_revenue_share",
+    ("revenue_share", "random"): "random_revenue_share",
+}
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """What one scrape read from the store for one model (plain data; see :func:`read_snapshot`).
+
+    Attributes:
+        figures: ``{kind: {(metric, feature): value}}`` of the newest week of each kind, non-NULL only.
+        newest_week: newest ``week`` (cutoff date) of any monitoring row, or None.
+        guard_state: state of the newest guard check, or None when never checked.
+        gate_counts: ``{outcome: number of gate_decisions rows}``.
+        rollback_counts: ``{actor: number of rollbacks that moved the alias}``.
+        last_rollback: time of the newest moved rollback, or None.
+        champion_version: version in ``champion_pointer``, or None.
+        pipelines: ``{dag_id: (last success finished_at or None, newest run failed)}``.
+    """
+
+    figures: dict[str, dict[tuple[str, str], float]]
+    newest_week: date | None
+    guard_state: str | None
+    gate_counts: dict[str, int]
+    rollback_counts: dict[str, int]
+    last_rollback: datetime | None
+    champion_version: str | None
+    pipelines: dict[str, tuple[datetime | None, bool]]
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _newest_figures(conn: Connection, model_name: str) -> dict[str, dict[tuple[str, str], float]]:
+    newest = (
+        select(MonitoringResult.kind, func.max(MonitoringResult.week).label("week"))
+        .where(MonitoringResult.model_name == model_name)
+        .group_by(MonitoringResult.kind)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(
+            MonitoringResult.kind,
+            MonitoringResult.metric,
+            MonitoringResult.feature,
+            MonitoringResult.value,
+        )
+        .join(
+            newest,
+            (newest.c.kind == MonitoringResult.kind) & (newest.c.week == MonitoringResult.week),
+        )
+        .where(MonitoringResult.model_name == model_name, MonitoringResult.value.is_not(None))
+    )
+    figures: dict[str, dict[tuple[str, str], float]] = {}
+    for kind, metric, feature, value in rows:
+        if value is not None:
+            figures.setdefault(kind, {})[(metric, feature or "")] = float(value)
+    return figures
+
+
+def read_snapshot(conn: Connection, model_name: str) -> StoreSnapshot:
+    """Read everything the exporter publishes for ``model_name`` in one connection.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the store cannot be read (the collector turns this into
+            ``rollguard_exporter_store_up 0``).
+    """
+    figures = _newest_figures(conn, model_name)
+    week = conn.execute(
+        select(func.max(MonitoringResult.week)).where(MonitoringResult.model_name == model_name)
+    ).scalar_one_or_none()
+    guard_state = conn.execute(
+        select(GuardCheckRow.state)
+        .where(GuardCheckRow.model_name == model_name)
+        .order_by(GuardCheckRow.checked_at.desc(), GuardCheckRow.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    gate_counts = {
+        outcome: int(n)
+        for outcome, n in conn.execute(
+            select(GateDecisionRow.outcome, func.count())
+            .where(GateDecisionRow.model_name == model_name)
+            .group_by(GateDecisionRow.outcome)
+        )
+    }
+    moved_rollbacks = (
+        AliasAudit.model_name == model_name,
+        AliasAudit.action == "rollback",
+        AliasAudit.outcome == "moved",
+    )
+    rollback_counts = {
+        actor: int(n)
+        for actor, n in conn.execute(
+            select(AliasAudit.actor, func.count())
+            .where(*moved_rollbacks)
+            .group_by(AliasAudit.actor)
+        )
+    }
+    last_rollback = conn.execute(
+        select(func.max(AliasAudit.moved_at)).where(*moved_rollbacks)
+    ).scalar_one_or_none()
+    champion = conn.execute(
+        select(ChampionPointer.version).where(ChampionPointer.model_name == model_name)
+    ).scalar_one_or_none()
+    pipelines: dict[str, tuple[datetime | None, bool]] = {}
+    last_success = dict(
+        conn.execute(
+            select(PipelineRun.dag_id, func.max(PipelineRun.finished_at))
+            .where(PipelineRun.state == "success")
+            .group_by(PipelineRun.dag_id)
+        ).all()
+    )
+    newest_run = (
+        select(PipelineRun.dag_id, func.max(PipelineRun.finished_at).label("finished_at"))
+        .group_by(PipelineRun.dag_id)
+        .subquery()
+    )
+    for dag_id, state in conn.execute(
+        select(PipelineRun.dag_id, PipelineRun.state).join(
+            newest_run,
+            (newest_run.c.dag_id == PipelineRun.dag_id)
+            & (newest_run.c.finished_at == PipelineRun.finished_at),
+        )
+    ):
+        failed = pipelines.get(dag_id, (None, False))[1] or state == "failed"
+        pipelines[dag_id] = (last_success.get(dag_id), failed)
+    return StoreSnapshot(
+        figures=figures,
+        newest_week=date.fromisoformat(week) if week else None,
+        guard_state=guard_state,
+        gate_counts=gate_counts,
+        rollback_counts=rollback_counts,
+        last_rollback=_aware(last_rollback) if last_rollback is not None else None,
+        champion_version=champion,
+        pipelines=pipelines,
+    )
+
+
+def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
+    if value is not None:
+        g = GaugeMetricFamily(name, doc)
+        g.add_metric([], value)
+        yield g
+
+
+def _unix(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def snapshot_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
+    """The metric families of one snapshot (everything but ``rollguard_exporter_store_up``).
+
+    Names, labels and meanings are those of docs/metrics.md (the shared contract).
+    """
+    drift = snap.figures.get("data_drift", {})
+    yield from _gauge(
+        "rollguard_dataset_drift_share",
+        "Share of feature columns that drifted in the newest monitored week (0..1, Evidently).",
+        drift.get(("drift_share", "")),
+    )
+    score = GaugeMetricFamily(
+        "rollguard_feature_drift_score",
+        "Evidently drift score per feature, newest monitored week.",
+        labels=["feature"],
+    )
+    drifted = GaugeMetricFamily(
+        "rollguard_feature_drifted",
+        "1 when the feature drifted in the newest monitored week, else 0.",
+        labels=["feature"],
+    )
+    for (metric, feature), value in sorted(drift.items()):
+        if feature and metric == "drift_score":
+            score.add_metric([feature], value)
+        elif feature and metric == "drifted":
+            drifted.add_metric([feature], value)
+    yield score
+    yield drifted
+
+    scores = snap.figures.get("score_drift", {})
+    yield from _gauge(
+        "rollguard_score_drift_psi",
+        "PSI of the champion's scores this week against its gate-time scores.",
+        scores.get(("psi", "")),
+    )
+    quantile = GaugeMetricFamily(
+        "rollguard_score_quantile",
+        "Quantiles of the champion's scores (probability) in the newest monitored week.",
+        labels=["quantile"],
+    )
+    for label, metric in SCORE_QUANTILES.items():
+        if (metric, "") in scores:
+            quantile.add_metric([label], scores[(metric, "")])
+    yield quantile
+
+    quality = snap.figures.get("quality", {})
+    for name, metric, doc in (
+        ("rollguard_live_average_precision", "average_precision", "Realized average precision"),
+        ("rollguard_live_roc_auc", "roc_auc", "Realized ROC AUC"),
+        (
+            "rollguard_expected_average_precision",
+            "expected_average_precision",
+            "Gate-time average precision",
+        ),
+        (
+            "rollguard_live_quality_degraded",
+            "degraded",
+            "1 when live quality is below the gate expectation by more than the policy margin",
+        ),
+    ):
+        yield from _gauge(
+            name, f"{doc} of the champion, newest matured cutoff.", quality.get((metric, ""))
+        )
+
+    kpis = snap.figures.get("kpi", {})
+    kpi = GaugeMetricFamily(
+        "rollguard_business_kpi",
+        "Business KPIs of the newest monitored week, model targeting vs a random pick of the same "
+        "budget.",
+        labels=["kpi", "targeting"],
+    )
+    for (label, targeting), metric in KPI_METRICS.items():
+        if (metric, "") in kpis:
+            kpi.add_metric([label, targeting], kpis[(metric, "")])
+    yield kpi
+    yield from _gauge(
+        "rollguard_base_rate",
+        "Share of all scored customers who repurchased within the horizon (newest monitored week).",
+        kpis.get(("base_rate", "")),
+    )
+    yield from _gauge(
+        "rollguard_monitoring_week_timestamp_seconds",
+        "Cutoff of the newest monitored week, unix seconds (00:00 UTC).",
+        _unix(snap.newest_week) if snap.newest_week is not None else None,
+    )
+
+    guard = GaugeMetricFamily(
+        "rollguard_guard_state",
+        "1 for the state of the newest live-guard check, 0 for the others.",
+        labels=["state"],
+    )
+    for state in GUARD_STATES:
+        guard.add_metric([state], 1.0 if snap.guard_state == state else 0.0)
+    yield guard
+
+    gates = CounterMetricFamily(
+        "rollguard_gate_decisions",
+        "Gate decisions recorded in the store, by decision.",
+        labels=["decision"],
+    )
+    for decision in sorted({*GATE_DECISIONS, *snap.gate_counts}):
+        gates.add_metric([decision], snap.gate_counts.get(decision, 0))
+    yield gates
+    rollbacks = CounterMetricFamily(
+        "rollguard_rollbacks",
+        "Rollbacks that moved the champion alias, by actor (from the alias audit).",
+        labels=["actor"],
+    )
+    for actor in sorted({*ROLLBACK_ACTORS, *snap.rollback_counts}):
+        rollbacks.add_metric([actor], snap.rollback_counts.get(actor, 0))
+    yield rollbacks
+    yield from _gauge(
+        "rollguard_last_rollback_timestamp_seconds",
+        "Time of the newest rollback that moved the champion, unix seconds.",
+        snap.last_rollback.timestamp() if snap.last_rollback is not None else None,
+    )
+    champion: float | None = None
+    if snap.champion_version is not None:
+        try:
+            champion = float(int(snap.champion_version))
+        except ValueError:
+            log.warning("champion version %r is not numeric", snap.champion_version)
+    yield from _gauge(
+        "rollguard_champion_version",
+        "Registered-model version that is champion per the store's champion pointer.",
+        champion,
+    )
+
+    success = GaugeMetricFamily(
+        "rollguard_pipeline_last_success_timestamp_seconds",
+        "End of the newest successful run of the DAG, unix seconds.",
+        labels=["dag_id"],
+    )
+    failed = GaugeMetricFamily(
+        "rollguard_pipeline_last_run_failed",
+        "1 when the newest run of the DAG failed, else 0.",
+        labels=["dag_id"],
+    )
+    for dag_id, (last_ok, last_failed) in sorted(snap.pipelines.items()):
+        if last_ok is not None:
+            success.add_metric([dag_id], _aware(last_ok).timestamp())
+        failed.add_metric([dag_id], 1.0 if last_failed else 0.0)
+    yield success
+    yield failed
+
+
+class StoreCollector(Collector):
+    """Reads the monitoring store on each ``collect()`` (i.e. each scrape) for one model.
+
+    Args:
+        engine: returns the store's engine; called on every scrape until it succeeds once (so a
+            store that is down when the service starts is picked up later). An exception from it
+            counts as an unreadable store.
+        model_name: the registered model whose figures are exported.
+    """
+
+    def __init__(self, engine: Callable[[], Engine], model_name: str) -> None:
+        self._engine_factory = engine
+        self._engine: Engine | None = None
+        self.model_name = model_name
+
+    def describe(self) -> Iterable[Metric]:
+        """No fixed description: the registry must not call ``collect()`` (a query) on register."""
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        """All metric families; on a store error only ``rollguard_exporter_store_up 0``."""
+        try:
+            if self._engine is None:
+                self._engine = self._engine_factory()
+            with self._engine.connect() as conn:
+                snap = read_snapshot(conn, self.model_name)
+            families = list(snapshot_metrics(snap))
+            up = 1.0
+        except Exception as exc:  # noqa: BLE001 - any failure to read is "store down"
+            log.warning("monitoring store not readable: %s: %s", type(exc).__name__, exc)
+            families, up = [], 0.0
+        yield from families
+        yield from _gauge(
+            "rollguard_exporter_store_up",
+            "1 when the monitoring store could be read on this scrape, else 0.",
+            up,
+        )
+
+
+def store_registry(engine: Callable[[], Engine], model_name: str) -> CollectorRegistry:
+    """A fresh :class:`CollectorRegistry` holding only a :class:`StoreCollector`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(engine, model_name))
+    return registry

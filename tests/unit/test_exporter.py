@@ -1,0 +1,200 @@
+"""The store-reading exporter on a real (SQLite, migrated) monitoring store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, delete, insert
+
+from monitoring.exporter import store_registry
+from rollguard.db import make_engine
+from rollguard.db.models import (
+    AliasAudit,
+    ChampionPointer,
+    GateDecisionRow,
+    GuardCheckRow,
+    MonitoringResult,
+    PipelineRun,
+)
+from rollguard.settings import Settings
+from rollguard.store import open_store
+
+MODEL = "m"
+T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
+
+
+def samples(engine_factory, model: str = MODEL) -> dict[tuple[str, tuple], float]:  # type: ignore[no-untyped-def]
+    text = generate_latest(store_registry(engine_factory, model)).decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def result(week: str, kind: str, metric: str, value, feature: str = "", **kw):  # type: ignore[no-untyped-def]
+    return dict(
+        model_name=kw.pop("model_name", MODEL),
+        week=week,
+        kind=kind,
+        metric=metric,
+        feature=feature,
+        value=value,
+        state=kw.pop("state", "ok"),
+        model_version=kw.pop("model_version", "2"),
+        computed_at=T0,
+    )
+
+
+def fill(engine: Engine) -> None:
+    rows = [
+        # an older week that must not be exported
+        result("1997-05-05", "data_drift", "drift_share", 0.9),
+        result("1997-04-07", "quality", "degraded", 1.0),
+        result("1997-05-12", "data_drift", "drift_share", 0.25),
+        result("1997-05-12", "data_drift", "drift_score", 0.01, "recency_days", state="drift"),
+        result("1997-05-12", "data_drift", "drifted", 1.0, "recency_days"),
+        result("1997-05-12", "data_drift", "drift_score", None, "frequency", state="skipped"),
+        result("1997-05-12", "score_drift", "psi", 0.31),
+        result("1997-05-12", "score_drift", "score_p50", 0.1),
+        result("1997-05-12", "score_drift", "score_p90", 0.4),
+        result("1997-05-12", "score_drift", "score_p99", 0.8),
+        result("1997-05-12", "kpi", "targeted_customers", 2357.0),
+        result("1997-05-12", "kpi", "lift", 3.1),
+        result("1997-05-12", "kpi", "random_lift", 1.0),
+        result("1997-05-12", "kpi", "base_rate", 0.12),
+        # quality lags: its newest week is older than the drift week
+        result("1997-04-14", "quality", "average_precision", 0.41),
+        result("1997-04-14", "quality", "expected_average_precision", 0.45),
+        result("1997-04-14", "quality", "degraded", 0.0),
+        result("1997-04-14", "quality", "roc_auc", None, state="pending"),
+        result("1997-05-12", "data_drift", "drift_share", 0.7, model_name="other"),
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(MonitoringResult), rows)
+        conn.execute(
+            insert(GuardCheckRow),
+            [
+                dict(model_name=MODEL, champion_version="2", state="degraded", reason="r",
+                     report="{}", checked_at=T0),
+                dict(model_name=MODEL, champion_version="2", state="inconclusive", reason="r",
+                     report="{}", checked_at=T0.replace(hour=13)),
+            ],
+        )  # fmt: skip
+        conn.execute(
+            insert(GateDecisionRow),
+            [
+                dict(model_name=MODEL, challenger_version=v, champion_version=None, outcome=o,
+                     reason_code="x", actor="pipeline", report="{}", decided_at=T0)
+                for v, o in (("1", "bootstrap"), ("2", "promote"), ("3", "reject"), ("4", "reject"))
+            ],
+        )  # fmt: skip
+        audit = dict(model_name=MODEL, alias="champion", from_version="3", to_version="2",
+                     reason="r", evidence="{}")  # fmt: skip
+        conn.execute(
+            insert(AliasAudit),
+            [
+                {**audit, "action": "rollback", "outcome": "moved", "actor": "alert",
+                 "fingerprint": "a", "moved_at": T0},
+                {**audit, "action": "rollback", "outcome": "refused", "actor": "alert",
+                 "fingerprint": None, "moved_at": T0.replace(hour=14)},
+                {**audit, "action": "promote", "outcome": "moved", "actor": "pipeline",
+                 "fingerprint": None, "moved_at": T0.replace(hour=15)},
+            ],
+        )  # fmt: skip
+        conn.execute(insert(ChampionPointer).values(model_name=MODEL, version="2", updated_at=T0))
+        conn.execute(
+            insert(PipelineRun),
+            [
+                dict(dag_id="d", run_id="1", state="success", finished_at=T0),
+                dict(dag_id="d", run_id="2", state="failed", finished_at=T0.replace(hour=18)),
+                dict(dag_id="e", run_id="1", state="success", finished_at=T0),
+            ],
+        )
+
+
+def test_exports_the_newest_week_of_each_kind_and_counts_from_the_store(
+    settings: Settings,
+) -> None:
+    engine = open_store(settings)
+    fill(engine)
+    check_exported(samples(lambda: engine))
+
+
+@pytest.mark.postgres
+def test_same_export_on_postgresql(postgres_url: str) -> None:
+    """The stack's store is PostgreSQL: the same queries, the same figures."""
+    from rollguard import db
+
+    db.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        with engine.begin() as conn:  # the session database is shared: start from a clean model
+            for table in (MonitoringResult, GuardCheckRow, GateDecisionRow, AliasAudit,
+                          ChampionPointer):  # fmt: skip
+                conn.execute(delete(table).where(table.model_name == MODEL))
+            conn.execute(delete(PipelineRun).where(PipelineRun.dag_id.in_(["d", "e"])))
+        fill(engine)
+        check_exported(samples(lambda: engine))
+    finally:
+        engine.dispose()
+
+
+def check_exported(got: dict[tuple[str, tuple], float]) -> None:
+    assert got[("rollguard_exporter_store_up", ())] == 1
+    assert got[("rollguard_dataset_drift_share", ())] == 0.25
+    assert got[("rollguard_feature_drift_score", (("feature", "recency_days"),))] == 0.01
+    assert ("rollguard_feature_drift_score", (("feature", "frequency"),)) not in got
+    assert got[("rollguard_feature_drifted", (("feature", "recency_days"),))] == 1
+    assert got[("rollguard_score_drift_psi", ())] == 0.31
+    assert got[("rollguard_score_quantile", (("quantile", "0.99"),))] == 0.8
+    assert got[("rollguard_live_average_precision", ())] == 0.41
+    assert got[("rollguard_expected_average_precision", ())] == 0.45
+    assert got[("rollguard_live_quality_degraded", ())] == 0  # the newest quality week's row
+    assert ("rollguard_live_roc_auc", ()) not in got  # pending: no sample
+    kpi = (("kpi", "lift"), ("targeting", "model"))
+    assert got[("rollguard_business_kpi", kpi)] == 3.1
+    assert got[("rollguard_business_kpi", (("kpi", "lift"), ("targeting", "random")))] == 1.0
+    tc = (("kpi", "targeted_customers"), ("targeting", "random"))
+    assert got[("rollguard_business_kpi", tc)] == 2357
+    assert got[("rollguard_base_rate", ())] == 0.12
+    week = datetime(1997, 5, 12, tzinfo=UTC).timestamp()
+    assert got[("rollguard_monitoring_week_timestamp_seconds", ())] == week
+    assert got[("rollguard_guard_state", (("state", "inconclusive"),))] == 1
+    assert got[("rollguard_guard_state", (("state", "degraded"),))] == 0
+    assert got[("rollguard_gate_decisions_total", (("decision", "reject"),))] == 2
+    assert got[("rollguard_gate_decisions_total", (("decision", "promote"),))] == 1
+    assert got[("rollguard_rollbacks_total", (("actor", "alert"),))] == 1  # refused not counted
+    assert got[("rollguard_rollbacks_total", (("actor", "guard"),))] == 0
+    assert got[("rollguard_last_rollback_timestamp_seconds", ())] == T0.timestamp()
+    assert got[("rollguard_champion_version", ())] == 2
+    d = (("dag_id", "d"),)
+    assert got[("rollguard_pipeline_last_success_timestamp_seconds", d)] == T0.timestamp()
+    assert got[("rollguard_pipeline_last_run_failed", d)] == 1
+    assert got[("rollguard_pipeline_last_run_failed", (("dag_id", "e"),))] == 0
+
+
+def test_empty_store_exports_zero_counters_and_no_figures(settings: Settings) -> None:
+    engine = open_store(settings)
+    got = samples(lambda: engine)
+    assert got[("rollguard_exporter_store_up", ())] == 1
+    assert got[("rollguard_rollbacks_total", (("actor", "human"),))] == 0
+    assert got[("rollguard_guard_state", (("state", "ok"),))] == 0
+    assert not any(name == "rollguard_live_quality_degraded" for name, _ in got)
+
+
+def test_unreadable_store_is_store_up_zero_not_an_error(tmp_path: Path) -> None:
+    missing = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables: queries fail
+    got = samples(lambda: missing)
+    assert got == {("rollguard_exporter_store_up", ()): 0.0}
+
+    def refuse() -> Engine:
+        raise RuntimeError("store is down")
+
+    assert samples(refuse) == {("rollguard_exporter_store_up", ()): 0.0}
