@@ -13,7 +13,7 @@ each service's size and its ratio to that goal. The Airflow row is the pipeline 
 environment; in the image it is installed over apache/airflow's own environment, which already
 holds Airflow and part of the group.
 
-Rerun: uv run python benchmarks/bench_image_sizes.py [--only api] [--top 8]
+Rerun: uv run python benchmarks/bench_image_sizes.py [--only api] [--top 8] [--what-if-cpu]
 """
 
 from __future__ import annotations
@@ -100,6 +100,33 @@ def uv_binary() -> str:
     return found
 
 
+_PROBE = (
+    "import importlib, importlib.metadata as md, json, os, sys\n"
+    "sizes = {}\n"
+    "for d in md.distributions():\n"
+    "    total = 0\n"
+    "    for f in d.files or []:\n"
+    "        p = f.locate()\n"
+    "        if os.path.isfile(p): total += os.path.getsize(p)\n"
+    "    sizes[d.metadata['Name']] = sizes.get(d.metadata['Name'], 0) + total\n"
+    "errors = {}\n"
+    "for m in sys.argv[1:]:\n"
+    "    try: importlib.import_module(m)\n"
+    "    except Exception as exc: errors[m] = f'{type(exc).__name__}: {exc}'\n"
+    "print(json.dumps({'sizes': sizes, 'errors': errors, 'count': len(sizes)}))\n"
+)
+
+
+def _probe(python: Path, modules: list[str], cwd: Path, env: dict | None = None) -> dict:
+    """Sizes of every installed distribution (bytes, from RECORD) and import errors of
+    ``modules``, as seen by ``python``."""
+    out = subprocess.run(
+        [str(python), "-c", _PROBE, *modules],
+        capture_output=True, text=True, check=True, cwd=cwd, env=env,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def measure(target: Target, workdir: Path, top: int) -> dict:
     """Sync ``target``'s groups into a fresh environment under ``workdir``; size it and import."""
     venv = workdir / target.name
@@ -122,31 +149,8 @@ def measure(target: Target, workdir: Path, top: int) -> dict:
             ["du", "-sb", str(venv)], capture_output=True, text=True, check=True
         ).stdout.split()[0]
     )
-    python = venv / "bin" / "python"
-    probe = (
-        "import importlib, importlib.metadata as md, json, os, sys\n"
-        "sizes = {}\n"
-        "for d in md.distributions():\n"
-        "    total = 0\n"
-        "    for f in d.files or []:\n"
-        "        p = f.locate()\n"
-        "        if os.path.isfile(p): total += os.path.getsize(p)\n"
-        "    sizes[d.metadata['Name']] = sizes.get(d.metadata['Name'], 0) + total\n"
-        "errors = {}\n"
-        "for m in sys.argv[1:]:\n"
-        "    try: importlib.import_module(m)\n"
-        "    except Exception as exc: errors[m] = f'{type(exc).__name__}: {exc}'\n"
-        "print(json.dumps({'sizes': sizes, 'errors': errors, 'count': len(sizes)}))\n"
-    )
     modules = [m for m in ENTRY_MODULES.get(target.name, []) if _module_exists(m)]
-    out = subprocess.run(
-        [str(python), "-c", probe, *modules],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=workdir,
-    )
-    data = json.loads(out.stdout.strip().splitlines()[-1])
+    data = _probe(venv / "bin" / "python", modules, cwd=workdir)
     largest = sorted(data["sizes"].items(), key=lambda kv: kv[1], reverse=True)[:top]
     return {
         "name": target.name,
@@ -157,6 +161,58 @@ def measure(target: Target, workdir: Path, top: int) -> dict:
         "import_errors": data["errors"],
         "imported": modules,
         "sync_seconds": seconds,
+    }
+
+
+def measure_cpu_only_api(workdir: Path, top: int) -> dict:
+    """What-if: the api group from the same lock without xgboost's GPU parts.
+
+    On Linux, xgboost's wheel bundles CUDA kernels and depends on nvidia-nccl-cu12 (multi-GPU
+    collectives). Here the exported requirements drop nvidia-nccl-cu12 and take ``xgboost-cpu`` (the
+    CPU-only build XGBoost publishes on PyPI, same import name) at the locked xgboost version.
+    """
+    uv = uv_binary()
+    exported = subprocess.run(
+        [uv, "export", "--locked", "--no-dev", "--no-default-groups", "--group", "api",
+         "--no-emit-project", "--no-hashes", "--format", "requirements-txt"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lines = []
+    for line in exported.splitlines():
+        name = re.split(r"[=<>;\s\[]", line.strip(), maxsplit=1)[0].lower()
+        if name == "nvidia-nccl-cu12" or line.strip().startswith("#") or not line.strip():
+            continue
+        if name == "xgboost":
+            line = "xgboost-cpu" + line.strip()[len("xgboost") :]
+        lines.append(line.strip())
+    requirements = workdir / "api-cpu.txt"
+    requirements.write_text("\n".join(lines) + "\n")
+    venv = workdir / "api-cpu-only"
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    env = {**os.environ, "UV_COMPILE_BYTECODE": "1", "UV_LINK_MODE": "copy"}
+    subprocess.run(
+        [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+         "-r", str(requirements)],
+        env=env, check=True,
+    )  # fmt: skip
+    size = int(
+        subprocess.run(
+            ["du", "-sb", str(venv)], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
+    data = _probe(
+        venv / "bin" / "python", ["api.app"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    largest = sorted(data["sizes"].items(), key=lambda kv: kv[1], reverse=True)[:top]
+    return {
+        "name": "api-cpu-only (what-if)",
+        "groups": ("api",),
+        "bytes": size,
+        "distributions": data["count"],
+        "largest": largest,
+        "import_errors": data["errors"],
+        "imported": ["api.app"],
+        "sync_seconds": 0.0,
     }
 
 
@@ -176,6 +232,11 @@ def main() -> int:
     parser.add_argument("--only", action="append", help="measure only this target (repeatable)")
     parser.add_argument("--top", type=int, default=6, help="largest distributions to list")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--what-if-cpu",
+        action="store_true",
+        help="also measure the api group without nvidia-nccl-cu12 and with xgboost-cpu",
+    )
     args = parser.parse_args()
 
     targets = [*dockerfile_targets(), airflow_target()]
@@ -186,20 +247,24 @@ def main() -> int:
         for target in targets:
             results.append(measure(target, Path(tmp), args.top))
             shutil.rmtree(Path(tmp) / target.name, ignore_errors=True)
+        if args.what_if_cpu:
+            results.append(measure_cpu_only_api(Path(tmp), args.top))
 
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(f"Installed size of each image's dependency group (Python {sys.version.split()[0]})")
         print(f"baseline: the API goal, {GOAL_BYTES / MB:.0f} MB")
-        print(f"{'image':<8} {'groups':<16} {'dists':>5} {'MB':>8} {'x goal':>7}  imports")
+        print(f"{'image':<24} {'groups':<16} {'dists':>5} {'MB':>8} {'x goal':>7}  imports")
         for r in results:
             imports = "ok" if not r["import_errors"] else f"FAILED {r['import_errors']}"
             print(
-                f"{r['name']:<8} {'+'.join(r['groups']) or '(core)':<16} {r['distributions']:>5} "
+                f"{r['name']:<24} {'+'.join(r['groups']) or '(core)':<16} {r['distributions']:>5} "
                 f"{r['bytes'] / MB:>8.1f} {r['bytes'] / GOAL_BYTES:>7.2f}  {imports}"
             )
         for r in results:
+            if not r["largest"]:
+                continue
             print(f"\nlargest distributions in {r['name']}:")
             for name, size in r["largest"]:
                 print(f"  {name:<28} {size / MB:>8.1f} MB")
