@@ -37,8 +37,8 @@ MB = 10**6
 #: The module each service's command imports first (``rollguard serve X`` → this module).
 ENTRY_MODULES = {
     "api": ["api.app"],
-    "ui": ["ui"],
-    "guard": ["registry_guard.registry", "api.app"],
+    "ui": ["ui.server", "ui.app", "ui"],
+    "guard": ["registry_guard.service", "monitoring.exporter", "registry_guard.registry"],
     "mlflow": ["mlflow.server"],
     "airflow": ["pipeline.steps", "registry_guard.registry"],
 }
