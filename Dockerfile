@@ -77,9 +77,10 @@ CMD ["serve", "api"]
 
 FROM runtime AS ui
 COPY --from=build-ui /opt/venv /opt/venv
+ENV ROLLGUARD_UI_HOST=0.0.0.0 ROLLGUARD_UI_PORT=7860
 EXPOSE 7860
 ENTRYPOINT ["rollguard"]
-CMD ["serve", "ui", "--host", "0.0.0.0", "--port", "7860"]
+CMD ["serve", "ui"]
 
 FROM runtime AS guard
 COPY --from=build-guard /opt/venv /opt/venv
