@@ -91,6 +91,10 @@ CMD ["serve", "guard"]
 
 FROM runtime AS mlflow
 COPY --from=build-mlflow /opt/venv /opt/venv
+# The artifact volume is mounted here; a fresh named volume takes this folder's owner.
+USER root
+RUN mkdir -p /var/lib/mlflow/artifacts && chown -R 50000:0 /var/lib/mlflow
+USER 50000:0
 EXPOSE 5000
 ENTRYPOINT ["mlflow"]
 CMD ["server", "--host", "0.0.0.0", "--port", "5000"]
