@@ -5,7 +5,8 @@
 #      AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS ("admin:admin") and their passwords from the JSON
 #      file AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE; this writes that file from
 #      AIRFLOW_ADMIN_PASSWORD (.env), so no password is generated or printed in a log.
-# Run by the official image's entrypoint as `bash /opt/rollguard/deploy/init.sh`.
+# docker-compose.yml runs it with /bin/bash as the entrypoint (the image's own entrypoint is skipped;
+# the job waits for PostgreSQL through depends_on instead).
 set -euo pipefail
 
 : "${AIRFLOW_ADMIN_PASSWORD:?AIRFLOW_ADMIN_PASSWORD is not set}"

@@ -213,7 +213,8 @@ def test_airflow_init_migrates_and_writes_the_admin_user(
     env["AIRFLOW_HOME"] = str(tmp_path / "airflow")
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "pipeline" / "dags")
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    assert service["command"] == ["bash", "/opt/rollguard/deploy/init.sh"]
+    assert service["entrypoint"] == ["/bin/bash"]
+    assert service["command"] == ["/opt/rollguard/deploy/init.sh"]
     proc = subprocess.run(
         ["bash", str(ROOT / "deploy/airflow/init.sh")],
         env=env, capture_output=True, text=True, timeout=600, check=False,

@@ -556,3 +556,19 @@ def test_shell_scripts_pass_shellcheck(script: str) -> None:
         [shellcheck, str(ROOT / script)], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_airflow_init_runs_the_script_baked_into_the_image() -> None:
+    text = (ROOT / "Dockerfile.airflow").read_text()
+    copied = re.search(r"^COPY\s+(?:--chown=\S+\s+)?deploy/airflow/\s+(\S+)", text, re.MULTILINE)
+    assert copied, "Dockerfile.airflow must copy deploy/airflow/"
+    (script,) = SERVICES["airflow-init"]["command"]
+    assert SERVICES["airflow-init"]["entrypoint"] == ["/bin/bash"]
+    assert script.startswith(copied.group(1))
+    assert (ROOT / "deploy" / "airflow" / script.removeprefix(copied.group(1))).is_file()
+    dags = re.search(r"^COPY\s+(?:--chown=\S+\s+)?pipeline/dags/\s+(\S+)", text, re.MULTILINE)
+    assert (
+        dags
+        and dags.group(1).rstrip("/")
+        == environment_of(SERVICES["airflow-scheduler"])["AIRFLOW__CORE__DAGS_FOLDER"]
+    )
