@@ -7,7 +7,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --locked
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint format bench clean-home
+.PHONY: help setup demo test lint format bench clean-home env up down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,3 +41,16 @@ bench: setup ## Run every benchmark script
 
 clean-home: ## Delete the embedded state folder (.rollguard/)
 	rm -rf .rollguard
+
+# --- the full stack (docker compose; guide: docs/deploy.md) ----------------------------------------
+COMPOSE ?= docker compose
+
+env: ## Write .env with fresh random secrets (refuses to overwrite an existing one)
+	python3 deploy/generate_env.py
+
+up: ## Build and start the full stack; waits until every service is healthy
+	@test -f .env || { echo "no .env: run 'make env' first (or copy .env.example and fill it in)"; exit 2; }
+	$(COMPOSE) up --build --detach --wait --wait-timeout 900
+
+down: ## Stop the stack (data volumes are kept; `docker compose down -v` deletes them)
+	$(COMPOSE) down
