@@ -383,7 +383,12 @@ def _log_to_mlflow(inputs: Inputs, section: Section, files: list[str]) -> str:
     client.log_batch(run_id, tags=tags)
     for path in files:
         client.log_artifact(run_id, path, artifact_path="monitoring")
-    client.set_terminated(run_id)
+    import contextlib
+    import sys
+
+    # MLflow prints the run's URL to stdout when a run ends; stdout belongs to `--json` output.
+    with contextlib.redirect_stdout(sys.stderr):
+        client.set_terminated(run_id)
     return run_id
 
 
