@@ -175,9 +175,14 @@ def main() -> None:
         engine = db.make_engine(url)
         for label, inputs, repeat in (("cdnow", cdnow, args.repeat), ("synth", synthetic, 1)):
             ref, cur = inputs["reference"], inputs["current"]
-            base = median_seconds(lambda: evidently_unsampled(ref, cur, cols), repeat)
+            base = median_seconds(
+                lambda ref=ref, cur=cur: evidently_unsampled(ref, cur, cols), repeat
+            )
             mine = median_seconds(
-                lambda: monitor_once(inputs, cols, args.sample_rows, engine, Path(tmp)), repeat
+                lambda inputs=inputs: monitor_once(
+                    inputs, cols, args.sample_rows, engine, Path(tmp)
+                ),
+                repeat,
             )
             rows.append((label, len(ref), len(cur), base, mine))
         engine.dispose()

@@ -220,6 +220,28 @@ def monitor_drift(inputs: Inputs, cutoff: date) -> Section:
         psi_bins=load_guard_policy(s.gate_policy_path).psi_bins,
         skip_reason=skip,
     )
+    # The retrain rule's drift input (pipeline/decisions.py): this week's features against the
+    # version's evaluation-cutoff population, the newest one it was validated on. Training data
+    # (several cutoffs older) drifts by construction in a closed, ageing cohort such as CDNOW, so
+    # the share above would ask for a retrain every week; this one measures the change since the
+    # gate. Stored as run/retrain_drift_share.
+    retrain_share = None
+    if gate_cutoff:
+        eval_rows = inputs.features(date.fromisoformat(gate_cutoff))
+        since_gate = compute.data_drift_figures(
+            eval_rows, current, FEATURE_COLUMNS, sample_rows=cap, seed=seed
+        )
+        retrain_share = since_gate.drift_share
+        run.append(
+            Figure(
+                RUN,
+                "retrain_drift_share",
+                retrain_share,
+                "ok" if retrain_share is not None else "skipped",
+                detail=f"share of features drifted since the evaluation cutoff {gate_cutoff} "
+                "(the retrain rule's input)",
+            )
+        )
     used = next((f for f in drift.figures if f.metric == "drift_share"), None)
     run += [
         Figure(RUN, "current_rows", float(len(current))),
@@ -238,6 +260,7 @@ def monitor_drift(inputs: Inputs, cutoff: date) -> Section:
         summary={
             "drift_share": drift.drift_share,
             "drifted": list(drift.drifted),
+            "retrain_drift_share": retrain_share,
             "psi": psi,
             "reference_cutoffs": [c.isoformat() for c in fit],
             "current_rows": len(current),
@@ -451,7 +474,10 @@ def monitor_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]
     return {
         "week": cutoff_text,
         "model_version": drift.version,
-        **{k: drift.summary.get(k) for k in ("drift_share", "drifted", "psi", "reason")},
+        **{
+            k: drift.summary.get(k)
+            for k in ("drift_share", "drifted", "retrain_drift_share", "psi", "reason")
+        },
         "matured_cutoff": matured.isoformat(),
         "outcomes_version": outcomes.version,
         "outcomes": outcomes.summary,

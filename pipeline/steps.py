@@ -131,7 +131,9 @@ def monitor_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]
 def decide_step(
     settings: Settings, drift: dict[str, Any], *, force: bool = False
 ) -> dict[str, Any]:
-    """Whether this run needs a new challenger (:func:`pipeline.decisions.decide_retrain`)."""
+    """Whether this run needs a new challenger (:func:`pipeline.decisions.decide_retrain`);
+    ``drift`` is the monitor step's summary, whose ``retrain_drift_share`` (features drifted since
+    the champion's evaluation cutoff) is the rule's drift input."""
     from dataclasses import asdict
 
     from pipeline.decisions import decide_retrain
@@ -160,7 +162,7 @@ def decide_step(
         guard_state=latest_guard_state(engine, settings.model_name),
         champion_age_weeks=age,
         max_champion_age_weeks=settings.max_champion_age_weeks,
-        drift_share=drift.get("drift_share"),
+        drift_share=drift.get("retrain_drift_share"),
         drift_threshold=settings.retrain_drift_threshold,
     )
     return asdict(decision)

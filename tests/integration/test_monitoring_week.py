@@ -91,6 +91,7 @@ def test_monitor_step_on_a_real_replay(settings: Settings, engine: Engine) -> No
     out = monitor_step(settings, {"cutoff": second.isoformat()})
     assert out["model_version"] == version and out["matured_cutoff"] == first.isoformat()
     assert 0.0 <= out["drift_share"] <= 1.0 and out["psi"] >= 0.0
+    assert 0.0 <= out["retrain_drift_share"] <= 1.0
     json.dumps(out)  # XCom-ready
 
     now = rows_by_key(engine, settings, second)
@@ -101,6 +102,7 @@ def test_monitor_step_on_a_real_replay(settings: Settings, engine: Engine) -> No
     assert share["sample_size"] == 5000 and share["reference_size"] == 5000
     assert now[("run", "reference_rows", "")]["value"] > 40_000
     assert now[("run", "sample_cap", "")]["value"] == 5000
+    assert now[("run", "retrain_drift_share", "")]["value"] == out["retrain_drift_share"]
     assert now[("data_drift", "drift_score", "recency_days")]["state"] in ("ok", "drift")
     assert now[("data_drift", "drifted", "recency_days")]["value"] in (0.0, 1.0)
     assert now[("score_drift", "psi", "")]["value"] == pytest.approx(out["psi"])
