@@ -6,8 +6,9 @@ The rule, first match wins:
 2. the live guard reported the champion ``degraded`` → retrain;
 3. the champion is older than ``max_champion_age_weeks`` (data time: weeks from the evaluation
    cutoff it was trained for to the current one) → retrain;
-4. the share of drifted features between the champion's training data and this week's features is
-   above ``drift_threshold`` → retrain;
+4. the share of drifted features between the champion's evaluation-cutoff features (the newest
+   population it was validated on; the monitor step's ``run/retrain_drift_share``) and this week's
+   features is above ``drift_threshold`` → retrain;
 5. otherwise no retrain: the run still scores, monitors and guards, and records this evidence.
 """
 

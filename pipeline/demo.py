@@ -66,7 +66,9 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
     train = report.get("train") or {}
     gate = report.get("gate") or {}
     guard = report.get("guard") or {}
-    kpis = (report.get("labels") or {}).get("kpis") or {}
+    monitored = report.get("monitor") or {}
+    outcomes = monitored.get("outcomes") or {}
+    kpis = outcomes if outcomes.get("state") == "ok" else {}
     retrain = report.get("retrain") or {}
     ci = gate.get("ap_diff_ci")
     weeks = ingest.get("accepted_weeks") or []
@@ -76,7 +78,8 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
         "rows_accepted": ingest.get("rows_accepted", 0),
         "files_quarantined": len(ingest.get("quarantined") or {}),
         "quarantined": ingest.get("quarantined") or {},
-        "drift_share": (report.get("drift") or {}).get("drift_share"),
+        "drift_share": monitored.get("drift_share"),
+        "score_psi": monitored.get("psi"),
         "retrain": retrain.get("reason"),
         "tuning": train.get("tuning"),
         "tuning_reason": train.get("tuning_reason"),
@@ -89,9 +92,10 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
         "champion": report.get("champion_after"),
         "guard": guard.get("state"),
         "rolled_back_to": guard.get("rolled_back_to"),
-        "kpi_cutoff": (report.get("labels") or {}).get("matured_cutoff") if kpis else None,
+        "kpi_cutoff": monitored.get("matured_cutoff") if kpis else None,
+        "live_ap": kpis.get("average_precision"),
         "lift": kpis.get("lift"),
-        "revenue_share": kpis.get("revenue_share"),
+        "revenue_share": kpis.get("targeted_revenue_share"),
         "random_revenue_share": kpis.get("random_revenue_share"),
     }
 
@@ -288,6 +292,8 @@ def where_to_look(settings: Settings) -> str:
             "Where to look:",
             f"  run reports (JSON)     {home / 'reports' / 'runs'}",
             f"  quarantined files      {home / 'quarantine'}",
+            f"  monitoring (HTML)      {home / 'reports' / 'monitoring'}",
+            "  monitoring figures     uv run rollguard monitor --week YYYY-MM-DD",
             f"  MLflow UI              uv run mlflow ui --backend-store-uri {settings.tracking_uri}",
             "  models and aliases     uv run rollguard models",
             "  alias history          uv run rollguard history",

@@ -103,37 +103,6 @@ def _version_tag(client: Any, settings: Settings, version: str, tag: str) -> str
     return (client.get_model_version(settings.model_name, version).tags or {}).get(tag)
 
 
-def drift_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
-    """Share of features that drifted between the champion's evaluation data and this week's
-    snapshot (Evidently, see :func:`pipeline.tuning.feature_drift`)."""
-    import pandas as pd
-
-    from pipeline.features import build_features
-    from pipeline.tuning import feature_drift
-    from pipeline.warehouse import load_transactions
-
-    if not features.get("path"):
-        return {"drift_share": None, "reason": "no features this week"}
-    client, _, champion = _champion(settings)
-    if champion is None:
-        return {"drift_share": None, "reason": "no champion to compare with"}
-    # Reference: the champion's evaluation cutoff, the newest population it was validated on.
-    # (CDNOW is a closed cohort that ages every week, so older references drift by construction.)
-    tag = _version_tag(client, settings, champion, "rollguard.cutoff.evaluation")
-    reference_cutoff = date.fromisoformat(tag) if tag else None
-    if reference_cutoff is None:
-        return {"drift_share": None, "reason": f"version {champion} has no evaluation cutoff tag"}
-    reference = build_features(load_transactions(settings), reference_cutoff, label_available=False)
-    summary = feature_drift(reference, pd.read_parquet(features["path"]))
-    return {
-        "drift_share": round(summary.share, 4),
-        "drifted": list(summary.drifted),
-        "reference_cutoff": reference_cutoff.isoformat(),
-        "champion": champion,
-        "method": summary.method,
-    }
-
-
 def score_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
     """The champion scores every customer of this week's snapshot (production predictions)."""
     import pandas as pd
@@ -157,87 +126,22 @@ def score_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
     return {"scored": True, **result.__dict__}
 
 
-def labels_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
-    """Business KPIs of the production predictions whose 28-day label matured this week: the
-    cutoff one horizon before this week's scoring cutoff (see :func:`realized_kpis`)."""
-    from pipeline.features import build_features, label_matured
-    from pipeline.scoring import load_predictions
-    from pipeline.warehouse import ingested_weeks, load_transactions
+def monitor_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
+    """This week's monitoring (:func:`monitoring.weekly.monitor_step`): data and score drift of
+    the scoring cutoff against the champion's training data and gate-time scores, realized quality
+    and business KPIs of the cutoff whose label matured this week; rows go to
+    ``monitoring_results``, HTML reports to ``reports/monitoring/``."""
+    from monitoring.weekly import monitor_step as run_monitoring
 
-    if not features.get("cutoff"):
-        return {"matured_cutoff": None}
-    matured = date.fromisoformat(features["cutoff"]) - timedelta(days=settings.horizon_days)
-    if not label_matured(matured, ingested_weeks(settings), settings.horizon_days):
-        return {"matured_cutoff": matured.isoformat(), "kpis": None, "reason": "not matured"}
-    _, engine, _ = _champion(settings)
-    version = _serving_version_at(settings, matured)
-    predictions = load_predictions(settings, matured, version) if version else None
-    if predictions is None:
-        return {"matured_cutoff": matured.isoformat(), "kpis": None, "reason": "not scored then"}
-    truth = build_features(load_transactions(settings), matured, label_available=True)
-    return {
-        "matured_cutoff": matured.isoformat(),
-        "model_version": version,
-        "kpis": realized_kpis(predictions, truth, settings.targeting_budget),
-    }
-
-
-def _serving_version_at(settings: Settings, cutoff: date) -> str | None:
-    """The version whose production predictions exist for ``cutoff`` (the newest version number
-    when several scored it: the one that served at the end of that run)."""
-    folder = settings.warehouse_dir / "predictions" / f"cutoff={cutoff.isoformat()}"
-    if not folder.exists():
-        return None
-    versions = [p.stem.split("=", 1)[1] for p in folder.glob("version=*.parquet")]
-    return max(versions, key=int) if versions else None
-
-
-def realized_kpis(predictions: Any, truth: Any, budget: float) -> dict[str, float]:
-    """Realized business KPIs of one week's targeting.
-
-    Args:
-        predictions: one row per customer (``customer_id``, ``score``, ``targeted``).
-        truth: features and matured labels at the same cutoff (``customer_id``, ``repurchase``,
-            ``revenue_horizon``).
-        budget: share targeted; the random-targeting baseline targets the same number.
-
-    Returns:
-        ``n_customers``, ``n_targeted``, ``base_rate`` and ``targeted_rate`` (repurchase rates),
-        ``lift`` (targeted rate / base rate), ``revenue_targeted`` (USD in the horizon),
-        ``revenue_share`` (of all horizon revenue), ``random_revenue_share`` (= budget in
-        expectation for random targeting), ``average_precision`` (sklearn) of the scores.
-    """
-    from sklearn.metrics import average_precision_score
-
-    from rollguard.usecase import LABEL, REVENUE
-
-    joined = predictions.merge(truth[["customer_id", LABEL, REVENUE]], on="customer_id")
-    labels = joined[LABEL].astype(int).to_numpy()
-    revenue = joined[REVENUE].to_numpy(dtype=float)
-    targeted = joined["targeted"].to_numpy(dtype=bool)
-    base = float(labels.mean()) if len(labels) else 0.0
-    rate = float(labels[targeted].mean()) if targeted.any() else 0.0
-    total = float(revenue.sum())
-    return {
-        "n_customers": int(len(joined)),
-        "n_targeted": int(targeted.sum()),
-        "base_rate": round(base, 6),
-        "targeted_rate": round(rate, 6),
-        "lift": round(rate / base, 4) if base > 0 else 0.0,
-        "revenue_targeted": round(float(revenue[targeted].sum()), 2),
-        "revenue_share": round(float(revenue[targeted].sum()) / total, 4) if total > 0 else 0.0,
-        "random_revenue_share": round(float(targeted.mean()), 4),
-        "random_targeted_rate": round(base, 6),
-        "average_precision": round(float(average_precision_score(labels, joined["score"])), 4)
-        if 0 < labels.sum() < len(labels)
-        else 0.0,
-    }
+    return run_monitoring(settings, features)
 
 
 def decide_step(
     settings: Settings, drift: dict[str, Any], *, force: bool = False
 ) -> dict[str, Any]:
-    """Whether this run needs a new challenger (:func:`pipeline.decisions.decide_retrain`)."""
+    """Whether this run needs a new challenger (:func:`pipeline.decisions.decide_retrain`);
+    ``drift`` is the monitor step's summary, whose ``retrain_drift_share`` (features drifted since
+    the champion's evaluation cutoff) is the rule's drift input."""
     from dataclasses import asdict
 
     from pipeline.decisions import decide_retrain
@@ -266,7 +170,7 @@ def decide_step(
         guard_state=latest_guard_state(engine, settings.model_name),
         champion_age_weeks=age,
         max_champion_age_weeks=settings.max_champion_age_weeks,
-        drift_share=drift.get("drift_share"),
+        drift_share=drift.get("retrain_drift_share"),
         drift_threshold=settings.retrain_drift_threshold,
     )
     return asdict(decision)
@@ -354,14 +258,79 @@ def guard_step(settings: Settings) -> dict[str, Any]:
     }
 
 
-def report_step(settings: Settings, run_key: str, parts: dict[str, Any]) -> dict[str, Any]:
-    """Write the run's summary to ``reports/runs/<run_key>.json`` and return its path."""
+def report_step(
+    settings: Settings,
+    run_key: str,
+    parts: dict[str, Any],
+    *,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    started_at: Any = None,
+) -> dict[str, Any]:
+    """Write the run's summary to ``reports/runs/<run_key>.json`` and return its path; with
+    ``dag_id`` and ``run_id``, also the run's ``pipeline_runs`` row (state ``success``)."""
     import json
 
     from pipeline.feed import write_atomic
 
-    _, _, champion = _champion(settings)
+    _, engine, champion = _champion(settings)
     body = {"run": run_key, "champion_after": champion, **parts}
     path = settings.reports_dir / "runs" / f"{run_key}.json"
     write_atomic(path, json.dumps(body, indent=2, default=str).encode("utf-8"))
+    if dag_id and run_id:
+        _record_run(
+            settings,
+            engine,
+            dag_id,
+            run_id,
+            "success",
+            started_at,
+            {"report": str(path), "champion_after": champion},
+        )
     return {"path": str(path), "champion_after": champion}
+
+
+def _record_run(
+    settings: Settings,
+    engine: Any,
+    dag_id: str,
+    run_id: str,
+    state: str,
+    started_at: Any,
+    detail: dict[str, Any],
+) -> None:
+    from monitoring.results import record_pipeline_run
+    from pipeline.warehouse import ingested_weeks
+
+    weeks = ingested_weeks(settings, engine=engine)
+    record_pipeline_run(
+        engine,
+        dag_id=dag_id,
+        run_id=run_id,
+        state=state,
+        week=weeks[-1] if weeks else None,
+        started_at=started_at,
+        detail=detail,
+    )
+
+
+def run_failed_step(
+    settings: Settings, dag_id: str, run_id: str, started_at: Any, failed_task: str, error: str
+) -> None:
+    """The failure callback's step: the run's ``pipeline_runs`` row with state ``failed``, naming
+    the task that failed and its error (first 500 characters)."""
+    from rollguard.store import open_store
+
+    engine = open_store(settings)
+    try:
+        _record_run(
+            settings,
+            engine,
+            dag_id,
+            run_id,
+            "failed",
+            started_at,
+            {"failed_task": failed_task, "error": error[:500]},
+        )
+    finally:
+        engine.dispose()

@@ -411,12 +411,14 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - console e
 def _register_parts() -> None:
     """Each part adds its own commands; their modules import nothing heavy at import time."""
     from api.cli import register as register_api
+    from monitoring.cli import register as register_monitoring
     from pipeline.train_cli import register as register_train
     from registry_guard.cli import register as register_registry_guard
 
     register_train(app)
     register_registry_guard(app)
     register_api(app)
+    register_monitoring(app)
 
 
 _register_parts()

@@ -118,6 +118,20 @@ class Settings(BaseSettings):
         description="Retrain when the share of drifted features since the champion is above this.",
     )
 
+    # --- monitoring -----------------------------------------------------------------------------
+    monitor_sample_rows: int = Field(
+        default=50_000,
+        gt=0,
+        description="Most rows per side compared by the weekly drift reports (seeded sample above).",
+    )
+    monitor_sample_seed: int = Field(
+        default=20260301, description="Seed of the monitoring samples (same seed, same sample)."
+    )
+    monitor_experiment: str = Field(
+        default="rollguard-monitoring",
+        description="MLflow experiment holding one monitoring run per model and week.",
+    )
+
     # --- model registry -------------------------------------------------------------------------
     model_name: str = Field(
         default="cdnow-repurchase", description="Registered model name in the MLflow registry."

@@ -1,10 +1,13 @@
 """DAG ``rollguard_retrain``: the weekly loop of Rollguard (see docs/pipeline.md).
 
-detect new batches (short-circuit when none) → ingest → build features → in parallel: drift check
-against the champion's data, batch scoring with the champion (this week's production
-predictions), business KPIs of the labels that matured → guard check of the champion on those
-predictions (rolls a degraded champion back at once) → decide whether a new challenger is needed →
-train (tune or reuse) → gate (applies the decision) → report.
+detect new batches (short-circuit when none) → ingest → build features → batch scoring with the
+champion (this week's production predictions) → in parallel: guard check of the champion on those
+predictions (rolls a degraded champion back at once) and monitoring (data and score drift against
+the champion's training data and gate-time scores, realized quality and business KPIs of the labels
+that matured; rows in ``monitoring_results``, see docs/monitoring.md) → decide whether a new
+challenger is needed → train (tune or reuse) → gate (applies the decision) → report (writes the
+run's ``pipeline_runs`` row, state ``success``). A task that fails for good writes the row with
+state ``failed`` (``on_failure_callback``).
 
 The guard runs before any retraining, on the predictions the champion has just made: a broken
 champion is rolled back within the run that first sees it, not after a retrain that might replace
@@ -28,7 +31,25 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_curr
 
 from pipeline.assets import LANDING
 
+
+def _record_failure(context: dict) -> None:  # type: ignore[type-arg]
+    """Failure callback: the run's ``pipeline_runs`` row, state ``failed``, naming the task."""
+    from pipeline.steps import run_failed_step
+
+    run = context["dag_run"]
+    ti = context.get("task_instance")
+    run_failed_step(
+        _settings(),
+        run.dag_id,
+        run.run_id,
+        getattr(run, "start_date", None),
+        getattr(ti, "task_id", "unknown"),
+        repr(context.get("exception")),
+    )
+
+
 DEFAULT_ARGS = {
+    "on_failure_callback": _record_failure,
     "retries": 3,
     "retry_delay": timedelta(seconds=2),
     "retry_exponential_backoff": 2.0,
@@ -75,22 +96,16 @@ def rollguard_retrain() -> None:
         return features_step(_settings())
 
     @task
-    def drift_check(features: dict) -> dict:
-        from pipeline.steps import drift_step
-
-        return drift_step(_settings(), features)
-
-    @task
     def score_batch(features: dict) -> dict:
         from pipeline.steps import score_step
 
         return score_step(_settings(), features)
 
     @task
-    def resolve_labels(features: dict) -> dict:
-        from pipeline.steps import labels_step
+    def monitor(features: dict, _scored: dict) -> dict:
+        from pipeline.steps import monitor_step
 
-        return labels_step(_settings(), features)
+        return monitor_step(_settings(), features)
 
     @task
     def guard_check(_scored: dict) -> dict:
@@ -99,11 +114,11 @@ def rollguard_retrain() -> None:
         return guard_step(_settings())
 
     @task
-    def decide_retrain(drift: dict, _guarded: dict, _labels: dict) -> dict:
+    def decide_retrain(monitored: dict, _guarded: dict) -> dict:
         from pipeline.steps import decide_step
 
         conf = get_current_context()["dag_run"].conf or {}
-        return decide_step(_settings(), drift, force=bool(conf.get("force_retrain", False)))
+        return decide_step(_settings(), monitored, force=bool(conf.get("force_retrain", False)))
 
     @task
     def train(decision: dict) -> dict:
@@ -121,9 +136,8 @@ def rollguard_retrain() -> None:
     def report(
         ingested: dict,
         features: dict,
-        drift: dict,
         scored: dict,
-        labels: dict,
+        monitored: dict,
         decision: dict,
         trained: dict,
         gated: dict,
@@ -131,33 +145,35 @@ def rollguard_retrain() -> None:
     ) -> dict:
         from pipeline.steps import report_step
 
-        context = get_current_context()
+        run = get_current_context()["dag_run"]
         return report_step(
             _settings(),
-            context["dag_run"].run_id.replace(":", "-").replace("+", "_"),
+            run.run_id.replace(":", "-").replace("+", "_"),
             {
                 "ingest": ingested,
                 "features": features,
-                "drift": drift,
                 "scoring": scored,
-                "labels": labels,
+                "monitor": monitored,
                 "retrain": decision,
                 "train": trained,
                 "gate": gated,
                 "guard": guarded,
             },
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+            started_at=getattr(run, "start_date", None),
         )
 
     detected = detect_new_batches()
     ingested = ingest()
     detected >> ingested
     features = build_features(ingested)
-    drift, scored, labels = drift_check(features), score_batch(features), resolve_labels(features)
-    guarded = guard_check(scored)
-    decision = decide_retrain(drift, guarded, labels)
+    scored = score_batch(features)
+    guarded, monitored = guard_check(scored), monitor(features, scored)
+    decision = decide_retrain(monitored, guarded)
     trained = train(decision)
     gated = gate(trained)
-    report(ingested, features, drift, scored, labels, decision, trained, gated, guarded)
+    report(ingested, features, scored, monitored, decision, trained, gated, guarded)
 
 
 rollguard_retrain()

@@ -4,6 +4,7 @@ and started again duplicates nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -62,7 +63,9 @@ except Exception as exc:
 import sqlite3
 con = sqlite3.connect(str(settings.home / "airflow" / "airflow.db"))
 tries = dict(con.execute("select task_id, max(try_number) from task_instance group by task_id"))
-print(json.dumps({**outcome, "tries": tries, "seconds": time.monotonic() - started}))
+store = sqlite3.connect(str(settings.home / "monitoring.db"))
+runs = [list(r) for r in store.execute("select dag_id, state, week, detail from pipeline_runs")]
+print(json.dumps({**outcome, "tries": tries, "runs": runs, "seconds": time.monotonic() - started}))
 """
 
 
@@ -71,6 +74,8 @@ def test_a_transient_fault_is_retried_and_the_run_succeeds(tmp_path: Path) -> No
     assert out["ok"], out
     assert out["tries"]["ingest"] >= 2, out["tries"]
     assert out["rows"][0]["decision"] == "bootstrap"
+    # The run's pipeline_runs row: success, written by the report step (the retried fault is gone).
+    assert [(dag, state) for dag, state, _, _ in out["runs"]] == [("rollguard_retrain", "success")]
 
 
 def test_a_fault_that_stays_fails_the_run_naming_the_task(tmp_path: Path) -> None:
@@ -79,6 +84,10 @@ def test_a_fault_that_stays_fails_the_run_naming_the_task(tmp_path: Path) -> Non
     assert out["kind"] == "RollguardError"
     assert "failed tasks: ['ingest'" in out["error"] or "'ingest'" in out["error"], out["error"]
     assert out["tries"]["ingest"] == 4  # the first try and three retries, then the run gives up
+    # The failure callback recorded the run as failed, naming the task.
+    failed = [(state, json.loads(detail)) for _, state, _, detail in out["runs"]]
+    assert [state for state, _ in failed] == ["failed"], out["runs"]
+    assert failed[0][1]["failed_task"] == "ingest"
     print(f"persistent fault: the run failed after {out['seconds']:.1f} s")
 
 

@@ -36,16 +36,10 @@ def test_dag_imports_with_the_documented_structure(tmp_path: Path) -> None:
     tasks = out["tasks"]
     assert tasks["detect_new_batches"] == ["ingest"]
     assert tasks["ingest"] == ["build_features", "report"]
-    assert set(tasks["build_features"]) == {
-        "drift_check",
-        "score_batch",
-        "resolve_labels",
-        "report",
-    }
-    for parallel in ("drift_check", "resolve_labels"):
+    assert set(tasks["build_features"]) == {"score_batch", "monitor", "report"}
+    assert set(tasks["score_batch"]) == {"guard_check", "monitor", "report"}
+    for parallel in ("guard_check", "monitor"):
         assert set(tasks[parallel]) == {"decide_retrain", "report"}
-    assert set(tasks["score_batch"]) == {"guard_check", "report"}
-    assert set(tasks["guard_check"]) == {"decide_retrain", "report"}
     assert set(tasks["decide_retrain"]) == {"train", "report"}
     assert set(tasks["train"]) == {"gate", "report"}
     assert tasks["gate"] == ["report"]

@@ -1,0 +1,338 @@
+"""Monitoring computations: drift found on a shifted feature and not on a copy, the edge states,
+seeded sampling, hand-computable quality and KPI figures, and rows replaced per week in the store
+(SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from monitoring import compute
+from monitoring.compute import Figure
+from monitoring.results import record_pipeline_run, replace_week, week_rows
+from monitoring.weekly import parse_week
+from rollguard import db
+from rollguard.errors import ConfigurationError
+
+COLS = ("a", "b", "c")
+
+
+def frame(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(n),
+            "a": rng.gamma(2.0, 10.0, n) + shift,
+            "b": rng.normal(50, 5, n),
+            "c": rng.poisson(3, n).astype(float),
+        }
+    )
+
+
+def by_key(figures: list[Figure]) -> dict[tuple[str, str], Figure]:
+    return {(f.metric, f.feature): f for f in figures}
+
+
+def test_drift_found_on_a_shifted_feature_and_not_on_a_copy() -> None:
+    ref = frame(5000, 1)
+    same = compute.data_drift_figures(ref, ref.copy(), COLS, sample_rows=50_000, seed=0)
+    got = by_key(same.figures)
+    assert same.drift_share == 0.0 and same.drifted == ()
+    assert all(got[("drifted", c)].value == 0.0 for c in COLS)
+    assert got[("drift_score", "a")].value == pytest.approx(0.0, abs=1e-9)
+    assert got[("schema", "")].state == "ok"
+
+    moved = compute.data_drift_figures(
+        ref, frame(5000, 2, shift=15.0), COLS, sample_rows=50_000, seed=0
+    )
+    got = by_key(moved.figures)
+    assert moved.drifted == ("a",)
+    assert got[("drifted", "a")].value == 1.0 and got[("drift_score", "a")].state == "drift"
+    assert got[("drifted", "b")].value == 0.0
+    assert got[("drift_share", "")].value == pytest.approx(1 / 3)
+    assert got[("drifted_features", "")].value == 1.0
+    assert got[("n_features", "")].value == 3.0
+    assert "Wasserstein" in (got[("drift_score", "a")].detail or "")
+    assert moved.snapshot is not None
+
+
+def test_no_rows_in_the_window_is_no_data() -> None:
+    ref = frame(100, 1)
+    result = compute.data_drift_figures(ref, ref.iloc[:0], COLS, sample_rows=1000, seed=0)
+    got = by_key(result.figures)
+    for metric in ("drift_share", "drifted_features", "n_features"):
+        assert got[(metric, "")].state == "no_data" and got[(metric, "")].value is None
+    assert "current week" in (got[("drift_share", "")].detail or "")
+    assert result.snapshot is None
+
+
+@pytest.mark.parametrize(
+    ("fill", "reason"), [(7.0, "constant in the reference"), (np.nan, "all values empty")]
+)
+def test_constant_or_empty_column_is_skipped_and_raises_no_alert(fill: float, reason: str) -> None:
+    ref, cur = frame(3000, 1), frame(3000, 2)
+    ref["c"] = fill
+    cur["c"] = 99.0 if np.isfinite(fill) else np.nan  # a "shift" that must not count
+    result = compute.data_drift_figures(ref, cur, COLS, sample_rows=50_000, seed=0)
+    got = by_key(result.figures)
+    for metric in ("drift_score", "drifted"):
+        assert got[(metric, "c")].state == "skipped" and got[(metric, "c")].value is None
+        assert reason in (got[(metric, "c")].detail or "")
+    assert got[("n_features", "")].value == 2.0
+    assert got[("drift_share", "")].value == 0.0
+    assert "c" not in result.drifted
+
+
+def test_every_column_unusable_is_skipped_not_an_error() -> None:
+    ref = frame(200, 1)
+    ref[list(COLS)] = 1.0
+    result = compute.data_drift_figures(ref, ref.copy(), COLS, sample_rows=1000, seed=0)
+    got = by_key(result.figures)
+    assert got[("drift_share", "")].state == "skipped" and got[("drift_share", "")].value is None
+
+
+def test_missing_and_extra_columns_are_a_named_schema_mismatch() -> None:
+    ref, cur = frame(2000, 1), frame(2000, 2).drop(columns=["b"])
+    cur["surprise"] = 1.0
+    result = compute.data_drift_figures(ref, cur, COLS, sample_rows=50_000, seed=0)
+    got = by_key(result.figures)
+    schema = got[("schema", "")]
+    assert schema.state == "schema_mismatch" and schema.value == 1.0
+    assert "current: b" in (schema.detail or "") and "surprise" in (schema.detail or "")
+    assert got[("drift_score", "b")].state == "schema_mismatch"
+    assert "missing from the current" in (got[("drift_score", "b")].detail or "")
+    assert got[("n_features", "")].value == 2.0  # a and c still compared
+    assert got[("drift_score", "a")].state in ("ok", "drift")
+
+
+def test_sampling_is_capped_recorded_and_deterministic() -> None:
+    ref, cur = frame(20_000, 1), frame(20_000, 2)
+    one = compute.data_drift_figures(ref, cur, COLS, sample_rows=3000, seed=5)
+    two = compute.data_drift_figures(ref, cur, COLS, sample_rows=3000, seed=5)
+    other = compute.data_drift_figures(ref, cur, COLS, sample_rows=3000, seed=6)
+    share = by_key(one.figures)[("drift_share", "")]
+    assert share.sample_size == 3000 and share.reference_size == 3000
+    scores = [by_key(r.figures)[("drift_score", "a")].value for r in (one, two, other)]
+    assert scores[0] == scores[1] and scores[0] != scores[2]
+    sample = compute.seeded_sample(ref, 3000, 5)
+    assert sample.equals(compute.seeded_sample(ref, 3000, 5))
+    assert len(sample) == 3000 and sample["customer_id"].is_monotonic_increasing
+    assert compute.seeded_sample(ref, 50_000, 5) is ref
+
+
+def test_score_drift_psi_matches_the_guard_and_flags_a_shift() -> None:
+    from registry_guard.guard import population_stability_index
+
+    rng = np.random.default_rng(3)
+    ref = rng.beta(2, 8, 4000)
+    same = compute.score_drift_figures(ref, ref.copy(), sample_rows=10_000, seed=0)
+    got = by_key(same.figures)
+    assert got[("psi", "")].value == pytest.approx(0.0, abs=1e-12)
+    assert got[("drift_score", "")].state == "ok"
+    live = rng.beta(6, 4, 4000)
+    moved = by_key(compute.score_drift_figures(ref, live, sample_rows=10_000, seed=0).figures)
+    assert moved[("psi", "")].value == pytest.approx(population_stability_index(ref, live))
+    assert moved[("drift_score", "")].state == "drift"
+    assert moved[("score_p50", "")].value == pytest.approx(np.quantile(live, 0.5))
+    assert moved[("score_mean", "")].value == pytest.approx(live.mean())
+    empty = by_key(compute.score_drift_figures(ref, np.array([]), sample_rows=10, seed=0).figures)
+    assert {f.state for f in empty.values()} == {"no_data"}
+    noref = by_key(
+        compute.score_drift_figures(None, live, sample_rows=10, seed=0, skip_reason="x").figures
+    )
+    assert noref[("psi", "")].state == "skipped" and noref[("score_p90", "")].state == "ok"
+
+
+def test_kpis_by_hand() -> None:
+    # 10 customers, 2 targeted (ids 1, 2); repurchasers 1, 3, 5, 7 (base 0.4); revenue 10 each for
+    # repurchasers, id 1 spends 30. Targeted: 1 of 2 repurchased -> rate 0.5, lift 1.25;
+    # targeted revenue 30 of 60 -> share 0.5. Random pick of 2: rate 0.4, revenue 60*2/10 = 12,
+    # share 0.2, lift 1.
+    preds = pd.DataFrame(
+        {"customer_id": range(1, 11), "targeted": [i in (1, 2) for i in range(1, 11)]}
+    )
+    truth = pd.DataFrame(
+        {
+            "customer_id": range(1, 11),
+            "y": [1 if i in (1, 3, 5, 7) else 0 for i in range(1, 11)],
+            "rev": [30.0 if i == 1 else (10.0 if i in (3, 5, 7) else 0.0) for i in range(1, 11)],
+        }
+    )
+    got = {f.metric: f.value for f in compute.kpi_figures(preds, truth, label="y", revenue="rev")}
+    assert got == pytest.approx(
+        {
+            "targeted_customers": 2,
+            "targeted_repurchase_rate": 0.5,
+            "base_rate": 0.4,
+            "lift": 1.25,
+            "targeted_revenue_dollars": 30.0,
+            "targeted_revenue_share": 0.5,
+            "random_repurchase_rate": 0.4,
+            "random_revenue_dollars": 12.0,
+            "random_revenue_share": 0.2,
+            "random_lift": 1.0,
+        }
+    )
+    assert set(got) == set(compute.KPI_METRICS)
+
+
+def test_kpis_edge_states() -> None:
+    preds = pd.DataFrame({"customer_id": [1, 2], "targeted": [True, False]})
+    none = compute.kpi_figures(
+        preds, pd.DataFrame({"customer_id": [9], "y": [1], "rev": [1.0]}), label="y", revenue="rev"
+    )
+    assert {f.state for f in none} == {"no_data"}
+    zero = {
+        f.metric: f
+        for f in compute.kpi_figures(
+            preds,
+            pd.DataFrame({"customer_id": [1, 2], "y": [0, 0], "rev": [0.0, 0.0]}),
+            label="y",
+            revenue="rev",
+        )
+    }
+    assert zero["lift"].state == "skipped" and "base rate is 0" in (zero["lift"].detail or "")
+    assert zero["targeted_revenue_share"].value is None
+    assert zero["base_rate"].value == 0.0
+
+
+def test_quality_by_hand_and_degraded_rule() -> None:
+    scores = np.array([0.9, 0.8, 0.3, 0.2])
+    labels = np.array([1, 0, 1, 0])
+    targeted = np.array([True, False, False, False])
+    # AP: ranks 1 (pos, precision 1), 3 (pos, precision 2/3) -> (1 + 2/3) / 2 = 0.8333
+    # AUC: pairs (pos > neg): 0.9>0.8, 0.9>0.2, 0.3>0.2 of 4 -> 0.75
+    # Brier: ((0.1)^2 + 0.8^2 + 0.7^2 + 0.2^2) / 4 = 0.295
+    got = by_key(
+        compute.quality_figures(
+            scores,
+            labels,
+            targeted,
+            expected_average_precision=0.9,
+            margin=0.01,
+            min_rows=1,
+            min_positives=1,
+        )
+    )
+    assert got[("average_precision", "")].value == pytest.approx(5 / 6)
+    assert got[("roc_auc", "")].value == pytest.approx(0.75)
+    assert got[("brier", "")].value == pytest.approx(0.295)
+    assert got[("precision_at_budget", "")].value == 1.0
+    assert got[("expected_average_precision", "")].value == 0.9
+    assert got[("degraded", "")].value == 1.0  # 0.833 < 0.9 - 0.01
+    ok = by_key(
+        compute.quality_figures(
+            scores,
+            labels,
+            targeted,
+            expected_average_precision=0.84,
+            margin=0.01,
+            min_rows=1,
+            min_positives=1,
+        )
+    )
+    assert ok[("degraded", "")].value == 0.0
+    thin = by_key(
+        compute.quality_figures(
+            scores,
+            labels,
+            targeted,
+            expected_average_precision=0.9,
+            margin=0.01,
+            min_rows=2000,
+            min_positives=100,
+        )
+    )
+    assert (
+        thin[("degraded", "")].state == "skipped"
+        and "too little evidence" in thin[("degraded", "")].detail
+    )
+    empty = compute.quality_figures(
+        np.array([]),
+        np.array([]),
+        np.array([], bool),
+        expected_average_precision=None,
+        margin=0.01,
+        min_rows=1,
+        min_positives=1,
+    )
+    assert {f.state for f in empty} == {"no_data"} and len(empty) == len(compute.QUALITY_METRICS)
+
+
+def test_parse_week() -> None:
+    from datetime import date
+
+    assert parse_week("1997-W21") == date(1997, 5, 19)
+    assert parse_week("1997-05-19") == date(1997, 5, 19)
+    for bad in ("1997-05-20", "May 1997", "1997-W99"):
+        with pytest.raises(ConfigurationError):
+            parse_week(bad)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[sa.Engine]:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        name = f"rg_mon_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    yield engine
+    engine.dispose()
+    if request.param == "postgresql":
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_store_replaces_a_week_per_kind(store: sa.Engine) -> None:
+    first = [
+        Figure("data_drift", "drift_score", 0.2, "drift", "a", sample_size=10, reference_size=20),
+        Figure("data_drift", "drift_share", 0.5, "drift"),
+        Figure("kpi", "lift", None, "pending", detail="label not matured"),
+    ]
+    assert (
+        replace_week(store, model_name="m", week="1997-05-19", model_version="3", figures=first)
+        == 3
+    )
+    replace_week(
+        store,
+        model_name="m",
+        week="1997-05-19",
+        model_version="3",
+        figures=[Figure("kpi", "lift", 2.5)],
+    )
+    rows = week_rows(store, "m", "1997-05-19")
+    assert [(r["kind"], r["metric"], r["feature"], r["value"], r["state"]) for r in rows] == [
+        ("data_drift", "drift_score", "a", 0.2, "drift"),
+        ("data_drift", "drift_share", "", 0.5, "drift"),
+        ("kpi", "lift", "", 2.5, "ok"),
+    ]
+    assert rows[0]["sample_size"] == 10 and rows[0]["reference_size"] == 20
+    with pytest.raises(ValueError, match="duplicate"):
+        replace_week(
+            store, model_name="m", week="w", model_version=None, figures=[first[1], first[1]]
+        )
+    record_pipeline_run(
+        store, dag_id="d", run_id="r1", state="failed", week="1997-W20", started_at=None
+    )
+    record_pipeline_run(
+        store, dag_id="d", run_id="r1", state="success", week="1997-W20", started_at=None
+    )
+    with store.connect() as conn:
+        states = conn.execute(sa.text("select state from pipeline_runs where run_id = 'r1'")).all()
+    assert states == [("success",)]
+    with pytest.raises(ValueError):
+        record_pipeline_run(
+            store, dag_id="d", run_id="r2", state="running", week=None, started_at=None
+        )
