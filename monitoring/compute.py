@@ -38,6 +38,9 @@ QUALITY_METRICS: tuple[str, ...] = (
     "brier",
     "precision_at_budget",
     "expected_average_precision",
+    "expected_roc_auc",
+    "roc_auc_ci_low",
+    "roc_auc_ci_high",
     "degraded",
 )
 #: Figures of kind ``kpi`` (model targeting, then the random-targeting baseline).
@@ -374,7 +377,11 @@ def quality_figures(
     targeted: np.ndarray,
     *,
     expected_average_precision: float | None,
-    margin: float,
+    expected_roc_auc: float | None = None,
+    auc_margin: float = 0.02,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
     min_rows: int,
     min_positives: int,
 ) -> list[Figure]:
@@ -385,15 +392,24 @@ def quality_figures(
         labels: shape ``(n,)`` matured repurchase labels (0/1).
         targeted: shape ``(n,)`` bool, the rows marketing targeted (top budget share by score).
         expected_average_precision: the champion's gate-time average precision (its training
-            run's ``eval_average_precision``), or None when unknown.
-        margin: the gate policy's non-inferiority margin (absolute AP).
+            run's ``eval_average_precision``), or None when unknown; reported, not judged.
+        expected_roc_auc: the champion's gate-time ROC AUC (``eval_roc_auc``), or None.
+        auc_margin: how far below the expectation live ROC AUC may be (the gate policy's
+            ``auc_margin``, absolute).
+        n_resamples, confidence, seed: the bootstrap of the live ROC AUC (the gate policy's).
         min_rows, min_positives: the gate policy's minimum evidence.
 
     Returns:
-        ``quality`` figures of :data:`QUALITY_METRICS`. ``degraded`` is 1 when live AP is below
-        ``expected - margin`` with at least the minimum evidence, 0 when not; ``skipped`` with the
-        reason when evidence or the expectation is missing. No rows: every figure ``no_data``;
-        a single class: AP and ROC AUC ``skipped`` (undefined).
+        ``quality`` figures of :data:`QUALITY_METRICS`. ``degraded`` is 1 when the *upper* bound
+        of the percentile-bootstrap confidence interval of the live ROC AUC
+        (``scipy.stats.bootstrap``, rows resampled with their labels) is below
+        ``expected_roc_auc - auc_margin`` with at least the minimum evidence, 0 when not;
+        ``skipped`` with the reason when evidence or the expectation is missing. ROC AUC and not
+        average precision: AP depends on the base rate, which falls as the CDNOW cohort ages
+        (14.5% to 6.4% over the log), so live AP is below gate-time AP for a healthy model; ROC
+        AUC does not depend on the base rate. The interval keeps a noisy week from rolling back a
+        healthy model. No rows: every figure ``no_data``; a single class: AP and ROC AUC
+        ``skipped`` (undefined).
     """
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
@@ -451,13 +467,54 @@ def quality_figures(
             else "the champion's run has no eval_average_precision",
         )
     )
-    if expected_average_precision is None or ap is None:
+    figures.append(
+        Figure(
+            QUALITY,
+            "expected_roc_auc",
+            _num(expected_roc_auc),
+            "ok" if expected_roc_auc is not None else "skipped",
+            detail="the champion's gate-time ROC AUC (training run eval_roc_auc)"
+            if expected_roc_auc is not None
+            else "the champion's run has no eval_roc_auc",
+        )
+    )
+    auc = float(roc_auc_score(y, s)) if two_classes else None
+    enough = n >= min_rows and pos >= min_positives
+    ci: tuple[float, float] | None = None
+    if auc is not None and enough:
+        from scipy.stats import bootstrap
+
+        result = bootstrap(
+            (y, s),
+            lambda yy, ss: roc_auc_score(yy, ss) if 0 < yy.sum() < yy.size else np.nan,
+            paired=True,
+            vectorized=False,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        ci = (float(result.confidence_interval.low), float(result.confidence_interval.high))
+    for metric, value in (("roc_auc_ci_low", ci and ci[0]), ("roc_auc_ci_high", ci and ci[1])):
         figures.append(
             Figure(
-                QUALITY, "degraded", None, "skipped", detail="no expectation or no live AP", **size
+                QUALITY,
+                metric,
+                value,
+                "ok" if value is not None else "skipped",
+                detail=f"{confidence:.0%} percentile bootstrap, {n_resamples:,} resamples"
+                if value is not None
+                else "too little evidence or a single class",
+                **size,
             )
         )
-    elif n < min_rows or pos < min_positives:
+    if expected_roc_auc is None or auc is None:
+        figures.append(
+            Figure(
+                QUALITY, "degraded", None, "skipped", detail="no expectation or no live AUC", **size
+            )
+        )
+    elif not enough or ci is None:
         figures.append(
             Figure(
                 QUALITY,
@@ -470,15 +527,16 @@ def quality_figures(
             )
         )
     else:
-        bad = ap < expected_average_precision - margin
+        floor = expected_roc_auc - auc_margin
+        bad = ci[1] < floor
         figures.append(
             Figure(
                 QUALITY,
                 "degraded",
                 float(bad),
                 "degraded" if bad else "ok",
-                detail=f"live AP {ap:.4f} vs expected {expected_average_precision:.4f} "
-                f"(margin {margin})",
+                detail=f"live ROC AUC {auc:.4f}, {confidence:.0%} CI [{ci[0]:.4f}, {ci[1]:.4f}] "
+                f"vs expected {expected_roc_auc:.4f} - margin {auc_margin} = {floor:.4f}",
                 **size,
             )
         )

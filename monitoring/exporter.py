@@ -267,10 +267,11 @@ def snapshot_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
             "expected_average_precision",
             "Gate-time average precision",
         ),
+        ("rollguard_expected_roc_auc", "expected_roc_auc", "Gate-time ROC AUC"),
         (
             "rollguard_live_quality_degraded",
             "degraded",
-            "1 when live quality is below the gate expectation by more than the policy margin",
+            "1 when the live ROC AUC interval lies below the gate-time ROC AUC minus the margin",
         ),
     ):
         yield from _gauge(

@@ -46,6 +46,7 @@ FIT_CUTOFFS_TAG = "rollguard.cutoff.fit"
 EVALUATION_CUTOFF_TAG = "rollguard.cutoff.evaluation"
 #: Metric of the training run holding the gate-time (evaluation cutoff) average precision.
 EXPECTED_AP_METRIC = "eval_average_precision"
+EXPECTED_AUC_METRIC = "eval_roc_auc"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ISO_WEEK = re.compile(r"^\d{4}-W\d{2}$")
 
@@ -132,10 +133,18 @@ class Inputs:
         return self._models[version]
 
     def expected_ap(self, version: str) -> float | None:
+        """The version's gate-time average precision (its run's ``eval_average_precision``)."""
+        return self._run_metric(version, EXPECTED_AP_METRIC)
+
+    def expected_auc(self, version: str) -> float | None:
+        """The version's gate-time ROC AUC (its run's ``eval_roc_auc``)."""
+        return self._run_metric(version, EXPECTED_AUC_METRIC)
+
+    def _run_metric(self, version: str, metric: str) -> float | None:
         mv = self.client.get_model_version(self.settings.model_name, version)
         if not mv.run_id:
             return None
-        return self.client.get_run(mv.run_id).data.metrics.get(EXPECTED_AP_METRIC)
+        return self.client.get_run(mv.run_id).data.metrics.get(metric)
 
 
 @dataclass
@@ -312,7 +321,11 @@ def monitor_outcomes(inputs: Inputs, cutoff: date) -> Section:
         joined[LABEL].to_numpy(dtype=np.int64),
         joined["targeted"].to_numpy(dtype=bool),
         expected_average_precision=inputs.expected_ap(version),
-        margin=policy.non_inferiority_margin,
+        expected_roc_auc=inputs.expected_auc(version),
+        auc_margin=policy.auc_margin,
+        n_resamples=policy.n_resamples,
+        confidence=policy.confidence,
+        seed=policy.seed,
         min_rows=policy.min_rows,
         min_positives=policy.min_positives,
     )

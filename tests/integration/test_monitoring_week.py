@@ -82,6 +82,7 @@ def test_monitor_step_on_a_real_replay(settings: Settings, engine: Engine) -> No
     )
     run_id = client.get_model_version(name, version).run_id
     client.log_metric(run_id, "eval_average_precision", 0.55)
+    client.log_metric(run_id, "eval_roc_auc", 0.99)  # far above what the model reaches
     assert gate(settings, engine, client, version).decision.outcome == "bootstrap"
     first = score(settings, engine, client, version)
     ingest(settings, engine, 4)  # the first scored week's label matures
@@ -122,7 +123,15 @@ def test_monitor_step_on_a_real_replay(settings: Settings, engine: Engine) -> No
     ap = matured[("quality", "average_precision", "")]
     assert ap["state"] == "ok" and 0 < ap["value"] < 1 and ap["sample_size"] > 2000
     assert matured[("quality", "expected_average_precision", "")]["value"] == 0.55
-    assert matured[("quality", "degraded", "")]["value"] == float(ap["value"] < 0.55 - 0.01)
+    auc = matured[("quality", "roc_auc", "")]["value"]
+    low = matured[("quality", "roc_auc_ci_low", "")]["value"]
+    high = matured[("quality", "roc_auc_ci_high", "")]["value"]
+    assert low < auc < high
+    assert matured[("quality", "expected_roc_auc", "")]["value"] == 0.99
+    # The live ROC AUC interval lies below 0.99 - 0.02: degraded, with the interval in the detail.
+    degraded = matured[("quality", "degraded", "")]
+    assert (degraded["value"], degraded["state"]) == (1.0, "degraded")
+    assert f"{high:.4f}" in degraded["detail"]
     kpi = {k[1]: r["value"] for k, r in matured.items() if k[0] == "kpi"}
     assert kpi["random_lift"] == 1.0 and kpi["lift"] > 1.0  # a real model beats random targeting
     assert kpi["lift"] == pytest.approx(kpi["targeted_repurchase_rate"] / kpi["base_rate"])

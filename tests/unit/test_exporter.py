@@ -72,6 +72,7 @@ def fill(engine: Engine) -> None:
         # quality lags: its newest week is older than the drift week
         result("1997-04-14", "quality", "average_precision", 0.41),
         result("1997-04-14", "quality", "expected_average_precision", 0.45),
+        result("1997-04-14", "quality", "expected_roc_auc", 0.74),
         result("1997-04-14", "quality", "degraded", 0.0),
         result("1997-04-14", "quality", "roc_auc", None, state="pending"),
         result("1997-05-12", "data_drift", "drift_share", 0.7, model_name="other"),
@@ -156,6 +157,7 @@ def check_exported(got: dict[tuple[str, tuple], float]) -> None:
     assert got[("rollguard_score_quantile", (("quantile", "0.99"),))] == 0.8
     assert got[("rollguard_live_average_precision", ())] == 0.41
     assert got[("rollguard_expected_average_precision", ())] == 0.45
+    assert got[("rollguard_expected_roc_auc", ())] == 0.74
     assert got[("rollguard_live_quality_degraded", ())] == 0  # the newest quality week's row
     assert ("rollguard_live_roc_auc", ()) not in got  # pending: no sample
     kpi = (("kpi", "lift"), ("targeting", "model"))

@@ -201,7 +201,7 @@ def test_kpis_edge_states() -> None:
     assert zero["base_rate"].value == 0.0
 
 
-def test_quality_by_hand_and_degraded_rule() -> None:
+def test_quality_by_hand() -> None:
     scores = np.array([0.9, 0.8, 0.3, 0.2])
     labels = np.array([1, 0, 1, 0])
     targeted = np.array([True, False, False, False])
@@ -214,9 +214,9 @@ def test_quality_by_hand_and_degraded_rule() -> None:
             labels,
             targeted,
             expected_average_precision=0.9,
-            margin=0.01,
-            min_rows=1,
-            min_positives=1,
+            expected_roc_auc=0.9,
+            min_rows=2000,
+            min_positives=100,
         )
     )
     assert got[("average_precision", "")].value == pytest.approx(5 / 6)
@@ -224,40 +224,62 @@ def test_quality_by_hand_and_degraded_rule() -> None:
     assert got[("brier", "")].value == pytest.approx(0.295)
     assert got[("precision_at_budget", "")].value == 1.0
     assert got[("expected_average_precision", "")].value == 0.9
-    assert got[("degraded", "")].value == 1.0  # 0.833 < 0.9 - 0.01
-    ok = by_key(
-        compute.quality_figures(
-            scores,
-            labels,
-            targeted,
-            expected_average_precision=0.84,
-            margin=0.01,
-            min_rows=1,
-            min_positives=1,
-        )
+    assert got[("expected_roc_auc", "")].value == 0.9
+    thin = got[("degraded", "")]
+    assert thin.state == "skipped" and "too little evidence" in (thin.detail or "")
+    assert got[("roc_auc_ci_low", "")].value is None
+
+
+def _informative(n: int, seed: int, shuffle: bool = False) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.1).astype(np.int64)
+    scores = 1 / (1 + np.exp(-(rng.normal(0, 1, n) + 1.2 * labels - 2)))
+    if shuffle:
+        scores = rng.permutation(scores)
+    return scores, labels, scores >= np.quantile(scores, 0.9)
+
+
+def test_degraded_rule_uses_the_roc_auc_interval_not_a_point_estimate() -> None:
+    scores, labels, targeted = _informative(6000, seed=3)
+    live_auc = compute.quality_figures(
+        scores, labels, targeted, expected_average_precision=None, min_rows=1, min_positives=1
     )
-    assert ok[("degraded", "")].value == 0.0
-    thin = by_key(
-        compute.quality_figures(
-            scores,
-            labels,
-            targeted,
-            expected_average_precision=0.9,
-            margin=0.01,
-            min_rows=2000,
-            min_positives=100,
-        )
+    auc = by_key(live_auc)[("roc_auc", "")].value
+    kw = dict(expected_average_precision=0.5, min_rows=2000, min_positives=100, seed=7)
+
+    # Live AUC slightly below the expectation, within margin and noise: not degraded.
+    close = by_key(
+        compute.quality_figures(scores, labels, targeted, expected_roc_auc=auc + 0.025, **kw)
     )
-    assert (
-        thin[("degraded", "")].state == "skipped"
-        and "too little evidence" in thin[("degraded", "")].detail
+    low, high = close[("roc_auc_ci_low", "")].value, close[("roc_auc_ci_high", "")].value
+    assert low < auc < high
+    assert close[("degraded", "")].value == 0.0 and close[("degraded", "")].state == "ok"
+
+    # A model that ranks at random (shuffled scores): degraded.
+    bad_scores, bad_labels, bad_targeted = _informative(6000, seed=3, shuffle=True)
+    broken = by_key(
+        compute.quality_figures(bad_scores, bad_labels, bad_targeted, expected_roc_auc=auc, **kw)
     )
+    assert broken[("degraded", "")].value == 1.0 and broken[("degraded", "")].state == "degraded"
+    assert "CI [" in (broken[("degraded", "")].detail or "")
+
+    # The same data and seed give the same interval.
+    again = by_key(
+        compute.quality_figures(scores, labels, targeted, expected_roc_auc=auc + 0.025, **kw)
+    )
+    assert again[("roc_auc_ci_high", "")].value == high
+
+    # No expectation: skipped, never a silent pass or fail.
+    unknown = by_key(compute.quality_figures(scores, labels, targeted, expected_roc_auc=None, **kw))
+    assert unknown[("degraded", "")].state == "skipped"
+
+
+def test_quality_of_an_empty_week_is_no_data() -> None:
     empty = compute.quality_figures(
         np.array([]),
         np.array([]),
         np.array([], bool),
         expected_average_precision=None,
-        margin=0.01,
         min_rows=1,
         min_positives=1,
     )
