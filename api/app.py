@@ -55,6 +55,7 @@ log = logging.getLogger("rollguard.api")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Body larger than the configured limit."},
+    415: {"model": ErrorResponse, "description": "A POST body whose Content-Type is not JSON."},
     422: {
         "model": ErrorResponse,
         "description": "A field is missing, extra, mistyped or out of range.",
@@ -82,11 +83,14 @@ def error_body(
     request_id: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """A JSON error response in the one shape this API uses."""
+    """A JSON error response in the one shape this API uses. Every error carries a request id
+    (a new one when the caller has none) in the body and the ``X-Request-ID`` header, so a person
+    can quote it and find the log line."""
+    request_id = request_id or uuid.uuid4().hex
     return JSONResponse(
         {"error": error, "message": message, "details": details or [], "request_id": request_id},
         status_code=status,
-        headers=headers,
+        headers={**(headers or {}), "X-Request-ID": request_id},
     )
 
 
@@ -105,6 +109,18 @@ def validation_details(errors: list[dict[str, Any]], limit: int = 50) -> list[di
         problem = _PROBLEMS.get(e.get("type", ""), e.get("msg", "invalid"))
         if e.get("type") == "too_long":
             problem = f"too many rows: {e.get('msg', '')}"
+        if e.get("type") == "json_invalid":
+            # loc is ("body", <character offset>): name the body and say where it breaks.
+            loc = tuple(e.get("loc", ()))
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            reason = (e.get("ctx") or {}).get("error", "")
+            out.append(
+                {
+                    "field": "body",
+                    "problem": f"not valid JSON{where}" + (f": {reason}" if reason else ""),
+                }
+            )
+            continue
         out.append({"field": _field(tuple(e.get("loc", ()))), "problem": problem})
     return out
 
@@ -210,7 +226,20 @@ def create_app(
 
     # --- errors --------------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in content_type.split(";")[0].lower():
+            return error_body(
+                415,
+                "unsupported_media_type",
+                "the body must be JSON: send Content-Type: application/json",
+                [
+                    {
+                        "field": "content-type",
+                        "problem": f"{content_type or 'missing'!r} is not JSON",
+                    }
+                ],
+            )
         details = validation_details(list(exc.errors()))
         return error_body(422, "validation_error", "the request is not valid: see details", details)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,7 +119,7 @@ class BodySizeLimitMiddleware:
             "error": "payload_too_large",
             "message": f"request body is larger than the limit of {self.max_bytes} bytes",
             "details": [{"field": "body", "problem": f"more than {self.max_bytes} bytes"}],
-            "request_id": None,
+            "request_id": uuid.uuid4().hex,
         }
         data = json.dumps(body).encode()
         await send(
@@ -128,6 +129,7 @@ class BodySizeLimitMiddleware:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(data)).encode()),
+                    (b"x-request-id", body["request_id"].encode()),
                     (b"connection", b"close"),
                 ],
             }

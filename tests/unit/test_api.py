@@ -173,7 +173,40 @@ def test_malformed_json_is_a_4xx_json_error(client: TestClient) -> None:
         "/v1/predict", content=b'{"rows": [', headers={"content-type": "application/json"}
     )
     assert resp.status_code == 422
-    assert resp.json()["error"] == "validation_error"
+    body = resp.json()
+    assert body["error"] == "validation_error"
+    assert body["details"][0]["field"] == "body"
+    assert body["details"][0]["problem"].startswith("not valid JSON at character ")
+
+
+def test_a_body_that_is_not_json_is_415_naming_the_content_type(client: TestClient) -> None:
+    resp = client.post(
+        "/v1/predict",
+        content=b"rows=1",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status_code == 415
+    body = resp.json()
+    assert body["error"] == "unsupported_media_type"
+    assert body["details"] == [
+        {"field": "content-type", "problem": "'application/x-www-form-urlencoded' is not JSON"}
+    ]
+
+
+def test_every_error_carries_a_request_id(client: TestClient) -> None:
+    for resp in (
+        client.post("/v1/predict", json={"rows": []}),
+        client.get("/v1/nothing-here"),
+        client.post(
+            "/v1/predict",
+            content=b"x" * (MAX_BODY + 1),
+            headers={"content-type": "application/json"},
+        ),
+    ):
+        assert resp.status_code >= 400
+        request_id = resp.json()["request_id"]
+        assert isinstance(request_id, str) and len(request_id) == 32
+        assert resp.headers["x-request-id"] == request_id
 
 
 def test_body_over_the_limit_is_413_with_or_without_content_length(client: TestClient) -> None:
