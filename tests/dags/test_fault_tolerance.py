@@ -91,11 +91,22 @@ def test_a_fault_that_stays_fails_the_run_naming_the_task(tmp_path: Path) -> Non
     print(f"persistent fault: the run failed after {out['seconds']:.1f} s")
 
 
+#: The last error reading the registry's SQLite file while the demo writes to it (for the message).
+_LAST_READ_ERROR: list[str] = []
+
+
 def _registry_versions(home: Path) -> list[tuple[str, str]]:
+    """Registered versions and their training keys, read from the embedded MLflow SQLite file while
+    another process writes to it: waits up to 60 s for a write lock instead of SQLite's 5 s, and
+    remembers any other error instead of hiding it."""
     db = home / "mlflow.db"
     if not db.exists():
         return []
-    con = sqlite3.connect(str(db))
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
+    except sqlite3.OperationalError as exc:
+        _LAST_READ_ERROR[:] = [str(exc)]
+        return []
     try:
         return list(
             con.execute(
@@ -103,7 +114,8 @@ def _registry_versions(home: Path) -> list[tuple[str, str]]:
                 "on t.name = v.name and t.version = v.version and t.key = 'rollguard.training_key'"
             )
         )
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as exc:  # no such table yet, or still locked after 60 s
+        _LAST_READ_ERROR[:] = [str(exc)]
         return []
     finally:
         con.close()
@@ -136,7 +148,10 @@ def test_a_killed_run_started_again_duplicates_nothing(tmp_path: Path) -> None:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None and not _registry_versions(home):
         time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be killed"
+    assert proc.poll() is None, (
+        f"the run ended (exit {proc.returncode}) before a registered version was seen; "
+        f"last registry read error: {_LAST_READ_ERROR}"
+    )
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
