@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -253,6 +254,9 @@ def log_model(
         .info.experiment_id
     )
     mlflow.set_experiment(experiment_id=experiment_id)
+    # uv's environments have no pip, so MLflow warns on every model that conda.yaml lists pip
+    # without a version; harmless (the serving image installs from pip_requirements below).
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.xgboost.log_model(
             booster,

@@ -302,6 +302,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """
     import optuna
     from sqlalchemy.exc import DBAPIError
+
+    # One INFO line per trial drowns the main job's table; the study's outcome is logged to MLflow.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
     engine_kwargs: dict[str, Any] = {}
