@@ -7,7 +7,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --locked
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint format bench clean-home env up down
+.PHONY: help setup demo test lint format bench clean-home env up down dashboards
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,3 +54,6 @@ up: ## Build and start the full stack; waits until every service is healthy
 
 down: ## Stop the stack (data volumes are kept; `docker compose down -v` deletes them)
 	$(COMPOSE) down
+
+dashboards: setup ## Regenerate grafana/dashboards/*.json from grafana/dashboards_src (commit the result)
+	$(RUN) python -m grafana.dashboards_src

@@ -1,0 +1,379 @@
+"""The ML engineers' dashboard: drift of the features and of the scores week by week, realized
+quality against what the gate expected, the live guard's state, and every champion move and gate
+decision with its reason (as annotations and tables).
+
+Week-based panels read the monitoring store (uid ``rollguard-store``; one bar per monitored week,
+the week being the cutoff ``YYYY-MM-DD``); the newest-week and guard panels read Prometheus, which
+scrapes the guard's store exporter.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import barchart, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
+
+from grafana.dashboards_src.common import (
+    PROMETHEUS,
+    QUALITY_UID,
+    STORE,
+    TAG,
+    Sql,
+    grouping_to_matrix,
+    model_variable,
+    promql,
+    sql_annotation,
+    week_pivot,
+)
+
+#: Annotation texts: what moved, who moved it and why (alias_audit), what the gate said.
+CHAMPION_MOVES_SQL = """
+SELECT moved_at AS time,
+       action || ' ' || outcome || ': v' || COALESCE(from_version, '-') || ' -> v'
+         || COALESCE(to_version, '-') || ' by ' || actor || ' - ' || reason AS text,
+       action || ',' || outcome || ',' || actor AS tags
+FROM alias_audit WHERE model_name = '$model' ORDER BY moved_at
+"""
+GATE_DECISIONS_SQL = """
+SELECT decided_at AS time,
+       'gate ' || outcome || ' for v' || challenger_version || ' (champion v'
+         || COALESCE(champion_version, '-') || '): ' || reason_code AS text,
+       'gate,' || outcome AS tags
+FROM gate_decisions WHERE model_name = '$model' ORDER BY decided_at
+"""
+
+
+def _weekly(title: str, question: str, unit: str) -> barchart.Panel:
+    return (
+        barchart.Panel()
+        .title(title)
+        .description(question)
+        .datasource(STORE)
+        .unit(unit)
+        .x_tick_label_rotation(-45)
+        .x_tick_label_spacing(100)
+        .height(8)
+        .span(12)
+    )
+
+
+def _live(title: str, question: str, unit: str) -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .title(title)
+        .description(question)
+        .datasource(PROMETHEUS)
+        .unit(unit)
+        .height(8)
+        .span(12)
+    )
+
+
+def _table(title: str, question: str, raw_sql: str) -> table.Panel:
+    return (
+        table.Panel()
+        .title(title)
+        .description(question)
+        .datasource(STORE)
+        .with_target(Sql(raw_sql))
+        .height(8)
+        .span(24)
+    )
+
+
+def build() -> dash.Dashboard:
+    """The model quality and drift dashboard (uid ``rollguard-model-quality``)."""
+    feature = (
+        dash.QueryVariable("feature")
+        .label("Feature")
+        .datasource(STORE)
+        .query(
+            "SELECT DISTINCT feature FROM monitoring_results WHERE model_name = '$model' "
+            "AND kind = 'data_drift' AND feature <> '' ORDER BY feature"
+        )
+        .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+    )
+    return (
+        dash.Dashboard("Rollguard / Model quality and drift")
+        .uid(QUALITY_UID)
+        .tags([TAG, "model"])
+        .description(
+            "Are the inputs and the scores still like the ones the champion was trained on, and "
+            "is its realized quality what the gate promised?"
+        )
+        .time("now-7d", "now")
+        .refresh("5m")
+        .timezone("utc")
+        .with_variable(model_variable())
+        .with_variable(feature)
+        .annotation(sql_annotation("Champion moves", "orange", CHAMPION_MOVES_SQL))
+        .annotation(sql_annotation("Gate decisions", "blue", GATE_DECISIONS_SQL))
+        .with_row(dash.Row("Newest monitored week (Prometheus)"))
+        .with_panel(
+            stat.Panel()
+            .title("Dataset drift share")
+            .description("Which share of the features drifted in the newest monitored week?")
+            .datasource(PROMETHEUS)
+            .unit("percentunit")
+            .with_target(promql("max(rollguard_dataset_drift_share)", instant=True))
+            .span(6)
+            .height(4)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Score PSI")
+            .description(
+                "How far did the champion's score distribution move from its gate-time scores "
+                "(PSI; above 0.25 is a large shift)?"
+            )
+            .datasource(PROMETHEUS)
+            .with_target(promql("max(rollguard_score_drift_psi)", instant=True))
+            .span(6)
+            .height(4)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Guard state")
+            .description(
+                "What did the live guard's newest check say: ok, degraded or inconclusive?"
+            )
+            .datasource(PROMETHEUS)
+            .with_target(
+                promql("max by (state) (rollguard_guard_state) == 1", "{{state}}", instant=True)
+            )
+            .span(6)
+            .height(4)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Gate decisions and rollbacks")
+            .description(
+                "How many challengers were promoted or rejected, and how many rollbacks moved "
+                "the champion, since the store began?"
+            )
+            .datasource(PROMETHEUS)
+            .with_target(
+                promql(
+                    "sum by (decision) (rollguard_gate_decisions_total)",
+                    "gate {{decision}}",
+                    "A",
+                    instant=True,
+                )
+            )
+            .with_target(
+                promql(
+                    "sum by (actor) (rollguard_rollbacks_total)",
+                    "rollbacks by {{actor}}",
+                    "B",
+                    instant=True,
+                )
+            )
+            .span(6)
+            .height(4)
+        )
+        .with_row(dash.Row("Drift by week (store)"))
+        .with_panel(
+            _weekly(
+                "Dataset drift share by week",
+                "Which share of the features drifted, week after week?",
+                "percentunit",
+            )
+            .with_target(
+                Sql(
+                    week_pivot(
+                        "data_drift",
+                        {"drift_share": "Drift share"},
+                    )
+                )
+            )
+            .max(1)
+        )
+        .with_panel(
+            _weekly(
+                "Per-feature drift score by week",
+                "How strongly did each selected feature drift, week after week (Evidently drift "
+                "score; the Feature variable picks the features)?",
+                "none",
+            )
+            .with_target(
+                Sql(
+                    'SELECT week AS "Week", feature AS "Feature", value AS "Drift score" '
+                    "FROM monitoring_results WHERE model_name = '$model' AND kind = 'data_drift' "
+                    "AND metric = 'drift_score' AND feature IN ($feature) AND value IS NOT NULL "
+                    "ORDER BY week, feature"
+                )
+            )
+            .with_transformation(grouping_to_matrix("Feature", "Week", "Drift score"))
+        )
+        .with_panel(
+            _table(
+                "Drifted features by week",
+                "How many features drifted each week, and how many were compared?",
+                week_pivot(
+                    "data_drift",
+                    {
+                        "drifted_features": "Drifted features",
+                        "n_features": "Features compared",
+                        "drift_share": "Drift share",
+                    },
+                ),
+            )
+        )
+        .with_row(dash.Row("Scores by week (store)"))
+        .with_panel(
+            _weekly(
+                "Score distribution by week",
+                "How are the champion's scores spread each week (mean and quantiles)?",
+                "percentunit",
+            ).with_target(
+                Sql(
+                    week_pivot(
+                        "score_drift",
+                        {
+                            "score_mean": "Mean",
+                            "score_p50": "Median",
+                            "score_p90": "90th percentile",
+                            "score_p99": "99th percentile",
+                        },
+                    )
+                )
+            )
+        )
+        .with_panel(
+            _weekly(
+                "Score drift by week",
+                "How far did the scores move from the champion's gate-time scores (PSI, and the "
+                "Evidently drift score of the score column)?",
+                "none",
+            ).with_target(
+                Sql(
+                    week_pivot(
+                        "score_drift",
+                        {"psi": "PSI", "drift_score": "Drift score"},
+                    )
+                )
+            )
+        )
+        .with_row(dash.Row("Realized quality (store, matured labels)"))
+        .with_panel(
+            _weekly(
+                "Live quality vs gate expectation by week",
+                "Once labels have matured, is the champion's realized average precision and ROC "
+                "AUC as good as the average precision the gate measured?",
+                "none",
+            )
+            .with_target(
+                Sql(
+                    week_pivot(
+                        "quality",
+                        {
+                            "average_precision": "Live average precision",
+                            "expected_average_precision": "Gate-time average precision",
+                            "roc_auc": "Live ROC AUC",
+                        },
+                    )
+                )
+            )
+            .max(1)
+            .span(16)
+        )
+        .with_panel(
+            table.Panel()
+            .title("Degraded weeks")
+            .description(
+                "In which weeks was live quality below the gate expectation by more than the "
+                "policy margin (1), and why is a week without a verdict?"
+            )
+            .datasource(STORE)
+            .with_target(
+                Sql(
+                    'SELECT week AS "Week", value AS "Degraded", state AS "State", '
+                    "detail AS \"Detail\" FROM monitoring_results WHERE model_name = '$model' "
+                    "AND kind = 'quality' AND metric = 'degraded' ORDER BY week DESC"
+                )
+            )
+            .height(8)
+            .span(8)
+        )
+        .with_row(dash.Row("Live (Prometheus; annotations: champion moves and gate decisions)"))
+        .with_panel(
+            _live(
+                "Live quality vs gate expectation",
+                "What do the newest matured figures say right now, next to the gate's "
+                "expectation, and when did the champion change?",
+                "none",
+            )
+            .with_target(
+                promql("max(rollguard_live_average_precision)", "live average precision", "A")
+            )
+            .with_target(
+                promql(
+                    "max(rollguard_expected_average_precision)", "gate-time average precision", "B"
+                )
+            )
+            .with_target(promql("max(rollguard_live_roc_auc)", "live ROC AUC", "C"))
+            .min(0)
+            .max(1)
+        )
+        .with_panel(
+            _live(
+                "Score quantiles and guard state",
+                "Where do the newest week's score quantiles sit, and which state did the live "
+                "guard report over time?",
+                "none",
+            )
+            .with_target(
+                promql("max by (quantile) (rollguard_score_quantile)", "score q{{quantile}}", "A")
+            )
+            .with_target(promql("max by (state) (rollguard_guard_state)", "guard {{state}}", "B"))
+            .with_target(
+                promql("max(rollguard_live_quality_degraded)", "live quality degraded", "C")
+            )
+        )
+        .with_panel(
+            _live(
+                "Champion version over time",
+                "Which version was champion when (with promotions, rejections and rollbacks as "
+                "annotations)?",
+                "none",
+            )
+            .with_target(promql("max(rollguard_champion_version)", "champion version"))
+            .decimals(0)
+            .span(24)
+        )
+        .with_row(dash.Row("Champion history (store)"))
+        .with_panel(
+            _table(
+                "Champion moves",
+                "Who moved the champion alias, from which version to which, and why (including "
+                "refused moves)?",
+                'SELECT moved_at AS "When", action AS "Action", outcome AS "Outcome", '
+                'from_version AS "From", to_version AS "To", actor AS "Actor", '
+                "reason AS \"Reason\" FROM alias_audit WHERE model_name = '$model' "
+                "ORDER BY moved_at DESC LIMIT 200",
+            )
+        )
+        .with_panel(
+            _table(
+                "Gate decisions",
+                "What did the gate decide about each challenger, against which champion, and why?",
+                'SELECT decided_at AS "When", challenger_version AS "Challenger", '
+                'champion_version AS "Champion", outcome AS "Decision", '
+                'reason_code AS "Reason", actor AS "Actor" FROM gate_decisions '
+                "WHERE model_name = '$model' ORDER BY decided_at DESC LIMIT 200",
+            )
+        )
+        .with_panel(
+            _table(
+                "Guard checks",
+                "What did each live-guard check conclude about the champion, and did it roll back?",
+                'SELECT checked_at AS "When", champion_version AS "Champion", '
+                'cutoff AS "Cutoff", state AS "State", rolled_back_to AS "Rolled back to", '
+                "reason AS \"Reason\" FROM guard_checks WHERE model_name = '$model' "
+                "ORDER BY checked_at DESC LIMIT 200",
+            )
+        )
+    )

@@ -1,0 +1,456 @@
+"""Every query of the committed Grafana dashboards, and every alert rule expression, executed for
+real.
+
+A short real replay (CDNOW weeks ingested, a model trained, gated and scored, a rejected
+challenger, the monitor step, a live-guard check, a forced promotion rolled back by a person, the
+DAG's report step) fills the monitoring store on SQLite. Then:
+
+- the model server (uvicorn, serving the champion from a real MLflow server) takes some traffic,
+  the guard service (``rollguard serve guard``) exports the store at ``/metrics``, and a real
+  Prometheus (``/usr/bin/prometheus``, scrape and rule interval 1 s, the shipped alert rules) scrapes
+  both. Each PromQL query of the dashboards must parse and return data; each alert expression must
+  parse, and its ``bool`` form (see :func:`tests.support.grafana_queries.with_bool`) must return
+  data, i.e. every series it reads exists.
+- each SQL query (panels, template variables, annotations) runs on that SQLite store and on a
+  migrated PostgreSQL store holding the same rows, and must return rows.
+
+Grafana's variables are replaced as :mod:`tests.support.grafana_queries` documents:
+``$__rate_interval`` = 30s, ``$__interval`` = 5s, ``$__range`` = 5m; ``$route``, ``$model`` and
+``$feature`` take every value their own variable query returns (the "All" selection).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import Engine, insert, select
+
+from grafana.dashboards_src import DASHBOARDS, DEFAULT_OUT
+from grafana.dashboards_src.inventory import Query, load, queries
+from rollguard.settings import Settings
+from tests.support.grafana_queries import expand_promql, expand_sql, variable_kinds, with_bool
+from tests.support.servers import ServerProcess, free_port, venv_bin
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_BIN = Path("/usr/bin/prometheus")
+RULES = ROOT / "monitoring" / "prometheus" / "rules"
+TOKEN = "grafana-test-token-0123456789abcdef"
+#: Tables the dashboards read (copied to PostgreSQL).
+READ_TABLES = ("monitoring_results", "alias_audit", "gate_decisions", "guard_checks")
+
+#: PromQL queries that may legitimately return nothing, with the reason. Everything else must
+#: return data.
+MAY_BE_EMPTY = {
+    'ALERTS{alertstate=~"firing|pending"}': "no alert is pending or firing when nothing is wrong",
+}
+
+DOCS = {name: load(DEFAULT_OUT / name) for name in DASHBOARDS}
+ALL = [q for doc in DOCS.values() for q in queries(doc)]
+PROMQL = [q for q in ALL if q.language == "promql"]
+SQL = [q for q in ALL if q.language == "sql"]
+
+
+def _missing_pieces() -> str | None:
+    try:
+        import monitoring.exporter  # noqa: F401
+        import monitoring.weekly  # noqa: F401
+    except ImportError as exc:
+        return f"the monitor step or the store exporter is not on this branch yet ({exc})"
+    return None
+
+
+@dataclass
+class Replay:
+    settings: Settings
+    engine: Engine
+    versions: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iterator[Replay]:
+    """The store after a short real replay (see the module docstring); SQLite."""
+    reason = _missing_pieces()
+    if reason:
+        pytest.skip(reason)
+    from monitoring.weekly import monitor_step
+    from pipeline.features import build_features
+    from pipeline.scoring import score_batch
+    from pipeline.steps import report_step, scoring_cutoff
+    from pipeline.warehouse import load_transactions
+    from registry_guard import registry
+    from registry_guard.guard import check_champion
+    from rollguard.mlflow_client import mlflow_client
+    from rollguard.store import open_store
+    from tests.integration.test_guard_rollback import (
+        evaluation_cutoff,
+        gate,
+        ingest,
+        train_version,
+    )
+
+    extra = {"monitor_sample_rows": 5000} if "monitor_sample_rows" in Settings.model_fields else {}
+    settings = Settings(  # type: ignore[call-arg]
+        home=tmp_path_factory.mktemp("grafana") / "home",
+        env="test",
+        _env_file=None,
+        mlflow_tracking_uri=mlflow_server,
+        model_name=f"grafana-{uuid.uuid4().hex[:10]}",
+        **extra,
+    )
+    engine = open_store(settings)
+    client = mlflow_client(settings)
+    name = settings.model_name
+    started = datetime.now(UTC)
+
+    def score(version: str) -> Any:
+        cutoff = scoring_cutoff(settings)
+        features = build_features(
+            load_transactions(settings, engine=engine), cutoff, label_available=False
+        )
+        model = registry.load_version(client, name, version)
+        score_batch(
+            settings, cutoff, model_version=version, predict=model.predict, features=features
+        )
+        return cutoff
+
+    ingest(settings, engine, 20)
+    good = train_version(settings, engine, client)
+    evaluation = evaluation_cutoff(settings, engine)
+    fit = [evaluation - timedelta(weeks=4 + k) for k in range(4)]
+    client.set_model_version_tag(
+        name, good, "rollguard.cutoff.fit", ",".join(c.isoformat() for c in fit)
+    )
+    client.log_metric(client.get_model_version(name, good).run_id, "eval_average_precision", 0.55)
+    assert gate(settings, engine, client, good).decision.outcome == "bootstrap"
+    broken = train_version(settings, engine, client, shuffle=True)
+    assert gate(settings, engine, client, broken).decision.outcome == "reject"
+    score(good)
+    ingest(settings, engine, 4)  # the first scored week's label matures
+    second = score(good)
+    monitor_step(settings, {"cutoff": second.isoformat()})
+    check_champion(settings, client=client, engine=engine)
+    registry.move_champion(
+        name, broken, expected=good, actor="human", reason="forced past the gate (test)",
+        client=client, engine=engine,
+    )  # fmt: skip
+    registry.rollback(
+        "the forced version is the rejected one (test)", "human", model_name=name,
+        cooldown_seconds=0, client=client, engine=engine,
+    )  # fmt: skip
+    report_step(
+        settings, "grafana-test", {}, dag_id="rollguard_retrain",
+        run_id=f"grafana-test-{name}", started_at=started,
+    )  # fmt: skip
+    assert registry.read_pointer(engine, name) == good
+    yield Replay(settings, engine, {"good": good, "broken": broken})
+    engine.dispose()
+
+
+# ---------------------------------------------------------------------------- Prometheus
+
+
+def _write_prometheus(root: Path, api_port: int, guard_port: int) -> Path:
+    """Config scraping the API and the guard every second (the stack's job names), with the
+    shipped rule files evaluated every second."""
+    rule_files = []
+    for src in sorted(RULES.glob("*.yml")):
+        doc = yaml.safe_load(src.read_text())
+        for group in doc["groups"]:
+            group["interval"] = "1s"
+        dst = root / src.name
+        dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+        rule_files.append(str(dst))
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "rule_files": rule_files,
+        "scrape_configs": [
+            {
+                "job_name": "rollguard-api",
+                "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}],
+            },
+            {
+                "job_name": "rollguard-guard",
+                "static_configs": [{"targets": [f"127.0.0.1:{guard_port}"]}],
+            },
+        ],
+    }
+    path = root / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@dataclass
+class Stack:
+    prometheus: ServerProcess
+    servers: list[ServerProcess]
+
+    def query(self, expr: str, *, instant: bool) -> list[Any]:
+        """Result of ``expr`` (instant at now, or a range over the last 60 s with 2 s steps).
+
+        Raises:
+            AssertionError: Prometheus rejected the expression (with its error).
+        """
+        if instant:
+            resp = httpx.get(self.prometheus.url + "/api/v1/query", params={"query": expr})
+        else:
+            now = time.time()
+            resp = httpx.get(
+                self.prometheus.url + "/api/v1/query_range",
+                params={"query": expr, "start": now - 60, "end": now, "step": 2},
+            )
+        body = resp.json()
+        assert body["status"] == "success", f"{expr!r}: {body.get('error')}"
+        return list(body["data"]["result"])
+
+
+def _traffic(api_url: str, rows: list[dict[str, Any]]) -> None:
+    """Requests of every kind the dashboards count: predictions, bad input, model info, health."""
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        for _ in range(30):
+            assert http.post("/v1/predict", json={"rows": rows}).status_code == 200
+            assert http.post("/v1/predict", json={"rows": [{"nope": 1}]}).status_code == 422
+            http.get("/v1/model")
+            http.get("/healthz")
+
+
+@pytest.fixture(scope="module")
+def stack(replay: Replay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """API + guard + Prometheus on loopback after some traffic, all scraped at least twice."""
+    if not PROMETHEUS_BIN.exists():
+        pytest.skip(f"{PROMETHEUS_BIN} not found (Debian package prometheus)")
+    from tests.support.api_models import example_frame
+    from tests.support.api_servers import start_api
+
+    s = replay.settings
+    root = tmp_path_factory.mktemp("grafana-stack")
+    logs = root / "logs"
+    token_file = root / "guard_token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    servers: list[ServerProcess] = []
+    try:
+        api = start_api(s.home, s.tracking_uri, s.model_name, logs, token=TOKEN)
+        servers.append(api)
+        guard_port = free_port()
+        guard = ServerProcess(
+            "guard",
+            [
+                venv_bin("rollguard"),
+                "serve",
+                "guard",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(guard_port),
+            ],
+            port=guard_port,
+            ready_path="/healthz",
+            log_dir=logs,
+            env={
+                "ROLLGUARD_HOME": str(s.home),
+                "ROLLGUARD_ENV": "test",
+                "MLFLOW_TRACKING_URI": s.tracking_uri,
+                "ROLLGUARD_MODEL_NAME": s.model_name,
+                "ROLLGUARD_GUARD_TOKEN_FILE": str(token_file),
+                "PYTHONPATH": str(ROOT),
+            },
+            cwd=ROOT,
+        ).start(timeout=120)
+        servers.append(guard)
+        prom_port = free_port()
+        prometheus = ServerProcess(
+            "prometheus",
+            [
+                str(PROMETHEUS_BIN),
+                f"--config.file={_write_prometheus(root, api.port, guard.port)}",
+                f"--storage.tsdb.path={root / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            port=prom_port,
+            ready_path="/-/ready",
+            log_dir=logs,
+        ).start(timeout=60)
+        servers.append(prometheus)
+        stack = Stack(prometheus, servers)
+        _wait(lambda: _targets_up(stack), "both targets scraped")
+        _traffic(api.url, example_frame(5).to_dict("records"))
+        time.sleep(3)  # a few scrapes after the traffic, so rates have two samples
+        yield stack
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        for server in servers:
+            print(f"--- {server.name}\n{server.log_tail(30)}")
+
+
+def _targets_up(stack: Stack) -> bool:
+    data = httpx.get(stack.prometheus.url + "/api/v1/targets", timeout=5).json()
+    health = {t["labels"]["job"]: t["health"] for t in data["data"]["activeTargets"]}
+    return health.get("rollguard-api") == "up" and health.get("rollguard-guard") == "up"
+
+
+def _wait(predicate: Any, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def _prom_values(stack: Stack) -> dict[str, list[str]]:
+    """Values of the dashboards' Prometheus variables, from their own queries (label_values)."""
+    values = {}
+    for doc in DOCS.values():
+        for var in doc.get("templating", {}).get("list", []):
+            if var.get("datasource", {}).get("uid") != "prometheus":
+                continue
+            metric, label = var["query"].removeprefix("label_values(").removesuffix(")").split(", ")
+            resp = httpx.get(
+                stack.prometheus.url + f"/api/v1/label/{label}/values",
+                params={"match[]": metric},
+            ).json()
+            assert resp["status"] == "success" and resp["data"], (var["name"], resp)
+            values[var["name"]] = resp["data"]
+    return values
+
+
+def test_prometheus_variables_return_values(stack: Stack) -> None:
+    values = _prom_values(stack)
+    assert "/v1/predict" in values["route"]
+
+
+def test_every_dashboard_promql_returns_data(stack: Stack) -> None:
+    values = _prom_values(stack)
+    expanded = []
+    for q in PROMQL:
+        if q.where.startswith("variable"):
+            continue  # label_values() is Grafana's, not PromQL: run by the test above
+        multi = variable_kinds(DOCS[_file(q)])
+        expanded.append((q, expand_promql(q.text, values, multi)))
+
+    def empties() -> list[tuple[Query, str]]:
+        return [
+            (q, e) for q, e in expanded
+            if q.text not in MAY_BE_EMPTY and not stack.query(e, instant=q.instant)
+        ]  # fmt: skip
+
+    deadline = time.monotonic() + 120
+    while (missing := empties()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not missing, "queries without data:\n" + "\n".join(f"{q.id}: {e}" for q, e in missing)
+    for q, e in expanded:  # the allowed-empty ones must at least parse
+        stack.query(e, instant=q.instant)
+    print(f"{len(expanded)} dashboard PromQL queries returned data (allowed empty: {MAY_BE_EMPTY})")
+
+
+def _file(q: Query) -> str:
+    return next(name for name, doc in DOCS.items() if doc["uid"] == q.dashboard)
+
+
+def test_every_alert_expression_parses_and_reads_existing_series(stack: Stack) -> None:
+    rules = [
+        r
+        for path in sorted(RULES.glob("*.yml"))
+        for g in yaml.safe_load(path.read_text())["groups"]
+        for r in g["rules"]
+    ]
+    if not rules:
+        pytest.skip(f"no alert rules under {RULES.relative_to(ROOT)} on this branch yet")
+
+    def missing() -> list[str]:
+        out = []
+        for rule in rules:
+            name = rule.get("alert") or rule.get("record")
+            stack.query(rule["expr"], instant=True)  # parses (AssertionError otherwise)
+            if not stack.query(with_bool(rule["expr"]), instant=True):
+                out.append(f"{name}: {with_bool(rule['expr'])}")
+        return out
+
+    deadline = time.monotonic() + 120
+    while (absent := missing()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not absent, "alert expressions reading series that do not exist:\n" + "\n".join(absent)
+    # A person rolled the champion back a moment ago: that alert (for: 0m) must fire.
+    _wait(
+        lambda: any(
+            r["metric"].get("alertname") == "RollguardRollbackHappened"
+            for r in stack.query('ALERTS{alertstate="firing"}', instant=True)
+        ),
+        "RollguardRollbackHappened firing",
+    )
+
+
+# ---------------------------------------------------------------------------- SQL
+
+
+def _sql_rows(engine: Engine, sql: str) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.exec_driver_sql(sql).fetchall())
+
+
+def _sql_values(engine: Engine) -> dict[str, list[str]]:
+    """Values of the SQL variables from their own queries, in dependency order ($model first)."""
+    values: dict[str, list[str]] = {}
+    for doc in DOCS.values():
+        multi = variable_kinds(doc)
+        for var in doc.get("templating", {}).get("list", []):
+            if var.get("datasource", {}).get("uid") != "rollguard-store":
+                continue
+            rows = _sql_rows(engine, expand_sql(var["query"], values, multi))
+            assert rows, f"variable ${var['name']} returned no rows"
+            values.setdefault(var["name"], [str(r[0]) for r in rows])
+    return values
+
+
+def _check_sql(engine: Engine, model_name: str) -> None:
+    values = _sql_values(engine)
+    assert model_name in values["model"]
+    values["model"] = [model_name]
+    assert "recency_days" in values["feature"]
+    empty = []
+    for q in SQL:
+        sql = expand_sql(q.text, values, variable_kinds(DOCS[_file(q)]))
+        if not _sql_rows(engine, sql):
+            empty.append(f"{q.id}: {sql}")
+    assert not empty, "SQL queries without rows:\n" + "\n".join(empty)
+
+
+def test_every_sql_query_returns_rows_on_sqlite(replay: Replay) -> None:
+    _check_sql(replay.engine, replay.settings.model_name)
+
+
+@pytest.mark.postgres
+def test_every_sql_query_returns_rows_on_postgresql(replay: Replay, postgres_url: str) -> None:
+    from rollguard import db
+    from rollguard.db.models import Base
+
+    if db.current_revision(postgres_url) != db.head_revision():
+        db.upgrade(postgres_url)  # the real alembic migrations
+    pg = db.make_engine(postgres_url)
+    try:
+        name = replay.settings.model_name
+        with replay.engine.connect() as src, pg.begin() as dst:
+            for table_name in READ_TABLES:
+                table = Base.metadata.tables[table_name]
+                rows = [
+                    dict(r._mapping)
+                    for r in src.execute(select(table).where(table.c.model_name == name))
+                ]
+                assert rows, f"the replay wrote no {table_name} rows"
+                dst.execute(
+                    insert(table), [{k: v for k, v in r.items() if k != "id"} for r in rows]
+                )
+        _check_sql(pg, name)
+    finally:
+        pg.dispose()
