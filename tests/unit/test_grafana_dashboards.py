@@ -89,3 +89,29 @@ def test_bool_form_of_alert_expressions() -> None:
     assert with_bool("a / b\n > 0.05") == "a / b\n > bool 0.05"
     assert with_bool("time() - t > 8 * 86400") == "time() - t > bool 8 * 86400"
     assert with_bool('x{status=~"5.."} > bool 0') == 'x{status=~"5.."} > bool 0'
+
+
+def test_dashboards_use_only_provisioned_datasources() -> None:
+    """Every datasource a dashboard names is provisioned with that uid and plugin type."""
+    files = sorted((ROOT / "grafana/provisioning/datasources").glob("*.yml"))
+    if not files:
+        pytest.skip("grafana/provisioning/datasources/*.yml is not on this branch yet")
+    provisioned = {
+        ds["uid"]: ds["type"] for f in files for ds in yaml.safe_load(f.read_text())["datasources"]
+    }
+    used: dict[str, str] = {}
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            ds = node.get("datasource")
+            if isinstance(ds, dict) and "uid" in ds:
+                used[ds["uid"]] = ds.get("type", "")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for name in DASHBOARDS:
+        walk(load(DEFAULT_OUT / name))
+    assert used == {uid: provisioned.get(uid) for uid in used}, (used, provisioned)
