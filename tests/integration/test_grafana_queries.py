@@ -55,6 +55,11 @@ MAY_BE_EMPTY = {
     'ALERTS{alertstate=~"firing|pending"}': "no alert is pending or firing when nothing is wrong",
 }
 
+#: SQL result columns that may be NULL in every row of this replay, with the reason.
+MAY_BE_NULL = {
+    "Rolled back to": "the replay's guard check finds a healthy champion and rolls nothing back",
+}
+
 DOCS = {name: load(DEFAULT_OUT / name) for name in DASHBOARDS}
 ALL = [q for doc in DOCS.values() for q in queries(doc)]
 PROMQL = [q for q in ALL if q.language == "promql"]
@@ -399,6 +404,12 @@ def _sql_rows(engine: Engine, sql: str) -> list[Any]:
         return list(conn.exec_driver_sql(sql).fetchall())
 
 
+def _sql_result(engine: Engine, sql: str) -> tuple[list[str], list[Any]]:
+    with engine.connect() as conn:
+        result = conn.exec_driver_sql(sql)
+        return list(result.keys()), list(result.fetchall())
+
+
 def _sql_values(engine: Engine) -> dict[str, list[str]]:
     """Values of the SQL variables from their own queries, in dependency order ($model first)."""
     values: dict[str, list[str]] = {}
@@ -418,12 +429,20 @@ def _check_sql(engine: Engine, model_name: str) -> None:
     assert model_name in values["model"]
     values["model"] = [model_name]
     assert "recency_days" in values["feature"]
-    empty = []
+    empty, blank = [], []
     for q in SQL:
         sql = expand_sql(q.text, values, variable_kinds(DOCS[_file(q)]))
-        if not _sql_rows(engine, sql):
+        columns, rows = _sql_result(engine, sql)
+        if not rows:
             empty.append(f"{q.id}: {sql}")
+        # A misspelt metric in a pivot gives a column of NULLs, not an error: catch that too.
+        blank += [
+            f"{q.id}: column {c!r}"
+            for i, c in enumerate(columns)
+            if c not in MAY_BE_NULL and rows and all(r[i] is None for r in rows)
+        ]
     assert not empty, "SQL queries without rows:\n" + "\n".join(empty)
+    assert not blank, "SQL columns without a single value:\n" + "\n".join(blank)
 
 
 def test_every_sql_query_returns_rows_on_sqlite(replay: Replay) -> None:
