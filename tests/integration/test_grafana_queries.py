@@ -199,6 +199,7 @@ def _write_prometheus(root: Path, api_port: int, guard_port: int) -> Path:
 class Stack:
     prometheus: ServerProcess
     servers: list[ServerProcess]
+    champion: str
 
     def query(self, expr: str, *, instant: bool) -> list[Any]:
         """Result of ``expr`` (instant at now, or a range over the last 60 s with 2 s steps).
@@ -219,6 +220,21 @@ class Stack:
         return list(body["data"]["result"])
 
 
+def _refused_reload(api_url: str, settings: Settings, wrong: str, good: str) -> None:
+    """Point the ``champion`` alias at a version with the wrong feature names and ask the API to
+    reload: it refuses and keeps serving ``good``; then the alias goes back to ``good``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    client.set_registered_model_alias(settings.model_name, "champion", wrong)
+    try:
+        resp = httpx.post(api_url + "/v1/admin/reload", headers=auth, timeout=120).json()
+        assert resp["outcome"] == "refused" and resp["model_version"] == good, resp
+    finally:
+        client.set_registered_model_alias(settings.model_name, "champion", good)
+
+
 def _traffic(api_url: str, rows: list[dict[str, Any]]) -> None:
     """Requests of every kind the dashboards count: predictions, bad input, model info, health."""
     with httpx.Client(base_url=api_url, timeout=30) as http:
@@ -234,7 +250,8 @@ def stack(replay: Replay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """API + guard + Prometheus on loopback after some traffic, all scraped at least twice."""
     if not PROMETHEUS_BIN.exists():
         pytest.skip(f"{PROMETHEUS_BIN} not found (Debian package prometheus)")
-    from tests.support.api_models import example_frame
+    from pipeline.features import FEATURE_COLUMNS
+    from tests.support.api_models import example_frame, log_registered_version, train_booster
     from tests.support.api_servers import start_api
 
     s = replay.settings
@@ -244,6 +261,11 @@ def stack(replay: Replay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     servers: list[ServerProcess] = []
+    renamed = tuple(f"x_{c}" for c in FEATURE_COLUMNS)
+    wrong = log_registered_version(
+        train_booster(seed=4, rounds=3, feature_names=renamed), s.model_name, s.tracking_uri
+    )
+    good = replay.versions["good"]
     try:
         api = start_api(s.home, s.tracking_uri, s.model_name, logs, token=TOKEN)
         servers.append(api)
@@ -287,8 +309,9 @@ def stack(replay: Replay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             log_dir=logs,
         ).start(timeout=60)
         servers.append(prometheus)
-        stack = Stack(prometheus, servers)
+        stack = Stack(prometheus, servers, good)
         _wait(lambda: _targets_up(stack), "both targets scraped")
+        _refused_reload(api.url, s, wrong, good)
         _traffic(api.url, example_frame(5).to_dict("records"))
         time.sleep(3)  # a few scrapes after the traffic, so rates have two samples
         yield stack
@@ -356,6 +379,21 @@ def test_every_dashboard_promql_returns_data(stack: Stack) -> None:
     assert not missing, "queries without data:\n" + "\n".join(f"{q.id}: {e}" for q, e in missing)
     for q, e in expanded:  # the allowed-empty ones must at least parse
         stack.query(e, instant=q.instant)
+
+    # Spot checks: the figures say what happened (served, rejected input, refused reload).
+    def values(title: str, ref: str = "A") -> list[float]:
+        q, e = next((q, e) for q, e in expanded if q.where == f"panel {title!r} target {ref}")
+        points = []
+        for series in stack.query(e, instant=q.instant):
+            points += [series["value"]] if q.instant else series["values"]
+        return [float(v) for _, v in points if v != "NaN"]
+
+    assert values("Model ready") == [1.0]
+    assert values("Champion version (registry)") == [float(stack.champion)]
+    assert values("Failed reloads in range")[0] >= 1.0  # the refused reload
+    assert max(values("Error ratio", "B")) > 0  # the 422 answers
+    assert max(values("Error ratio", "A")) == 0  # no 5xx
+    assert max(values("Request rate by route")) > 0
     print(f"{len(expanded)} dashboard PromQL queries returned data (allowed empty: {MAY_BE_EMPTY})")
 
 
