@@ -15,9 +15,10 @@ when the store itself is wiped.
 A store that cannot be read is a normal scrape with ``rollguard_exporter_store_up 0`` and no other
 series (never an HTTP 500), so Prometheus keeps the target ``up`` and the alert on the store fires.
 
-Newest week: every gauge of a monitoring ``kind`` refers to the newest ``week`` that has rows of that
-kind for the configured model (quality rows are written for the newest *matured* cutoff, which is
-older than the newest drift week). Rows whose ``value`` is NULL (states ``pending``, ``no_data``,
+Newest week: every gauge of a monitoring ``kind`` refers to the newest ``week`` that has rows with a
+value of that kind for the configured model (quality and KPI figures exist for the newest *matured*
+cutoff, which is older than the newest drift week; the newer week's ``pending`` rows do not hide
+them). Rows whose ``value`` is NULL (states ``pending``, ``no_data``,
 ``skipped``, ``schema_mismatch``) produce no sample.
 """
 
@@ -100,7 +101,9 @@ def _aware(ts: datetime) -> datetime:
 def _newest_figures(conn: Connection, model_name: str) -> dict[str, dict[tuple[str, str], float]]:
     newest = (
         select(MonitoringResult.kind, func.max(MonitoringResult.week).label("week"))
-        .where(MonitoringResult.model_name == model_name)
+        # A newer week whose figures have no value yet (quality and KPIs are ``pending`` until
+        # the label matures) must not hide the newest week that has them.
+        .where(MonitoringResult.model_name == model_name, MonitoringResult.value.is_not(None))
         .group_by(MonitoringResult.kind)
         .subquery()
     )
