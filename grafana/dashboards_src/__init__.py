@@ -32,6 +32,7 @@ def render(build: Callable[[], Any]) -> str:
     """The dashboard JSON text of one builder: keys sorted, 2-space indent, newline at the end,
     so regenerating gives byte-identical files."""
     doc = json.loads(JSONEncoder().encode(build().build()))
+    _number_panels(doc.get("panels", []), iter(range(1, 10_000)))
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -44,3 +45,11 @@ def write_all(out: Path = DEFAULT_OUT) -> list[Path]:
         path.write_text(render(build), encoding="utf-8")
         paths.append(path)
     return paths
+
+
+def _number_panels(panels: list[dict[str, Any]], ids: Any) -> None:
+    """Give every panel and row a unique ``id`` in layout order (the builders leave rows at 0 and
+    panels without one; Grafana keys panel links and state on it)."""
+    for panel in panels:
+        panel["id"] = next(ids)
+        _number_panels(panel.get("panels", []), ids)

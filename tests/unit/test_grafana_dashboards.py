@@ -115,3 +115,10 @@ def test_dashboards_use_only_provisioned_datasources() -> None:
     for name in DASHBOARDS:
         walk(load(DEFAULT_OUT / name))
     assert used == {uid: provisioned.get(uid) for uid in used}, (used, provisioned)
+
+
+@pytest.mark.parametrize("name", list(DASHBOARDS))
+def test_panel_ids_are_unique(name: str) -> None:
+    doc = load(DEFAULT_OUT / name)
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids)) and all(ids)
