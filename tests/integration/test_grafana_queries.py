@@ -9,8 +9,9 @@ DAG's report step) fills the monitoring store on SQLite. Then:
   the guard service (``rollguard serve guard``) exports the store at ``/metrics``, and a real
   Prometheus (``/usr/bin/prometheus``, scrape and rule interval 1 s, the shipped alert rules) scrapes
   both. Each PromQL query of the dashboards must parse and return data; each alert expression must
-  parse, and its ``bool`` form (see :func:`tests.support.grafana_queries.with_bool`) must return
-  data, i.e. every series it reads exists.
+  parse, and the ``bool`` form of each of its ``or`` operands (see
+  :func:`tests.support.grafana_queries.with_bool`) must return data, i.e. every series it reads
+  exists.
 - each SQL query (panels, template variables, annotations) runs on that SQLite store and on a
   migrated PostgreSQL store holding the same rows, and must return rows.
 
@@ -37,7 +38,13 @@ from sqlalchemy import Engine, insert, select
 from grafana.dashboards_src import DASHBOARDS, DEFAULT_OUT
 from grafana.dashboards_src.inventory import Query, load, queries
 from rollguard.settings import Settings
-from tests.support.grafana_queries import expand_promql, expand_sql, variable_kinds, with_bool
+from tests.support.grafana_queries import (
+    expand_promql,
+    expand_sql,
+    or_operands,
+    variable_kinds,
+    with_bool,
+)
 from tests.support.servers import ServerProcess, free_port, venv_bin
 
 pytestmark = pytest.mark.slow
@@ -420,8 +427,9 @@ def test_every_alert_expression_parses_and_reads_existing_series(stack: Stack) -
         for rule in rules:
             name = rule.get("alert") or rule.get("record")
             stack.query(rule["expr"], instant=True)  # parses (AssertionError otherwise)
-            if not stack.query(with_bool(rule["expr"]), instant=True):
-                out.append(f"{name}: {with_bool(rule['expr'])}")
+            for operand in or_operands(rule["expr"]):
+                if not stack.query(with_bool(operand), instant=True):
+                    out.append(f"{name}: {with_bool(operand)}")
         return out
 
     deadline = time.monotonic() + 120

@@ -81,3 +81,35 @@ def with_bool(expr: str) -> str:
     expression reads instead of filtering them out. A rule whose ``bool`` form returns data reads
     series that exist, whether or not it fires right now."""
     return _COMPARISON.sub(lambda m: f"{m.group(1)} bool{m.group(2) or ' '}", expr)
+
+
+def or_operands(expr: str) -> list[str]:
+    """The operands of the top-level ``or`` operators of a PromQL expression (outside brackets
+    and strings); ``[expr]`` when there is none. ``a == 1 or b == 1`` returns data when only
+    ``a`` exists, so each operand is checked on its own."""
+    parts, depth, quote, start, i = [], 0, "", 0, 0
+    while i < len(expr):
+        ch = expr[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif (
+            depth == 0
+            and expr[i : i + 2] == "or"
+            and (i == 0 or expr[i - 1].isspace() or expr[i - 1] == ")")
+            and (i + 2 == len(expr) or expr[i + 2].isspace() or expr[i + 2] == "(")
+        ):
+            parts.append(expr[start:i])
+            start = i + 2
+            i += 1
+        i += 1
+    parts.append(expr[start:])
+    return [p.strip() for p in parts]

@@ -13,7 +13,13 @@ import yaml
 from grafana.dashboards_src import DASHBOARDS, DEFAULT_OUT, render, write_all
 from grafana.dashboards_src.common import BUSINESS_UID, QUALITY_UID, SERVICE_UID
 from grafana.dashboards_src.inventory import load, panels, queries
-from tests.support.grafana_queries import PROM_INTERVALS, expand_promql, expand_sql, with_bool
+from tests.support.grafana_queries import (
+    PROM_INTERVALS,
+    expand_promql,
+    expand_sql,
+    or_operands,
+    with_bool,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "grafana.md"
@@ -122,3 +128,15 @@ def test_panel_ids_are_unique(name: str) -> None:
     doc = load(DEFAULT_OUT / name)
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids)) and all(ids)
+
+
+def test_or_operands_split_only_at_the_top_level() -> None:
+    expr = (
+        'max without (state) (g{state="degraded"}) == 1\nor\nrollguard_live_quality_degraded == 1'
+    )
+    assert or_operands(expr) == [
+        'max without (state) (g{state="degraded"}) == 1',
+        "rollguard_live_quality_degraded == 1",
+    ]
+    assert or_operands('(a or b) + c{x="or"}') == ['(a or b) + c{x="or"}']
+    assert or_operands("sum(rate(error[5m])) or vector(0)") == ["sum(rate(error[5m]))", "vector(0)"]
