@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - console e
     try:  # Typer >= 0.26 vendors click under typer._click
         from typer._click.exceptions import UsageError
     except ImportError:  # pragma: no cover - older Typer uses click itself
-        from click.exceptions import UsageError
+        from click.exceptions import UsageError  # type: ignore[assignment]
 
     args = sys.argv[1:] if argv is None else argv
     try:

@@ -261,8 +261,8 @@ def build() -> dash.Dashboard:
         .with_panel(
             _weekly(
                 "Live quality vs gate expectation by week",
-                "Once labels have matured, is the champion's realized average precision and ROC "
-                "AUC as good as the average precision the gate measured?",
+                "Once labels have matured, are the champion's realized average precision and ROC "
+                "AUC (the figure the degraded rule judges) as good as what the gate measured?",
                 "none",
             )
             .with_target(
@@ -273,6 +273,7 @@ def build() -> dash.Dashboard:
                             "average_precision": "Live average precision",
                             "expected_average_precision": "Gate-time average precision",
                             "roc_auc": "Live ROC AUC",
+                            "expected_roc_auc": "Gate-time ROC AUC",
                         },
                     )
                 )
@@ -284,8 +285,8 @@ def build() -> dash.Dashboard:
             table.Panel()
             .title("Degraded weeks")
             .description(
-                "In which weeks was live quality below the gate expectation by more than the "
-                "policy margin (1), and why is a week without a verdict?"
+                "In which weeks did the live ROC AUC interval lie below the gate-time ROC AUC "
+                "minus the policy margin (1), and why is a week without a verdict?"
             )
             .datasource(STORE)
             .with_target(
@@ -315,6 +316,7 @@ def build() -> dash.Dashboard:
                 )
             )
             .with_target(promql("max(rollguard_live_roc_auc)", "live ROC AUC", "C"))
+            .with_target(promql("max(rollguard_expected_roc_auc)", "gate-time ROC AUC", "D"))
             .min(0)
             .max(1)
         )
