@@ -14,14 +14,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: Prefixes of variables a DAG subprocess must not inherit from the pytest process: an earlier
+#: test's MLflow server (``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, and a
+#: module-scoped fixture's value outlives the per-test restore), its Rollguard settings or Airflow's.
+INHERITED_PREFIXES = ("AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "ROLLGUARD_")
+
+
+def clean_environment(overrides: dict[str, str]) -> dict[str, str]:
+    """``os.environ`` without :data:`INHERITED_PREFIXES` variables, then ``overrides``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_PREFIXES)}
+    return {**base, **overrides}
+
+
 def run_python(
     code: str, home: Path, env: dict[str, str] | None = None, timeout: float = 900
 ) -> dict:
     """Run ``code`` in a fresh interpreter with ROLLGUARD_HOME=home; it must print one JSON line
     last. Returns that document; fails the test with the output otherwise."""
-    full_env = {**os.environ, "ROLLGUARD_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
-    for key in [k for k in full_env if k.startswith("AIRFLOW")]:
-        full_env.pop(key)
+    full_env = clean_environment(
+        {"ROLLGUARD_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO,

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.dags.conftest import REPO, run_python
+from tests.dags.conftest import REPO, clean_environment, run_python
 
 SMALL = {
     "ROLLGUARD_TUNING_TRIALS": "2",
@@ -133,9 +133,7 @@ print(json.dumps({"rows": r.rows}))
 
 def test_a_killed_run_started_again_duplicates_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    env = {**os.environ, **SMALL, "ROLLGUARD_HOME": str(home), "PYTHONPATH": str(REPO)}
-    for key in [k for k in env if k.startswith("AIRFLOW")]:
-        env.pop(key)
+    env = clean_environment({**SMALL, "ROLLGUARD_HOME": str(home), "PYTHONPATH": str(REPO)})
     proc = subprocess.Popen(
         [sys.executable, "-c", DEMO],
         cwd=REPO,
