@@ -106,7 +106,14 @@ def validation_details(errors: list[dict[str, Any]], limit: int = 50) -> list[di
     ``limit``), without echoing the input values."""
     out = []
     for e in errors[:limit]:
-        problem = _PROBLEMS.get(e.get("type", ""), e.get("msg", "invalid"))
+        in_body = tuple(e.get("loc", ()))[:1] == ("body",)
+        # The feature-row wording (float32 range, >= 0) is for the body's features only; path and
+        # query parameters keep pydantic's message, which states their real bounds.
+        problem = (
+            _PROBLEMS.get(e.get("type", ""), e.get("msg", "invalid"))
+            if in_body
+            else str(e.get("msg", "invalid"))
+        )
         if e.get("type") == "too_long":
             problem = f"too many rows: {e.get('msg', '')}"
         if e.get("type") == "json_invalid":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -104,6 +105,10 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
     }
 
 
+def _percent(share: float | None) -> float | None:
+    return None if share is None else 100.0 * share
+
+
 def _fmt(value: Any, spec: str = "") -> str:
     if value is None:
         return "-"
@@ -125,7 +130,7 @@ def format_row(row: dict[str, Any]) -> str:
         f"{_fmt(row.get('champion_ap'), '.3f'):>6} {ci_text:17} {_fmt(row.get('decision')):9} "
         f"{'v' + str(row['champion']) if row.get('champion') else '-':5} "
         f"{_fmt(row.get('guard')):12} {rollback:7} {_fmt(row.get('lift'), '.2f'):>5} "
-        f"{_fmt(row.get('revenue_share'), '.2f'):>5}"
+        f"{_fmt(_percent(row.get('revenue_share')), '.0f'):>5}"
     )
 
 
@@ -290,19 +295,30 @@ def _force_broken_model(
 
 def where_to_look(settings: Settings) -> str:
     """The closing lines: where each result lives and which command shows it."""
+    import shutil
+    from pathlib import Path
+
     home = settings.home
+    # The commands as this machine can run them: `make` puts uv in .tools/ when it is not on PATH.
+    if shutil.which("uv"):
+        run = "uv run"
+    elif Path(".tools/bin/uv").exists():
+        run = ".tools/bin/uv run"
+    else:
+        run = str(Path(sys.executable).parent) + "/"
+    sep = "" if run.endswith("/") else " "
     return "\n".join(
         [
             "Where to look:",
             f"  run reports (JSON)     {home / 'reports' / 'runs'}",
             f"  quarantined files      {home / 'quarantine'}",
             f"  monitoring (HTML)      {home / 'reports' / 'monitoring'}",
-            "  monitoring figures     uv run rollguard monitor --week YYYY-MM-DD",
-            f"  MLflow UI              uv run mlflow ui --backend-store-uri {settings.tracking_uri}",
-            "  models and aliases     uv run rollguard models",
-            "  alias history          uv run rollguard history",
-            "  serve the champion     uv run rollguard serve api   (docs at http://127.0.0.1:8000/docs)",
-            f"  Airflow task logs      {home / 'airflow' / 'logs'}",
+            f"  monitoring figures     {run}{sep}rollguard monitor --week YYYY-MM-DD",
+            f"  MLflow UI              {run}{sep}mlflow ui --backend-store-uri {settings.tracking_uri}",
+            f"  models and aliases     {run}{sep}rollguard models",
+            f"  alias history          {run}{sep}rollguard history",
+            f"  serve the champion     {run}{sep}rollguard serve api   (docs at http://127.0.0.1:8000/docs)",
+            f"  the UI (with the API)  {run}{sep}rollguard serve ui    (http://127.0.0.1:7860)",
         ]
     )
 

@@ -51,6 +51,7 @@ REASON_CODES = (
     "duplicate_rows",  # a transaction_id more than once
     "week_already_ingested",  # another file for this week was accepted before
     "not_a_regular_file",  # a symlink, folder, FIFO or device: moved aside, never followed or read
+    "week_in_future",  # the file's ISO week starts after today (UTC): a mislabelled file
 )
 
 
@@ -114,6 +115,11 @@ def validate_file(path: Path, max_bytes: int) -> Verdict:
         monday = parse_iso_week(week)
     except ValueError as exc:
         return _bad(None, "bad_filename", str(exc))
+    today = datetime.now(UTC).date()
+    if monday > today:
+        # Accepting it would make every later replayed or real week look old: the warehouse's
+        # newest week decides the next cutoff.
+        return _bad(week, "week_in_future", f"{week} starts on {monday}, after today ({today})")
     size = path.stat().st_size
     if size > max_bytes:
         return _bad(week, "too_large", f"{size} bytes is above the limit of {max_bytes} bytes")

@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         return value.strip()
 
     def _version_number(value: str | None) -> str | None:
-        if value is not None and not (value.isdigit() and int(value) > 0):
+        if value is not None and not (value.isdigit() and 0 < int(value) < 2**63):
             raise typer.BadParameter(f"{value!r} is not a model version (a positive integer)")
         return value
 

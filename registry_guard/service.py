@@ -43,13 +43,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Engine, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitoring.exporter import store_registry
 from registry_guard import registry
-from rollguard.db.models import AliasAudit, GuardCheckRow, MonitoringResult
+from rollguard.db.models import AliasAudit, GuardCheckRow
 from rollguard.errors import ConfigurationError
 from rollguard.settings import PLACEHOLDER_SECRETS, Settings
 
@@ -98,7 +98,7 @@ class WebhookPayload(BaseModel):
     alerts: list[WebhookAlert] = Field(max_length=1000)
 
 
-Outcome = Literal["rolled_back", "replayed", "refused", "stale", "ignored"]
+Outcome = Literal["rolled_back", "replayed", "refused", "stale", "no_evidence", "ignored"]
 
 
 class AlertAction(BaseModel):
@@ -155,38 +155,24 @@ def webhook_token(settings: Settings) -> bytes | None:
 
 # --- which version the evidence calls degraded ------------------------------------------------------
 def degraded_versions(engine: Engine, model_name: str) -> set[str]:
-    """Champion versions the store's newest evidence calls degraded: the newest quality week's
-    ``degraded`` row (value 1) and the newest guard check (state ``degraded``). Empty when the
-    evidence names no version."""
-    found: set[str] = set()
+    """Champion versions the store's evidence calls degraded: the newest live-guard check, when its
+    state is ``degraded``. Empty when there is no such evidence.
+
+    Only the guard's check counts: it compares the champion with the previous champion on the
+    same matured rows (and its scores with its own gate-time scores), so it is not fooled by the
+    cohort ageing between weeks. The monitor step's ``quality``/``degraded`` figure (live ROC AUC
+    against the gate-time figure) is a warning, never rollback evidence (docs/monitoring.md).
+    """
     with engine.connect() as conn:
-        week = conn.execute(
-            select(MonitoringResult.week)
-            .where(MonitoringResult.model_name == model_name, MonitoringResult.kind == "quality")
-            .order_by(MonitoringResult.week.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        if week is not None:
-            row = conn.execute(
-                select(MonitoringResult.model_version, MonitoringResult.value).where(
-                    MonitoringResult.model_name == model_name,
-                    MonitoringResult.kind == "quality",
-                    MonitoringResult.metric == "degraded",
-                    MonitoringResult.feature == "",
-                    MonitoringResult.week == week,
-                )
-            ).first()
-            if row is not None and row.value == 1 and row.model_version:
-                found.add(str(row.model_version))
         check = conn.execute(
             select(GuardCheckRow.state, GuardCheckRow.champion_version)
             .where(GuardCheckRow.model_name == model_name)
             .order_by(GuardCheckRow.checked_at.desc(), GuardCheckRow.id.desc())
             .limit(1)
         ).first()
-        if check is not None and check.state == "degraded" and check.champion_version:
-            found.add(str(check.champion_version))
-    return found
+    if check is not None and check.state == "degraded" and check.champion_version:
+        return {str(check.champion_version)}
+    return set()
 
 
 def _move_with_fingerprint(engine: Engine, model_name: str, fingerprint: str) -> Any:
@@ -256,7 +242,16 @@ def handle_alert(
     if current is None:
         current = registry.alias_version(client, model, registry.CHAMPION)
     degraded = degraded_versions(engine, model)
-    if degraded and current not in degraded:
+    if not degraded:
+        # An alert is a request to act on evidence, not evidence: a hand-sent or mis-routed alert
+        # must not roll back a champion that nothing in the store calls degraded.
+        return AlertAction(
+            **base,
+            outcome="no_evidence",
+            detail="the store holds no degraded live-guard check; nothing was rolled back",
+            from_version=current,
+        )
+    if current not in degraded:
         return AlertAction(
             **base,
             outcome="stale",
@@ -300,6 +295,21 @@ def handle_alert(
         to_version=move.to_version,
         audit_id=move.id,
     )
+
+
+def _invalid_payload(errors: list[Any]) -> JSONResponse:
+    """422 naming each bad field of a webhook payload (at most 50); malformed JSON names the body
+    and the character where it breaks."""
+    details = []
+    for e in errors[:50]:
+        loc = tuple(e.get("loc", ()))
+        if e.get("type") == "json_invalid":
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            details.append({"field": "body", "problem": f"not valid JSON{where}"})
+        else:
+            details.append({"field": _field(loc), "problem": str(e.get("msg", "invalid"))})
+    fields = ", ".join(d["field"] for d in details[:5])
+    return _error(422, "validation_error", f"invalid webhook payload: {fields}", details)
 
 
 def _error(status: int, error: str, message: str, details: list[dict[str, str]] | None = None,
@@ -377,18 +387,49 @@ def create_guard_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": _field(tuple(e.get("loc", ()))), "problem": str(e.get("msg", "invalid"))}
-            for e in list(exc.errors())[:50]
-        ]
-        fields = ", ".join(d["field"] for d in details[:5])
-        return _error(422, "validation_error", f"invalid webhook payload: {fields}", details)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type.split(";")[0].lower():
+            return _error(
+                415,
+                "unsupported_media_type",
+                "the webhook body must be JSON: send Content-Type: application/json",
+                [
+                    {
+                        "field": "content-type",
+                        "problem": f"{content_type or 'missing'!r} is not JSON",
+                    }
+                ],
+            )
+        return _invalid_payload(list(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kinds = {404: "not_found", 405: "method_not_allowed"}
-        return _error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail))
+        kinds = {
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+            503: "webhook_disabled",
+        }
+        return _error(
+            exc.status_code,
+            kinds.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        """Checked before the body is read or validated: a caller without the token learns
+        nothing about the payload's shape."""
+        if token is None:
+            raise StarletteHTTPException(503, "no webhook token is configured")
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, token):
+            raise StarletteHTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
@@ -413,19 +454,29 @@ def create_guard_app(
         tags=["alerts"],
     )
     async def alerts(
-        payload: WebhookPayload,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        request: Request,
+        _auth: Annotated[None, Depends(authorized)],
     ) -> Any:
-        """Receive an Alertmanager webhook; roll back on a firing rollback-trigger alert."""
-        if token is None:
-            return _error(503, "webhook_disabled", "no webhook token is configured")
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, token):
+        """Receive an Alertmanager webhook (payload version 4, see :class:`WebhookPayload`); roll
+        back on a firing rollback-trigger alert. The token is checked before the body is read."""
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type.split(";")[0].lower():
             return _error(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
+                415,
+                "unsupported_media_type",
+                "the webhook body must be JSON: send Content-Type: application/json",
+                [
+                    {
+                        "field": "content-type",
+                        "problem": f"{content_type or 'missing'!r} is not JSON",
+                    }
+                ],
+            )
+        try:
+            payload = WebhookPayload.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _invalid_payload(
+                [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
             )
 
         def act() -> list[AlertAction]:

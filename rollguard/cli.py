@@ -367,13 +367,27 @@ def demo(
     for row in result.rows:
         typer.echo(job.format_row(row))
     for event in result.events:
-        typer.echo(f"event: {event}")
+        if isinstance(event, dict):
+            rest = {k: v for k, v in event.items() if k != "event"}
+            details = "; ".join(
+                f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                for k, v in rest.items()
+            )
+            typer.echo(f"event: {event.get('event', '?')}" + (f" ({details})" if details else ""))
+        else:
+            typer.echo(f"event: {event}")
     summary = job.summarize(result)
+
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}" + ("" if count == 1 else "s")
+
     typer.echo("")
     typer.echo(
-        f"{summary['runs']} DAG runs in {summary['seconds']:.0f}s: {summary['promotions']} "
-        f"promotions, {summary['gate_rejections']} gate rejections, "
-        f"{summary['files_quarantined']} quarantined files, {summary['rollbacks']} rollbacks"
+        f"{n(summary['runs'], 'DAG run')} in {summary['seconds']:.0f}s: "
+        f"{n(summary['promotions'], 'promotion')}, "
+        f"{n(summary['gate_rejections'], 'gate rejection')}, "
+        f"{n(summary['files_quarantined'], 'quarantined file')}, "
+        f"{n(summary['rollbacks'], 'rollback')}"
     )
     typer.echo(job.where_to_look(s))
 

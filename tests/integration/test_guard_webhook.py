@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 
 from registry_guard import registry
 from registry_guard.service import WebhookPayload, handle_alert
-from rollguard.db.models import AliasAudit, MonitoringResult
+from rollguard.db.models import AliasAudit, GuardCheckRow, MonitoringResult
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from tests.support.alert_stack import register_versions
@@ -49,17 +49,32 @@ def test_rollback_then_stale_then_cooldown(tmp_path: Path, mlflow_server: str) -
     engine = open_store(s)
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     v1, v2 = register_versions(mlflow_server, s.model_name, engine)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(MonitoringResult).values(
-                model_name=s.model_name, week="1997-06-02", model_version=v2, kind="quality",
-                metric="degraded", feature="", value=1.0, state="ok", computed_at=T0,
-            )
-        )  # fmt: skip
 
     def act(starts_at: datetime):  # type: ignore[no-untyped-def]
         p = payload(starts_at)
         return handle_alert(p.alerts[0], settings=s, client=client, engine=engine, payload=p)
+
+    # The monitor step's below-expectation figure is not rollback evidence, and an alert with no
+    # degraded guard check behind it changes nothing.
+    with engine.begin() as conn:
+        conn.execute(
+            insert(MonitoringResult).values(
+                model_name=s.model_name, week="1997-06-02", model_version=v2, kind="quality",
+                metric="degraded", feature="", value=1.0, state="degraded", computed_at=T0,
+            )
+        )  # fmt: skip
+    unproven = act(T0 - timedelta(hours=1))
+    assert unproven.outcome == "no_evidence"
+    assert registry.alias_version(client, s.model_name, registry.CHAMPION) == v2
+
+    with engine.begin() as conn:
+        conn.execute(
+            insert(GuardCheckRow).values(
+                model_name=s.model_name, champion_version=v2, state="degraded",
+                reason="realized quality worse than the previous champion", report="{}",
+                checked_at=T0,
+            )
+        )  # fmt: skip
 
     first = act(T0)
     assert (first.outcome, first.from_version, first.to_version) == ("rolled_back", v2, v1)

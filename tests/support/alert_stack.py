@@ -21,7 +21,7 @@ import httpx
 import yaml
 from sqlalchemy import Engine, delete, insert, select
 
-from rollguard.db.models import AliasAudit, MonitoringResult
+from rollguard.db.models import AliasAudit, GuardCheckRow, MonitoringResult
 from rollguard.settings import Settings
 from tests.support.api_models import log_registered_version, train_booster
 from tests.support.api_servers import start_api
@@ -194,7 +194,9 @@ class AlertStack:
         return resp.json().get("model_version") if resp.status_code == 200 else None
 
     def inject_degradation(self, version: str | None = None) -> datetime:
-        """Write what the monitor step writes for a degraded champion (newest week); its time."""
+        """Write what the live guard writes when it finds the champion degraded (a
+        ``guard_checks`` row, state ``degraded``), beside the monitor step's figures for that
+        week; its time."""
         version = version or self.v2
         now = datetime.now(UTC)
         common = dict(
@@ -226,6 +228,16 @@ class AlertStack:
                 )
             )
             conn.execute(insert(MonitoringResult), rows)
+            conn.execute(
+                insert(GuardCheckRow).values(
+                    model_name=self.settings.model_name,
+                    champion_version=version,
+                    state="degraded",
+                    reason="injected: realized quality worse than the previous champion",
+                    report="{}",
+                    checked_at=now,
+                )
+            )
         return now
 
     def rollbacks(self) -> list[Any]:
@@ -400,7 +412,7 @@ def targets_up(stack: AlertStack) -> bool:
 class RollbackTiming:
     """Seconds from the injected degradation to each stage of the path (None: not observed).
 
-    ``exported``: the guard's ``/metrics`` shows ``rollguard_live_quality_degraded 1``;
+    ``exported``: the guard's ``/metrics`` shows ``rollguard_guard_state{state="degraded"} 1``;
     ``firing``: Prometheus' ``/api/v1/alerts`` lists the trigger as firing; ``in_alertmanager``:
     Alertmanager's ``/api/v2/alerts`` has it; ``rolled_back``: ``moved_at`` of the rollback audit
     row; ``restored``: first ``GET /v1/model`` answer naming the previous version.
@@ -415,7 +427,7 @@ class RollbackTiming:
 
 def _exported(stack: AlertStack) -> bool:
     text = httpx.get(stack.guard.url + "/metrics", timeout=5).text
-    return "rollguard_live_quality_degraded 1.0" in text
+    return 'rollguard_guard_state{state="degraded"} 1.0' in text
 
 
 def _firing(stack: AlertStack) -> bool:

@@ -396,3 +396,19 @@ def test_micro_batching_never_mixes_models(model: ServingModel) -> None:
         else:
             expected = m.booster.inplace_predict(m.to_matrix(batch[i : i + 1]))
             np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_path_and_query_bounds_are_stated_as_they_are(client: TestClient) -> None:
+    huge = client.get("/v1/customers/99999999999999999999999/prediction")
+    assert huge.status_code == 422
+    assert huge.json()["details"] == [
+        {
+            "field": "customer_id",
+            "problem": "Input should be less than or equal to 4611686018427387904",
+        }
+    ]
+    zero = client.get("/v1/model/history?limit=0")
+    assert zero.status_code == 422
+    assert zero.json()["details"] == [
+        {"field": "limit", "problem": "Input should be greater than or equal to 1"}
+    ]

@@ -72,6 +72,7 @@ def test_unreachable_registry_fails_fast_with_one_line(home: Path, monkeypatch) 
         (["promote", "abc", "--reason", "x"], "not a model version"),
         (["promote", "3", "--reason", "  "], "must say why"),
         (["rollback", "--reason", "x", "--to", "0"], "not a model version"),
+        (["rollback", "--reason", "x", "--to", "9" * 23], "not a model version"),
         (["demo", "--weeks", "2", "--all"], "not both"),
         (["no-such-command"], "No such command"),
     ],

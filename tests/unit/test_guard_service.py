@@ -69,6 +69,11 @@ def test_bad_payload_is_422_naming_the_field(app_client: TestClient) -> None:
         "/v1/alerts", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
     )
     assert bad_json.status_code == 422
+    assert bad_json.json()["details"][0] == {"field": "body", "problem": "not valid JSON"}
+    text = app_client.post(
+        "/v1/alerts", content=b"hello", headers={**AUTH, "Content-Type": "text/plain"}
+    )
+    assert text.status_code == 415 and text.json()["error"] == "unsupported_media_type"
 
 
 def test_missing_or_wrong_token_is_401(app_client: TestClient) -> None:
@@ -76,6 +81,12 @@ def test_missing_or_wrong_token_is_401(app_client: TestClient) -> None:
         resp = app_client.post("/v1/alerts", json=payload(), headers=headers)
         assert resp.status_code == 401, headers
         assert resp.json()["error"] == "unauthorized"
+        assert resp.headers["www-authenticate"] == "Bearer"
+    # The token is checked before the body is read: no details about the payload leak.
+    garbage = app_client.post(
+        "/v1/alerts", content=b"garbage", headers={"Content-Type": "application/json"}
+    )
+    assert garbage.status_code == 401 and garbage.json()["details"] == []
 
 
 def test_resolved_and_other_alerts_are_ignored(app_client: TestClient) -> None:

@@ -43,6 +43,7 @@ BAD_FILES: dict[str, tuple[str, bytes]] = {
         (HEADER + "7,1,1997-04-29,1,11.77\n7,1,1997-04-29,1,11.77\n").encode(),
     ),
     "too_large": ("cdnow_1997-W19.csv", (HEADER + "1,1,1997-05-06,1,11.77\n" * 200).encode()),
+    "week_in_future": ("cdnow_2999-W02.csv", (HEADER + "1,1,2999-01-08,1,11.77\n").encode()),
 }
 
 
