@@ -143,7 +143,9 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     client.set_model_version_tag(
         name, good, "rollguard.cutoff.fit", ",".join(c.isoformat() for c in fit)
     )
-    client.log_metric(client.get_model_version(name, good).run_id, "eval_average_precision", 0.55)
+    good_run = client.get_model_version(name, good).run_id
+    client.log_metric(good_run, "eval_average_precision", 0.55)
+    client.log_metric(good_run, "eval_roc_auc", 0.70)  # the expectation the degraded figure needs
     assert gate(settings, engine, client, good).decision.outcome == "bootstrap"
     broken = train_version(settings, engine, client, shuffle=True)
     assert gate(settings, engine, client, broken).decision.outcome == "reject"
