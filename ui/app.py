@@ -21,33 +21,15 @@ from typing import Any
 
 import pandas as pd
 
+from api.schemas import EXAMPLE_ROW
 from pipeline.features import FEATURE_COLUMNS
 from rollguard.settings import Settings
 from ui import formatting as fmt
 from ui.batch import BatchFileError, errors_frame, score_csv, to_csv_bytes
 from ui.client import ApiError, RollguardClient
 
-#: What-if defaults: the API's example customer (api/schemas.py ``EXAMPLE_ROW``, one CDNOW row).
-DEFAULTS: dict[str, float] = {
-    "recency_days": 20.0,
-    "tenure_days": 150.0,
-    "frequency": 3.0,
-    "n_orders": 3.0,
-    "monetary_total": 75.5,
-    "monetary_mean": 25.17,
-    "monetary_max": 40.0,
-    "cds_total": 5.0,
-    "cds_per_order": 1.67,
-    "orders_4w": 1.0,
-    "orders_12w": 1.0,
-    "orders_26w": 3.0,
-    "spend_4w": 20.0,
-    "spend_12w": 20.0,
-    "spend_26w": 75.5,
-    "mean_gap_days": 65.0,
-    "last_gap_days": 30.0,
-    "recency_ratio": 0.31,
-}
+#: What-if defaults: the API's example customer (one CDNOW row), one definition for both.
+DEFAULTS: dict[str, float] = dict(EXAMPLE_ROW)
 
 #: What-if slider ranges (maximum, step). The CDNOW log spans 546 days, so day counts stop at
 #: 550; counts and USD maxima are about twice the 99.9th percentile of CDNOW feature rows
