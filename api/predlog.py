@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic_core
 from sqlalchemy import Engine
 
 from api.metrics import ServingMetrics
@@ -60,7 +63,9 @@ class LoggedRequest:
 
 def to_records(req: LoggedRequest, challenger: ServingModel | None = None) -> list[dict[str, Any]]:
     """Table rows of one request (one per feature row), with shadow scores when ``challenger``
-    is given and differs from the version that answered."""
+    is given and differs from the version that answered. ``features`` is the row as a JSON
+    object (pydantic-core's serializer: about 5x faster than ``json.dumps`` for these rows);
+    ``predicted_at`` is a datetime (an ISO 8601 string in the spool file)."""
     shadow: list[float | None] = [None] * len(req.rows)
     shadow_version = None
     if challenger is not None and challenger.version != req.model_version:
@@ -69,7 +74,8 @@ def to_records(req: LoggedRequest, challenger: ServingModel | None = None) -> li
             shadow_version = challenger.version
         except Exception as exc:  # noqa: BLE001 - shadow scoring never affects the log
             log.warning("shadow scoring failed: %s", exc)
-    at = req.predicted_at.isoformat()
+    at = req.predicted_at
+    to_json = pydantic_core.to_json
     return [
         {
             "request_id": req.request_id,
@@ -78,13 +84,80 @@ def to_records(req: LoggedRequest, challenger: ServingModel | None = None) -> li
             "model_name": req.model_name,
             "model_version": req.model_version,
             "customer_id": req.customer_ids[i] if req.customer_ids else None,
-            "features": json.dumps(row, separators=(",", ":")),
-            "score": float(score),
+            "features": to_json(row).decode(),
+            "score": score,
             "challenger_version": shadow_version if shadow[i] is not None else None,
             "challenger_score": shadow[i],
         }
         for i, (row, score) in enumerate(zip(req.rows, req.scores.tolist(), strict=True))
     ]
+
+
+_COLUMNS = (
+    "request_id",
+    "row_index",
+    "predicted_at",
+    "model_name",
+    "model_version",
+    "customer_id",
+    "features",
+    "score",
+    "challenger_version",
+    "challenger_score",
+)
+
+
+class _Insert:
+    """The prediction-log insert ("on conflict do nothing" on ``(request_id, row_index)``),
+    compiled once for one engine's dialect, with the bind processors SQLAlchemy applies to each
+    column (so stored values are exactly those of an ORM write). Executed as one DBAPI
+    ``executemany`` of plain parameter tuples/dicts: several times less Python per row than
+    ``Connection.execute(insert, list_of_dicts)``, which matters because the writer thread shares
+    the GIL with the request path."""
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id", "row_index"])
+        compiled = stmt.compile(dialect=dialect, column_keys=list(_COLUMNS))
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        self.order = tuple(compiled.positiontup or ()) if self.positional else _COLUMNS
+        if set(self.order) != set(_COLUMNS):
+            raise RuntimeError(f"unexpected insert parameters {self.order}")
+        procs = {c: _TABLE.c[c].type._cached_bind_processor(dialect) for c in _COLUMNS}
+        self._at = self.order.index("predicted_at")
+        self._at_proc = procs["predicted_at"]
+        self._procs = tuple(
+            (i, procs[c]) for i, c in enumerate(self.order) if procs[c] and c != "predicted_at"
+        )
+        self._get = operator.itemgetter(*self.order)
+
+    def params(self, records: list[dict[str, Any]]) -> list[Any]:
+        """DBAPI parameters of ``records`` (``predicted_at`` as a datetime or ISO string)."""
+        at_i, at_proc, procs, get = self._at, self._at_proc, self._procs, self._get
+        cache: dict[Any, Any] = {}
+        out: list[Any] = []
+        for r in records:
+            values = list(get(r))
+            at = values[at_i]
+            if at not in cache:  # one timestamp per request: convert (and process) it once
+                when = datetime.fromisoformat(at) if isinstance(at, str) else at
+                cache[at] = at_proc(when) if at_proc is not None else when
+            values[at_i] = cache[at]
+            for i, proc in procs:
+                if values[i] is not None:
+                    values[i] = proc(values[i])
+            out.append(
+                tuple(values) if self.positional else dict(zip(self.order, values, strict=True))
+            )
+        return out
+
+
+_INSERTS: weakref.WeakKeyDictionary[Engine, _Insert] = weakref.WeakKeyDictionary()
 
 
 def insert_records(engine: Engine, records: list[dict[str, Any]]) -> None:
@@ -96,19 +169,18 @@ def insert_records(engine: Engine, records: list[dict[str, Any]]) -> None:
     """
     if not records:
         return
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    rows = [
-        {**r, "predicted_at": datetime.fromisoformat(r["predicted_at"])}
-        if isinstance(r["predicted_at"], str)
-        else r
-        for r in records
-    ]
-    stmt = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id", "row_index"])
+    insert = _INSERTS.get(engine)
+    if insert is None:
+        insert = _INSERTS[engine] = _Insert(engine)
+    params = insert.params(records)
     with engine.begin() as conn:
-        conn.execute(stmt, rows)
+        conn.exec_driver_sql(insert.sql, params)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class PredictionLog:
@@ -133,7 +205,7 @@ class PredictionLog:
         *,
         max_queue_rows: int = 200_000,
         batch_rows: int = 5_000,
-        flush_seconds: float = 0.2,
+        flush_seconds: float = 0.02,
         retry_seconds: float = 1.0,
         challenger: Callable[[], ServingModel | None] = lambda: None,
     ) -> None:
@@ -156,6 +228,9 @@ class PredictionLog:
         self.store_ok: bool | None = None
         self.store_error: str | None = None
         self._next_try = 0.0
+        # True when a spool file may exist (at start: maybe from an earlier run), so the idle
+        # writer does not list the spool folder on every wake-up.
+        self._spool_pending = True
 
     # --- hot path ----------------------------------------------------------------------------------
     def submit(self, req: LoggedRequest) -> None:
@@ -175,7 +250,9 @@ class PredictionLog:
         """Append records to the spool file, flushed and fsync-ed."""
         if not records:
             return
-        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+        data = "".join(
+            json.dumps(r, separators=(",", ":"), default=_json_default) + "\n" for r in records
+        ).encode()
         try:
             with self._spool_lock:
                 self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -194,6 +271,7 @@ class PredictionLog:
             self.metrics.log_dropped_rows.inc(len(records))
             log.error("prediction log: %d rows lost, spool not writable: %s", len(records), exc)
             return
+        self._spool_pending = True
         self.metrics.log_spooled_rows.inc(len(records))
 
     def spool_files(self) -> list[Path]:
@@ -253,8 +331,9 @@ class PredictionLog:
 
     def _take(self) -> list[LoggedRequest]:
         # Linger: requests are not notified one by one; the writer wakes every flush_seconds
-        # (or at stop) and takes what accumulated, so each transaction carries many rows and the
-        # writer seldom competes with request threads for the GIL.
+        # (or at stop) and takes what accumulated, so a transaction carries many rows. Short
+        # waits keep each burst of writer work short: at 8 connections, 0.02 s instead of 0.2 s
+        # took the p99 latency from about 15 ms to about 8.5 ms (benchmarks/bench_api.py).
         if not self._stop.is_set() and self._queued_rows < self.batch_rows:
             self._stop.wait(self.flush_seconds)
         with self._cond:
@@ -285,19 +364,31 @@ class PredictionLog:
         self.metrics.log_written_rows.inc(len(records))
 
     def _maybe_replay(self) -> None:
-        if time.monotonic() < self._next_try or not self.spool_files():
+        if not self._spool_pending or time.monotonic() < self._next_try:
+            return
+        # Cleared before listing: a spool write racing with this check sets it again.
+        self._spool_pending = False
+        if not self.spool_files():
             return
         engine = self._engine_or_none()
         if engine is None:
+            self._spool_pending = True
             return
         try:
             self._replay(engine)
         except Exception as exc:  # noqa: BLE001
+            self._spool_pending = True
             self._store_failed(exc)
             return
         self.store_ok, self.store_error = True, None
 
     def _run(self) -> None:
+        # Open (and on SQLite, migrate) the store now, while the model loads, rather than on
+        # the first batch of predictions; a store that is down is retried as usual.
+        try:
+            self._engine_or_none()
+        except Exception:  # noqa: BLE001 - the writer must never die
+            log.exception("prediction log: opening the store failed")
         while True:
             stopping = self._stop.is_set()
             taken = self._take()

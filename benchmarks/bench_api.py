@@ -1,21 +1,30 @@
 """Throughput and latency of the model server against two baselines in the same run.
 
-Targets (single-row ``POST /v1/predict``, 8 concurrent keep-alive connections, bounded request
-count, one server process each):
+Targets (single-row ``POST /v1/predict``, 8 concurrent keep-alive connections, one server
+process each):
   api        the Rollguard model server (``python -m api`` = ``rollguard serve api``; prediction
              log on, SQLite store)
   mlflow     ``mlflow models serve --env-manager local`` of the same registered version
              (pyfunc, ``dataframe_split`` body), 1 worker
   bare       a FastAPI ``async def`` endpoint returning a constant, under the same uvicorn settings
              as the api (uvloop/httptools, no access log, 1 worker)
-and the time of one 10,000-row ``POST /v1/predict`` (real CDNOW rows), end to end over HTTP.
+api and bare are measured in alternating rounds (api, bare, api, bare, ...) so that both see the
+same machine; before each round the api's prediction log is drained (``/readyz`` shows no queued
+rows), so no round pays for an earlier one's writes. Throughput is pooled over the rounds (all
+requests / all seconds), latency percentiles over all requests of all rounds.
+
+Then the time of one 10,000-row ``POST /v1/predict`` (real CDNOW rows), end to end over HTTP on
+one keep-alive connection, each run on an idle server (log drained before it; the log writes
+its 10,000 rows after answering). And, in this process, the per-call cost of XGBoost's
+``Booster.inplace_predict`` against :class:`api.xgb_dense.DensePredictor`, the same C call the
+server makes (the baseline for that row is ``inplace_predict``).
 
 Goals: api >= 10x mlflow throughput, api p99 < 10 ms, api >= 40% of bare throughput, 10,000-row
 batch < 100 ms (median). The load generator is a small asyncio HTTP/1.1 client (raw sockets), so
 the client's own overhead stays small next to the servers'. The machine's cores are shared by the
 servers and the client: compare ratios, not absolute numbers.
 
-Rerun: uv run python benchmarks/bench_api.py [--requests 4000] [--mlflow-requests 800]
+Rerun: uv run python benchmarks/bench_api.py [--requests 4000] [--rounds 3] [--mlflow-requests 800]
 """
 
 from __future__ import annotations
@@ -113,9 +122,93 @@ def run_load(name: str, port: int, path: str, body: bytes, total: int, conns: in
     return Load(name, len(lat), seconds, lat, len(errs))
 
 
+def pooled(name: str, loads: list[Load]) -> Load:
+    """All rounds of one target as one load (requests and seconds summed, latencies joined)."""
+    return Load(
+        name,
+        sum(x.requests for x in loads),
+        sum(x.seconds for x in loads),
+        [v for x in loads for v in x.latencies],
+        sum(x.errors for x in loads),
+    )
+
+
+def drain(url: str, timeout: float = 120.0) -> None:
+    """Wait until the api's prediction log has no queued rows and no spool file."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = httpx.get(url + "/readyz", timeout=10).json()["prediction_log"]
+        if log["queued_rows"] == 0 and log["spool_files"] == 0:
+            time.sleep(0.3)  # the writer's last transaction commits after it dequeues
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the prediction log did not drain within {timeout} s")
+
+
+def timed_post(port: int, path: str, body: bytes) -> tuple[float, bytes]:
+    """One POST on a fresh keep-alive connection: (seconds from first byte sent to last byte
+    received, response body)."""
+    raw = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    async def go() -> tuple[float, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            t0 = time.perf_counter()
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = _CONTENT_LENGTH.search(head)
+            assert match and head[9:10] == b"2", head[:200]
+            data = await reader.readexactly(int(match.group(1)))
+            return time.perf_counter() - t0, data
+        finally:
+            writer.close()
+
+    return asyncio.run(go())
+
+
+def micro(frame) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
+    """Microseconds per call of inplace_predict and DensePredictor on 1 and 10,000 rows."""
+    import numpy as np
+
+    from api.xgb_dense import dense_predictor
+    from tests.support.api_models import train_booster
+
+    booster = train_booster(seed=1, rounds=100)
+    booster.set_param({"nthread": 1})
+    x = frame[list(booster.feature_names)].to_numpy(np.float32)
+    dense = dense_predictor(booster)
+    assert dense is not None
+    out = []
+    for n, calls in ((1, 3000), (10_000, 20)):
+        m = np.ascontiguousarray(x[:n])
+        assert np.array_equal(dense.predict(m), booster.inplace_predict(m).astype(np.float64))
+        best = {}
+        for label, fn in (
+            ("inplace", lambda m=m: booster.inplace_predict(m, validate_features=False)),
+            ("dense", lambda m=m: dense.predict(m)),
+        ):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                times.append((time.perf_counter() - t0) / calls * 1e6)
+            best[label] = statistics.median(times)
+        out.append((f"{n:,} row{'s' if n > 1 else ''}", best["inplace"], best["dense"]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=4000, help="per target (api, bare)")
+    parser.add_argument(
+        "--requests", type=int, default=4000, help="per target (api, bare) and round"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating api/bare rounds")
     parser.add_argument("--mlflow-requests", type=int, default=800)
     parser.add_argument("--batch-repeat", type=int, default=10)
     args = parser.parse_args()
@@ -216,26 +309,31 @@ def main() -> None:
             flush=True,
         )
 
+        rounds: dict[str, list[Load]] = {"api": [], "bare": []}
+        for r in range(args.rounds):
+            drain(api.url)
+            rounds["api"].append(
+                run_load(f"api {r + 1}", api.port, "/v1/predict", api_body, args.requests)
+            )
+            drain(api.url)
+            rounds["bare"].append(
+                run_load(f"bare {r + 1}", bare.port, "/v1/predict", b"{}", args.requests)
+            )
         loads = [
-            run_load("api", api.port, "/v1/predict", api_body, args.requests),
-            run_load("bare", bare.port, "/v1/predict", b"{}", args.requests),
+            pooled("api", rounds["api"]),
+            pooled("bare", rounds["bare"]),
             run_load("mlflow serve", mlserve.port, "/invocations", ml_body, args.mlflow_requests),
         ]
         big = frame[list(FEATURE_COLUMNS)].head(10_000).to_dict("records")
         batch_body = json.dumps({"rows": big}).encode()
         times = []
-        with httpx.Client(base_url=api.url, timeout=60) as client:
-            for _ in range(args.batch_repeat + 1):
-                t0 = time.perf_counter()
-                resp = client.post(
-                    "/v1/predict", content=batch_body, headers={"content-type": "application/json"}
-                )
-                times.append(time.perf_counter() - t0)
-                assert resp.status_code == 200 and len(resp.json()["scores"]) == 10_000, resp.text[
-                    :300
-                ]
-        times = times[1:]  # first is warm-up
-
+        for i in range(args.batch_repeat + 1):
+            drain(api.url)
+            seconds, data = timed_post(api.port, "/v1/predict", batch_body)
+            assert len(json.loads(data)["scores"]) == 10_000
+            if i:  # the first is a warm-up
+                times.append(seconds)
+        per_call = micro(frame)
         by = {x.name: x for x in loads}
         a = by["api"]
         print()
@@ -243,16 +341,22 @@ def main() -> None:
             f"{'target':<14}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
             f"{'api/target':>12}"
         )
-        for x in loads:
+        for x in [*(v for pair in zip(*rounds.values(), strict=True) for v in pair), *loads]:
             print(
                 f"{x.name:<14}{x.requests:>9}{x.errors:>8}{x.rps:>10.0f}{x.pct(50):>9.2f}"
                 f"{x.pct(99):>9.2f}{a.rps / x.rps:>11.2f}x"
             )
+        print("(api/bare rows 1..n are the rounds; api, bare = all rounds pooled)")
         print(
             f"\n10,000-row batch over HTTP: median {statistics.median(times) * 1e3:.1f} ms, "
-            f"max {max(times) * 1e3:.1f} ms ({len(big) * 1}-row body {len(batch_body) / 1e6:.1f} MB, "
-            f"{args.batch_repeat} runs)"
+            f"min {min(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms "
+            f"(body {len(batch_body) / 1e6:.1f} MB, {args.batch_repeat} runs, idle server)"
         )
+        print(
+            f"\n{'XGBoost call (us)':<20}{'inplace_predict':>16}{'DensePredictor':>16}{'ratio':>8}"
+        )
+        for label, base, fast in per_call:
+            print(f"{label:<20}{base:>16.1f}{fast:>16.1f}{base / fast:>7.2f}x")
         goals = [
             (
                 "api >= 10x mlflow serve throughput",
@@ -276,7 +380,8 @@ def main() -> None:
             print(f"  [{'met' if ok else 'MISSED'}] {goal}: {value}")
         print(
             "\nRerun: uv run python benchmarks/bench_api.py "
-            f"--requests {args.requests} --mlflow-requests {args.mlflow_requests}"
+            f"--requests {args.requests} --rounds {args.rounds} "
+            f"--mlflow-requests {args.mlflow_requests}"
         )
     finally:
         for server in reversed(servers):
