@@ -160,9 +160,9 @@ def parse_rows_body(
     Fast path: pydantic-core parses and validates the JSON bytes in one pass (for a 10,000-row
     body about half the time of ``json.loads`` followed by validation, as FastAPI does; see
     ``benchmarks/bench_api.py``). Any failure is replayed the way FastAPI reads a body
-    (``json.loads``, then validation of the Python value), so error details are exactly those of
-    FastAPI's own body handling, including NaN and infinity, which Python's JSON parser reads and
-    validation then names by field.
+    (``json.loads``, then validation of the Python value), so errors have the types and locations
+    of FastAPI's own body handling, including NaN and infinity, which Python's JSON parser reads
+    and validation then names by field.
 
     Raises:
         RequestValidationError: the body is missing, not JSON (the handler answers 415 when the

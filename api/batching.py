@@ -1,8 +1,10 @@
 """Adaptive micro-batching of concurrent small predict calls (the "dynamic batching" of serving
 systems such as NVIDIA Triton and Ray Serve).
 
-XGBoost's ``inplace_predict`` costs about 90 microseconds per call whatever the row count below a
-few dozen rows (Python and C API overhead), so concurrent single-row requests are scored together:
+One XGBoost prediction call costs about the same for 1 row as for a few dozen (50-140
+microseconds here even through :mod:`api.xgb_dense`; ``benchmarks/bench_api.py`` prints it), so
+concurrent single-row requests are scored together (at 8 connections, 4 requests per call on
+average):
 each request appends its rows and awaits a future; the first one schedules a flush on the next
 event-loop iteration, which scores every pending matrix *of the same model object* in one call and
 hands each request its slice. Nothing waits for a timer: with one request in flight the flush runs
