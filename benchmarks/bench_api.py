@@ -203,6 +203,36 @@ def micro(frame) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-d
     return out
 
 
+def batch_phases(body: bytes, repeat: int = 5) -> dict[str, float]:
+    """Median milliseconds of each step of the predict route for ``body``, in this process:
+    parse+validate (``api.app.parse_rows_body``), float32 matrix, scoring, response JSON."""
+    import pydantic_core
+
+    from api.app import parse_rows_body
+    from api.model import ServingModel, check_features
+    from api.schemas import predict_request_model
+    from tests.support.api_models import train_booster
+
+    booster = train_booster(seed=1, rounds=100)
+    booster.set_param({"nthread": 1})
+    model = ServingModel("bench", "1", booster, check_features(booster))
+    request_model = predict_request_model(10_000)
+    steps: dict[str, list[float]] = {"parse+validate": [], "matrix": [], "score": [], "json": []}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        rows = parse_rows_body(request_model, body, "application/json")
+        t1 = time.perf_counter()
+        matrix = model.to_matrix(rows)
+        t2 = time.perf_counter()
+        scores = model.predict(matrix)
+        t3 = time.perf_counter()
+        pydantic_core.to_json({"scores": scores.tolist()})
+        t4 = time.perf_counter()
+        for key, value in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            steps[key].append(value * 1e3)
+    return {k: statistics.median(v) for k, v in steps.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -334,6 +364,7 @@ def main() -> None:
             if i:  # the first is a warm-up
                 times.append(seconds)
         per_call = micro(frame)
+        phases = batch_phases(batch_body)
         by = {x.name: x for x in loads}
         a = by["api"]
         print()
@@ -351,6 +382,11 @@ def main() -> None:
             f"\n10,000-row batch over HTTP: median {statistics.median(times) * 1e3:.1f} ms, "
             f"min {min(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms "
             f"(body {len(batch_body) / 1e6:.1f} MB, {args.batch_repeat} runs, idle server)"
+        )
+        print(
+            "  in this process, median ms: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+            + f" (sum {sum(phases.values()):.1f})"
         )
         print(
             f"\n{'XGBoost call (us)':<20}{'inplace_predict':>16}{'DensePredictor':>16}{'ratio':>8}"
