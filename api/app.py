@@ -33,6 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api.batching import MicroBatcher
 from api.customers import NoSnapshot, SnapshotFeatures, Targeting, UnknownCustomer
@@ -345,6 +346,13 @@ def create_app(
             )
         details = validation_details(list(exc.errors()))
         return error_body(422, "validation_error", "the request is not valid: see details", details)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away before sending its whole body: nothing was scored or logged, and
+        # nobody reads this answer; not a server error, so not counted as one.
+        log.info("client disconnected before its request body was complete")
+        return error_body(400, "client_disconnected", "the request body was not complete")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

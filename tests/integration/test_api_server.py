@@ -7,6 +7,7 @@ prediction log across a PostgreSQL outage, and schemathesis against the OpenAPI 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import threading
 import time
@@ -332,3 +333,56 @@ def test_schemathesis_finds_no_server_error(api, registry: Registry) -> None:  #
     assert not failures, failures
     known = int(cdnow_features()["customer_id"].iloc[0])
     assert httpx.get(f"{api.url}/v1/customers/{known}/prediction").status_code == 200
+
+
+def test_broken_and_odd_bodies_on_the_wire(api, registry: Registry) -> None:  # type: ignore[no-untyped-def]
+    """Raw HTTP against the real server: a client that declares more body than it sends and
+    hangs up, a declared length shorter than the JSON, chunked bodies, and a JSON media type with
+    parameters. None is a server error; the server keeps serving."""
+    import socket
+
+    row = json.dumps({"rows": [EXAMPLE_ROW]}).encode()
+
+    def raw(request: bytes, *, hang_up: bool = False) -> bytes:
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+            sock.sendall(request)
+            if hang_up:
+                sock.shutdown(socket.SHUT_WR)
+                return b""
+            data = b""
+            while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+    internal_before = metric(api.url, 'rollguard_prediction_errors_total{reason="internal"}')
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    # 1. declares 1,000 bytes, sends 20, hangs up
+    raw(head + b"Content-Length: 1000\r\n\r\n" + row[:20], hang_up=True)
+    # 2. declares fewer bytes than the JSON: the body is the declared prefix, which is not JSON
+    short = raw(
+        head + f"Content-Length: {len(row) - 5}\r\nConnection: close\r\n\r\n".encode() + row
+    )
+    assert short.startswith(b"HTTP/1.1 422"), short[:200]
+    # 3. chunked
+    chunked = raw(
+        head
+        + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + f"{len(row):x}\r\n".encode()
+        + row
+        + b"\r\n0\r\n\r\n"
+    )
+    assert chunked.startswith(b"HTTP/1.1 200"), chunked[:200]
+    # 4. media type parameters and a +json type
+    for ctype in ("application/json; charset=utf-8", "application/vnd.rollguard+json"):
+        resp = httpx.post(api.url + "/v1/predict", content=row, headers={"content-type": ctype})
+        assert resp.status_code == 200, resp.text
+    time.sleep(0.5)
+    assert (
+        metric(api.url, 'rollguard_prediction_errors_total{reason="internal"}') == internal_before
+    )
+    assert "Traceback" not in api.log_tail()
+    ok = httpx.post(api.url + "/v1/predict", json={"rows": [EXAMPLE_ROW]})
+    assert ok.status_code == 200 and len(ok.json()["scores"]) == 1
