@@ -17,7 +17,8 @@ Then the time of one 10,000-row ``POST /v1/predict`` (real CDNOW rows), end to e
 one keep-alive connection, each run on an idle server (log drained before it; the log writes
 its 10,000 rows after answering). And, in this process, the per-call cost of XGBoost's
 ``Booster.inplace_predict`` against :class:`api.xgb_dense.DensePredictor`, the same C call the
-server makes (the baseline for that row is ``inplace_predict``).
+server makes (the baseline for that row is ``inplace_predict``), and the CPU per request of the
+prediction-log write against the standard SQLAlchemy insert of dict rows.
 
 Goals: api >= 10x mlflow throughput, api p99 < 10 ms, api >= 40% of bare throughput, 10,000-row
 batch < 100 ms (median). The load generator is a small asyncio HTTP/1.1 client (raw sockets), so
@@ -233,6 +234,68 @@ def batch_phases(body: bytes, repeat: int = 5) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in steps.items()}
 
 
+def log_write_cost(n_requests: int = 4000, repeat: int = 3) -> tuple[float, float]:
+    """CPU microseconds per single-row request to write the prediction log, in this thread, on a
+    fresh SQLite store: (baseline, rollguard). Baseline: the standard SQLAlchemy way, records
+    with ``json.dumps`` features passed as dicts to ``Connection.execute(insert(...))``;
+    rollguard: ``api.predlog.to_records`` + ``insert_records`` (same rows stored)."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    from sqlalchemy.dialects.sqlite import insert
+
+    from api.predlog import _TABLE, LoggedRequest, insert_records, to_records
+    from api.schemas import EXAMPLE_ROW
+    from rollguard import db
+
+    url = f"sqlite:///{tempfile.mkdtemp(prefix='rollguard-bench-log-')}/store.db"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    stmt = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id", "row_index"])
+
+    def baseline(reqs: list[LoggedRequest]) -> None:
+        records = [
+            {
+                "request_id": r.request_id,
+                "row_index": 0,
+                "predicted_at": r.predicted_at,
+                "model_name": r.model_name,
+                "model_version": r.model_version,
+                "customer_id": None,
+                "features": json.dumps(r.rows[0], separators=(",", ":")),
+                "score": float(r.scores[0]),
+                "challenger_version": None,
+                "challenger_score": None,
+            }
+            for r in reqs
+        ]
+        with engine.begin() as conn:
+            conn.execute(stmt, records)
+
+    def ours(reqs: list[LoggedRequest]) -> None:
+        insert_records(engine, [rec for r in reqs for rec in to_records(r)])
+
+    cost: dict[str, list[float]] = {"baseline": [], "ours": []}
+    for k in range(repeat):
+        for label, fn in (("baseline", baseline), ("ours", ours)):
+            reqs = [
+                LoggedRequest(
+                    f"{label}-{k}-{i}",
+                    datetime.now(UTC),
+                    "m",
+                    "1",
+                    [dict(EXAMPLE_ROW)],
+                    np.array([0.5]),
+                )
+                for i in range(n_requests)
+            ]
+            t0 = time.thread_time()
+            fn(reqs)
+            cost[label].append((time.thread_time() - t0) / n_requests * 1e6)
+    engine.dispose()
+    return statistics.median(cost["baseline"]), statistics.median(cost["ours"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -365,6 +428,7 @@ def main() -> None:
                 times.append(seconds)
         per_call = micro(frame)
         phases = batch_phases(batch_body)
+        log_base, log_ours = log_write_cost()
         by = {x.name: x for x in loads}
         a = by["api"]
         print()
@@ -393,6 +457,10 @@ def main() -> None:
         )
         for label, base, fast in per_call:
             print(f"{label:<20}{base:>16.1f}{fast:>16.1f}{base / fast:>7.2f}x")
+        print(
+            f"prediction-log write, CPU us per single-row request: SQLAlchemy Core dicts + "
+            f"json.dumps {log_base:.1f}, rollguard {log_ours:.1f} ({log_base / log_ours:.2f}x)"
+        )
         goals = [
             (
                 "api >= 10x mlflow serve throughput",
