@@ -11,6 +11,7 @@ Errors are JSON (:class:`api.schemas.ErrorResponse`) with a machine-readable ``e
 """
 
 import email.message
+import functools
 import gc
 import hmac
 import inspect
@@ -31,7 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -39,7 +40,7 @@ from api.batching import MicroBatcher
 from api.customers import NoSnapshot, SnapshotFeatures, Targeting, UnknownCustomer
 from api.history import NoPurchases, PurchaseHistory, StoreUnavailable, recent_alias_moves
 from api.lifecycle import ModelManager, configure_mlflow_http
-from api.metrics import ServingMetrics, check_single_process
+from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from api.model import NonFiniteScore, ServingModel
 from api.predlog import LoggedRequest, PredictionLog
@@ -48,6 +49,7 @@ from api.schemas import (
     CustomerPredictionResponse,
     ErrorResponse,
     ExplainResponse,
+    FeatureRow,
     ModelHistoryResponse,
     ModelInfo,
     PredictResponse,
@@ -153,6 +155,37 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+#: Most validation errors collected for one body (the answer lists at most 50 anyway).
+MAX_BODY_ERRORS = 50
+
+
+def _json_error(loc: tuple[Any, ...], reason: str) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "json_invalid",
+                "loc": loc,
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": reason},
+            }
+        ]
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _envelope(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` with its rows left unvalidated (same row-count limits, same extra="forbid")."""
+    return create_model(  # type: ignore[no-any-return, call-overload]
+        f"{model.__name__}Envelope",
+        __config__=ConfigDict(extra="forbid"),
+        rows=(list[Any], model.model_fields["rows"]),
+    )
+
+
+_ROW_ADAPTER: TypeAdapter[Any] = TypeAdapter(FeatureRow)
+
+
 def parse_rows_body(
     model: type[BaseModel], body: bytes, content_type: str | None
 ) -> list[dict[str, float]]:
@@ -160,16 +193,20 @@ def parse_rows_body(
 
     Fast path: pydantic-core parses and validates the JSON bytes in one pass (for a 10,000-row
     body about half the time of ``json.loads`` followed by validation, as FastAPI does; see
-    ``benchmarks/bench_api.py``). Any failure is replayed the way FastAPI reads a body
-    (``json.loads``, then validation of the Python value), so errors have the types and locations
-    of FastAPI's own body handling, including NaN and infinity, which Python's JSON parser reads
-    and validation then names by field.
+    ``benchmarks/bench_api.py``); ``model``'s rows are validated with ``fail_fast``, so a bad
+    body stops at its first bad row. A failing body is then read the way FastAPI reads one
+    (``json.loads``, which also reads NaN and infinity so that validation names their field),
+    its envelope validated, and its rows one by one until :data:`MAX_BODY_ERRORS` errors: the
+    work on a bad body is bounded by its size, whatever the number of errors in it.
 
     Raises:
-        RequestValidationError: the body is missing, not JSON (the handler answers 415 when the
-            content type is not JSON) or not valid (422, field and problem per error).
+        UnsupportedMediaType: the content type is not JSON (answered 415).
+        RequestValidationError: the body is missing or not valid (422, field and problem per
+            error; locations start with ``body``).
     """
-    if not body or not _is_json(content_type):
+    if not _is_json(content_type):
+        raise UnsupportedMediaType(content_type or "")
+    if not body:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
@@ -180,35 +217,48 @@ def parse_rows_body(
     try:
         value = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ("body", exc.pos),
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": exc.msg},
-                }
-            ]
-        ) from None
+        raise _json_error(("body", exc.pos), exc.msg) from None
     except UnicodeDecodeError as exc:
-        raise RequestValidationError(
-            [
+        raise _json_error(("body",), f"not valid text in UTF-8, -16 or -32: {exc.reason}") from None
+    except RecursionError:
+        raise _json_error(("body",), "nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal with more than 4,300 digits
+        raise _json_error(("body",), str(exc).split("\n")[0][:200]) from None
+    errors: list[dict[str, Any]] = []
+    try:
+        rows = _envelope(model).model_validate(value).rows  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        errors.extend(exc.errors(include_url=False, include_input=False))
+        rows = value.get("rows") if isinstance(value, dict) else None
+        rows = rows if isinstance(rows, list) else []
+    for i, row in enumerate(rows):
+        if len(errors) >= MAX_BODY_ERRORS:
+            break
+        try:
+            _ROW_ADAPTER.validate_python(row)
+        except ValidationError as exc:
+            errors.extend(
+                {**e, "loc": ("rows", i, *e["loc"])}
+                for e in exc.errors(include_url=False, include_input=False)
+            )
+        except RecursionError:
+            errors.append(
                 {
                     "type": "json_invalid",
-                    "loc": ("body",),
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": f"not UTF-8 text: {exc.reason}"},
+                    "loc": ("rows", i),
+                    "msg": "nested too deeply",
+                    "input": None,
                 }
-            ]
-        ) from None
-    try:
+            )
+    if not errors:  # the fast path refused what the standard path accepts: trust the latter
         return model.model_validate(value).rows  # type: ignore[attr-defined,no-any-return]
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
-        ) from None
+    raise RequestValidationError(
+        [{**e, "loc": ("body", *e["loc"])} for e in errors[:MAX_BODY_ERRORS]]
+    )
+
+
+class UnsupportedMediaType(Exception):
+    """A POST body whose Content-Type is not JSON; ``args[0]`` is the content type given."""
 
 
 class DirectRoute(APIRoute):
@@ -329,21 +379,23 @@ def create_app(
     app.state.metrics = metrics
 
     # --- errors --------------------------------------------------------------------------------
+    def unsupported_media_type(content_type: str) -> JSONResponse:
+        return error_body(
+            415,
+            "unsupported_media_type",
+            "the body must be JSON: send Content-Type: application/json",
+            [{"field": "content-type", "problem": f"{content_type or 'missing'!r} is not JSON"}],
+        )
+
+    @app.exception_handler(UnsupportedMediaType)
+    async def _media_type(_: Request, exc: UnsupportedMediaType) -> JSONResponse:
+        return unsupported_media_type(exc.args[0])
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
-        if request.method == "POST" and "json" not in content_type.split(";")[0].lower():
-            return error_body(
-                415,
-                "unsupported_media_type",
-                "the body must be JSON: send Content-Type: application/json",
-                [
-                    {
-                        "field": "content-type",
-                        "problem": f"{content_type or 'missing'!r} is not JSON",
-                    }
-                ],
-            )
+        if request.method == "POST" and not _is_json(content_type):
+            return unsupported_media_type(content_type)
         details = validation_details(list(exc.errors()))
         return error_body(422, "validation_error", "the request is not valid: see details", details)
 
@@ -352,7 +404,9 @@ def create_app(
         # The client went away before sending its whole body: nothing was scored or logged, and
         # nobody reads this answer; not a server error, so not counted as one.
         log.info("client disconnected before its request body was complete")
-        return error_body(400, "client_disconnected", "the request body was not complete")
+        return error_body(
+            CLIENT_CLOSED_REQUEST, "client_disconnected", "the request body was not complete"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+#: Status recorded for a request whose client hung up before it was answered (nginx's 499
+#: "client closed request"): not a server error, so not a 5xx in the error-ratio alert.
+CLIENT_CLOSED_REQUEST = 499
 #: Route label for requests that match no route (one series however many unknown paths arrive).
 UNMATCHED = "unmatched"
 #: Methods kept as label values; anything else is counted as ``other``.

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.metrics import KNOWN_METHODS, UNMATCHED, ServingMetrics
+from api.metrics import CLIENT_CLOSED_REQUEST, KNOWN_METHODS, UNMATCHED, ServingMetrics
 
 
 class MetricsMiddleware:
@@ -45,16 +45,20 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status = 500  # the application raised before answering
+        answered = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+            if not answered:
+                # Returned without answering: the client hung up while sending its body.
+                status = CLIENT_CLOSED_REQUEST
         finally:
             template = self._template(scope)
             method = scope.get("method", "GET")

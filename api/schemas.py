@@ -95,6 +95,9 @@ def predict_request_model(max_rows: int) -> type[BaseModel]:
             Field(
                 min_length=1,
                 max_length=max_rows,
+                # Stop at the first bad row: the API then collects a bounded number of errors
+                # itself (api.app.parse_rows_body), whatever the number of bad rows.
+                fail_fast=True,
                 description=f"1 to {max_rows} feature rows; each is scored independently.",
             ),
         ),

@@ -336,9 +336,10 @@ def test_schemathesis_finds_no_server_error(api, registry: Registry) -> None:  #
 
 
 def test_broken_and_odd_bodies_on_the_wire(api, registry: Registry) -> None:  # type: ignore[no-untyped-def]
-    """Raw HTTP against the real server: a client that declares more body than it sends and
-    hangs up, a declared length shorter than the JSON, chunked bodies, and a JSON media type with
-    parameters. None is a server error; the server keeps serving."""
+    """Raw HTTP against the real server: clients that hang up mid-body (with a Content-Length and
+    chunked: counted as 499, never as 5xx), a declared length shorter than the JSON, a chunked
+    body, and JSON media types with parameters. None is a server error; the server keeps
+    serving."""
     import socket
 
     row = json.dumps({"rows": [EXAMPLE_ROW]}).encode()
@@ -357,10 +358,15 @@ def test_broken_and_odd_bodies_on_the_wire(api, registry: Registry) -> None:  # 
                 data += chunk
             return data
 
-    internal_before = metric(api.url, 'rollguard_prediction_errors_total{reason="internal"}')
+    internal = 'rollguard_prediction_errors_total{reason="internal"}'
+    status = 'rollguard_http_requests_total{{method="POST",route="/v1/predict",status="{}"}}'
+    internal_before = metric(api.url, internal)
+    five_before = metric(api.url, status.format(500))
+    hung_before = metric(api.url, status.format(499))
     head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    # 1. declares 1,000 bytes, sends 20, hangs up
+    # 1. declares 1,000 bytes, sends 20, hangs up; the same with a chunked body
     raw(head + b"Content-Length: 1000\r\n\r\n" + row[:20], hang_up=True)
+    raw(head + b"Transfer-Encoding: chunked\r\n\r\n10\r\n" + row[:10], hang_up=True)
     # 2. declares fewer bytes than the JSON: the body is the declared prefix, which is not JSON
     short = raw(
         head + f"Content-Length: {len(row) - 5}\r\nConnection: close\r\n\r\n".encode() + row
@@ -380,9 +386,9 @@ def test_broken_and_odd_bodies_on_the_wire(api, registry: Registry) -> None:  # 
         resp = httpx.post(api.url + "/v1/predict", content=row, headers={"content-type": ctype})
         assert resp.status_code == 200, resp.text
     time.sleep(0.5)
-    assert (
-        metric(api.url, 'rollguard_prediction_errors_total{reason="internal"}') == internal_before
-    )
+    assert metric(api.url, internal) == internal_before
+    assert metric(api.url, status.format(500)) == five_before
+    assert metric(api.url, status.format(499)) == hung_before + 2  # nginx's "client closed"
     assert "Traceback" not in api.log_tail()
     ok = httpx.post(api.url + "/v1/predict", json={"rows": [EXAMPLE_ROW]})
     assert ok.status_code == 200 and len(ok.json()["scores"]) == 1
