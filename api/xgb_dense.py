@@ -1,9 +1,8 @@
 """Scoring a dense float32 matrix through XGBoost's C API with little per-call overhead.
 
-Why this exists: for one row, ``Booster.inplace_predict`` of xgboost 3.2 costs 250-320
-microseconds per call on the reference machine (2 cores, measured with
-``benchmarks/bench_api.py --micro``), of which the tree walk in C is under 50. The rest is the
-Python wrapper: it passes no proxy DMatrix, so the C library creates one per call, and its new
+Why this exists: for one row, ``Booster.inplace_predict`` of xgboost 3.2 costs 270-415
+microseconds per call on the reference machine (2 cores; ``benchmarks/bench_api.py`` prints it),
+of which the C call itself is about 50. The rest is the Python wrapper: it passes no proxy DMatrix, so the C library creates one per call, and its new
 context reads the cgroup CPU quota (``/sys/fs/cgroup/cpu.max`` or ``cpu.cfs_quota_us`` and
 ``cpu.cfs_period_us``: three ``stat`` and two ``open``/``read`` system calls per prediction); and
 it builds a class per call to wrap the output (``xgboost._data_utils.from_array_interface``).
