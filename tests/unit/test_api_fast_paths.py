@@ -286,3 +286,18 @@ def test_compiled_insert_stores_what_an_orm_insert_stores(tmp_path) -> None:  # 
     assert json.loads(fast[0]["features"]) == EXAMPLE_ROW
     # byte-identical storage too (the timestamp text SQLAlchemy writes for SQLite)
     assert [r[1:] for r in raw if r[0] == "fast"] == [r[1:] for r in raw if r[0] == "orm"]
+
+
+def test_objects_with_very_many_keys_are_one_error_each() -> None:
+    # pydantic would build one error per unknown key: 100,000 of them for this row.
+    many = {f"k{j}": 1 for j in range(100_000)}
+    row_body = json.dumps({"rows": [EXAMPLE_ROW, many]}).encode()
+    assert _errors(row_body) == [{"type": "too_many_fields", "loc": ("body", "rows", 1)}]
+    top_body = json.dumps({"rows": [EXAMPLE_ROW], **many}).encode()
+    assert _errors(top_body) == [{"type": "too_many_fields", "loc": ("body",)}]
+    # a few extra keys are still named one by one
+    few = json.dumps({"rows": [{**EXAMPLE_ROW, "a": 1, "b": 2}]}).encode()
+    assert _errors(few) == [
+        {"type": "extra_forbidden", "loc": ("body", "rows", 0, "a")},
+        {"type": "extra_forbidden", "loc": ("body", "rows", 0, "b")},
+    ]
