@@ -321,6 +321,19 @@ def _error(status: int, error: str, message: str, details: list[dict[str, str]] 
     )
 
 
+def _not_json(request: Request) -> JSONResponse | None:
+    """A 415 answer when the request's Content-Type is not JSON, else None."""
+    content_type = request.headers.get("content-type", "")
+    if "json" in content_type.split(";")[0].lower():
+        return None
+    return _error(
+        415,
+        "unsupported_media_type",
+        "the webhook body must be JSON: send Content-Type: application/json",
+        [{"field": "content-type", "problem": f"{content_type or 'missing'!r} is not JSON"}],
+    )
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] == "body":
@@ -388,19 +401,9 @@ def create_guard_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        content_type = request.headers.get("content-type", "")
-        if "json" not in content_type.split(";")[0].lower():
-            return _error(
-                415,
-                "unsupported_media_type",
-                "the webhook body must be JSON: send Content-Type: application/json",
-                [
-                    {
-                        "field": "content-type",
-                        "problem": f"{content_type or 'missing'!r} is not JSON",
-                    }
-                ],
-            )
+        not_json = _not_json(request)
+        if not_json is not None:
+            return not_json
         return _invalid_payload(list(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
@@ -459,19 +462,9 @@ def create_guard_app(
     ) -> Any:
         """Receive an Alertmanager webhook (payload version 4, see :class:`WebhookPayload`); roll
         back on a firing rollback-trigger alert. The token is checked before the body is read."""
-        content_type = request.headers.get("content-type", "")
-        if "json" not in content_type.split(";")[0].lower():
-            return _error(
-                415,
-                "unsupported_media_type",
-                "the webhook body must be JSON: send Content-Type: application/json",
-                [
-                    {
-                        "field": "content-type",
-                        "problem": f"{content_type or 'missing'!r} is not JSON",
-                    }
-                ],
-            )
+        not_json = _not_json(request)
+        if not_json is not None:
+            return not_json
         try:
             payload = WebhookPayload.model_validate_json(await request.body())
         except ValidationError as exc:
