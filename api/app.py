@@ -57,8 +57,8 @@ from api.schemas import (
     ReloadResponse,
     predict_request_model,
 )
-from pipeline.features import FEATURE_COLUMNS
 from rollguard.settings import Settings
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 log = logging.getLogger("rollguard.api")
 

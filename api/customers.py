@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.features import FEATURE_COLUMNS
 from pipeline.scoring import score_frame
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 
 class NoSnapshot(Exception):

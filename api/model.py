@@ -24,7 +24,7 @@ import yaml
 
 from api.schemas import EXAMPLE_ROW
 from api.xgb_dense import DensePredictor, dense_predictor
-from pipeline.features import FEATURE_COLUMNS
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 
 class ModelRefused(Exception):

@@ -1,6 +1,6 @@
 """Request and response bodies of the REST API (pydantic v2).
 
-The feature row is generated from :data:`pipeline.features.FEATURE_COLUMNS`, the model input
+The feature row is generated from :data:`usecases.cdnow.features.FEATURE_COLUMNS`, the model input
 contract: every feature is required, named, a finite JSON number in ``[0, 3e38]`` (float32 range); unknown keys are
 refused; strings are never coerced to numbers. Rows are ``TypedDict`` objects (validated into plain
 dicts, which is several times faster than model instances for 10,000-row batches).
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from typing_extensions import TypedDict
 
-from pipeline.features import FEATURE_COLUMNS
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 _FEATURE_DOCS = {
     "recency_days": "Days from the last purchase to the cutoff.",

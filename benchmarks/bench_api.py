@@ -308,10 +308,10 @@ def main() -> None:
 
     import httpx
 
-    from pipeline.features import FEATURE_COLUMNS
     from tests.support.api_models import cdnow_features, log_registered_version, train_booster
     from tests.support.api_servers import start_api
     from tests.support.servers import ServerProcess, free_port, start_mlflow_server, venv_bin
+    from usecases.cdnow.features import FEATURE_COLUMNS
 
     tmp = Path(tempfile.mkdtemp(prefix="rollguard-bench-api-"))
     servers: list[ServerProcess] = []

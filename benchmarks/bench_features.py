@@ -3,7 +3,7 @@
 Rows (median of --repeat runs, seconds, and ratio to the baseline measured in the same run):
   baseline   one pandas groupby-sum of dollar_value per customer over the purchases before the
              cutoff: the least work any per-customer feature needs
-  features   pipeline.features.build_features at one cutoff (in memory)
+  features   usecases.cdnow.features.build_features at one cutoff (in memory)
   snapshot   pipeline.snapshots.build_snapshot at one cutoff: read the warehouse (ledger + Parquet),
              build, write the Parquet snapshot — what `rollguard features build` does
 
@@ -38,11 +38,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline import feed
-    from pipeline.cdnow import load_dataset
-    from pipeline.features import build_features
     from pipeline.ingest import ingest_landing
     from pipeline.snapshots import build_snapshot
     from rollguard.settings import Settings
+    from usecases.cdnow.features import build_features
+    from usecases.cdnow.source import load_dataset
 
     data, _, _ = load_dataset()
     before = data[data["date"] < str(args.cutoff)]

@@ -44,11 +44,10 @@ def main() -> None:
     import xgboost as xgb
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-    from pipeline.cdnow import load_dataset
-    from pipeline.features import FEATURE_COLUMNS, build_features
     from registry_guard.gate import ModelEvidence, evaluate_gate, paired_bootstrap, resample_indices
     from registry_guard.policy import load_policy
-    from rollguard.usecase import LABEL, REVENUE
+    from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, REVENUE, build_features
+    from usecases.cdnow.source import load_dataset
 
     transactions, _, _ = load_dataset()
 

@@ -120,10 +120,9 @@ def main() -> None:
 
     import xgboost as xgb
 
-    from pipeline.cdnow import load_dataset
-    from pipeline.features import FEATURE_COLUMNS, build_features
     from rollguard import db
-    from rollguard.usecase import LABEL, REVENUE
+    from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, REVENUE, build_features
+    from usecases.cdnow.source import load_dataset
 
     cols = list(FEATURE_COLUMNS)
     data, _, _ = load_dataset()

@@ -2,7 +2,7 @@
 
 Each step runs in a fresh subprocess (so peak memory is its own: ``resource.getrusage`` max RSS).
 Rows (seconds of the step itself, peak RSS of the process, ratio to the baseline in the same run):
-  baseline    pipeline.features.build_features at one cutoff
+  baseline    usecases.cdnow.features.build_features at one cutoff
   features_8  build_features for 8 cutoffs (a default training set plus evaluation)
   train       one training without tuning (XGBoost fit, metrics), default settings
   shap        the SHAP step of a run: TreeExplainer on 2,000 evaluation rows + additivity check
@@ -28,7 +28,6 @@ from pathlib import Path
 def step(name: str, trials: int) -> dict[str, float]:
     from datetime import date
 
-    from pipeline.cdnow import load_dataset
     from pipeline.training import (
         TrainingConfig,
         build_training_set,
@@ -37,7 +36,8 @@ def step(name: str, trials: int) -> dict[str, float]:
         train_model,
     )
     from rollguard.settings import Settings
-    from rollguard.usecase import iso_week_label
+    from rollguard.weeks import iso_week_label
+    from usecases.cdnow.source import load_dataset
 
     tx, _, _ = load_dataset()
     weeks = sorted({iso_week_label(d.date()) for d in tx["date"]})

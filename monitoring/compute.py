@@ -168,7 +168,7 @@ def data_drift_figures(
     Args:
         reference: the champion's training rows (one row per customer and cutoff).
         current: this week's feature rows.
-        columns: the features to compare (:data:`pipeline.features.FEATURE_COLUMNS`); other columns
+        columns: the features to compare (:data:`usecases.cdnow.features.FEATURE_COLUMNS`); other columns
             of the frames are ignored except as a ``schema_mismatch`` note when they are not keys.
         sample_rows: each side is sampled to at most this many rows (:func:`seeded_sample`).
         seed: sample seed (the reference uses ``seed``, the current side ``seed + 1``).

@@ -58,7 +58,7 @@ def parse_week(text: str) -> date:
     Raises:
         ConfigurationError: neither form, or a date that is not a Monday.
     """
-    from rollguard.usecase import parse_iso_week
+    from rollguard.weeks import parse_iso_week
 
     value = text.strip()
     if _ISO_WEEK.match(value):
@@ -108,8 +108,8 @@ class Inputs:
 
     def features(self, cutoff: date) -> pd.DataFrame:
         """Feature rows at ``cutoff``: the stored snapshot when there is one, else rebuilt."""
-        from pipeline.features import build_features
         from pipeline.snapshots import snapshot_path
+        from usecases.cdnow.features import build_features
 
         path = snapshot_path(self.settings, cutoff)
         if path.exists():
@@ -166,9 +166,9 @@ def _fit_cutoffs(tags: dict[str, str]) -> list[date]:
 
 def monitor_drift(inputs: Inputs, cutoff: date) -> Section:
     """Data drift, score drift and run facts of week ``cutoff`` (see the module docstring)."""
-    from pipeline.features import FEATURE_COLUMNS
     from registry_guard.policy import load_guard_policy
     from registry_guard.registry import read_pointer
+    from usecases.cdnow.features import FEATURE_COLUMNS
 
     s = inputs.settings
     week = cutoff.isoformat()
@@ -288,11 +288,10 @@ def _no_value(f: Figure) -> Figure:
 
 def monitor_outcomes(inputs: Inputs, cutoff: date) -> Section:
     """Realized quality and business KPIs of the predictions served at ``cutoff``."""
-    from pipeline.features import build_features, label_matured
     from pipeline.scoring import load_predictions
     from pipeline.warehouse import ingested_weeks
     from registry_guard.policy import load_policy
-    from rollguard.usecase import LABEL, REVENUE
+    from usecases.cdnow.features import LABEL, REVENUE, build_features, label_matured
 
     s = inputs.settings
     week = cutoff.isoformat()
@@ -447,7 +446,7 @@ def monitor_week(
         ConfigurationError: nothing ingested covers ``cutoff`` (the week before it is missing).
     """
     from pipeline.warehouse import ingested_weeks
-    from rollguard.usecase import iso_week_label
+    from rollguard.weeks import iso_week_label
 
     inputs = inputs or open_inputs(settings)
     weeks = ingested_weeks(settings, engine=inputs.engine)

@@ -242,12 +242,12 @@ def _force_broken_model(
 ) -> list[dict[str, Any]]:
     """Register a shuffled-label model, gate it (rejected), then force it in as a person would."""
     from pipeline.faults import register_shuffled_label_model
-    from pipeline.features import FEATURE_COLUMNS
     from registry_guard.cli import evaluation_frame
     from registry_guard.policy import load_policy
     from registry_guard.registry import move_champion, read_pointer, run_gate
     from rollguard.mlflow_client import mlflow_client
     from rollguard.store import open_store
+    from usecases.cdnow.features import FEATURE_COLUMNS
 
     events: list[dict[str, Any]] = []
     broken = register_shuffled_label_model(settings)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rollguard.settings import Settings
-from rollguard.usecase import LABEL
+from usecases.cdnow.features import LABEL
 
 FAULT_TAG = "rollguard.fault"
 
@@ -24,8 +24,8 @@ FAULT_TAG = "rollguard.fault"
 def write_malformed_week(settings: Settings, week: str) -> str:
     """Write ``partner_<week>.csv`` with a negative amount and a date outside the week; returns
     the file name. Its content differs for every week, so each is a new file."""
-    from pipeline.feed import write_atomic
-    from rollguard.usecase import parse_iso_week
+    from rollguard.files import write_atomic
+    from rollguard.weeks import parse_iso_week
 
     monday = parse_iso_week(week)
     name = f"partner_{week}.csv"

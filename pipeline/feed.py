@@ -8,17 +8,16 @@ date lies inside the ISO week of the file name.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline import cdnow
+from rollguard.files import write_atomic
 from rollguard.settings import Settings
-from rollguard.usecase import find_iso_week, parse_iso_week
+from rollguard.weeks import find_iso_week, parse_iso_week
+from usecases.cdnow import source as cdnow
 
 FEED_COLUMNS = ("transaction_id", "customer_id", "date", "number_of_cds", "dollar_value")
 FEED_PREFIX = "cdnow_"
@@ -59,21 +58,6 @@ def delivered_weeks(settings: Settings) -> set[str]:
                 if week:
                     weeks.add(week)
     return weeks
-
-
-def write_atomic(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary file and a rename (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def replay(

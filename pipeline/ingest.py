@@ -30,12 +30,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipeline.cdnow import sha256_file
-from pipeline.feed import FEED_COLUMNS, write_atomic
+from pipeline.feed import FEED_COLUMNS
 from rollguard.db.models import IngestionDecision
+from rollguard.files import sha256_file, write_atomic
 from rollguard.settings import Settings
 from rollguard.store import open_store
-from rollguard.usecase import find_iso_week, parse_iso_week
+from rollguard.weeks import find_iso_week, parse_iso_week
 
 #: Every reason a file can be quarantined for.
 REASON_CODES = (
@@ -105,7 +105,7 @@ def validate_file(path: Path, max_bytes: int) -> Verdict:
 
     Returns:
         A :class:`Verdict` whose ``rows`` hold the typed purchases (columns of
-        ``pipeline.cdnow.TRANSACTION_DTYPES``) when the file is valid. The first problem found
+        ``usecases.cdnow.source.TRANSACTION_DTYPES``) when the file is valid. The first problem found
         is reported, with the 1-based line and the column where it applies.
     """
     week = find_iso_week(path.name)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipeline import tracking, training, tuning
-from pipeline.features import build_features
-from rollguard.usecase import horizon_weeks
+from rollguard.weeks import horizon_weeks
+from usecases.cdnow.features import build_features
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.features import FEATURE_COLUMNS
-from pipeline.feed import write_atomic
+from rollguard.files import write_atomic
 from rollguard.settings import Settings
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from pipeline.features import build_features, label_matured
-from pipeline.feed import write_atomic
 from pipeline.warehouse import ingested_weeks, load_transactions
 from rollguard.errors import RollguardError
+from rollguard.files import write_atomic
 from rollguard.settings import Settings
 from rollguard.store import open_store
-from rollguard.usecase import LABEL, check_cutoff, iso_week_label, parse_iso_week
+from rollguard.weeks import check_cutoff, iso_week_label, parse_iso_week
+from usecases.cdnow.features import LABEL, build_features, label_matured
 
 
 @dataclass(frozen=True)

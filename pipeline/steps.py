@@ -18,8 +18,8 @@ from rollguard.settings import Settings
 
 def detect_new_files(settings: Settings) -> list[str]:
     """Names of landing files whose (name, content) pair has no ingestion decision yet."""
-    from pipeline.cdnow import sha256_file
     from rollguard.db.models import IngestionDecision
+    from rollguard.files import sha256_file
     from rollguard.store import open_store
 
     if not settings.landing_dir.exists():
@@ -64,7 +64,7 @@ def ingest_step(settings: Settings) -> dict[str, Any]:
 def scoring_cutoff(settings: Settings) -> date | None:
     """The cutoff for this week's production scoring: the Monday after the newest ingested week."""
     from pipeline.warehouse import ingested_weeks
-    from rollguard.usecase import parse_iso_week
+    from rollguard.weeks import parse_iso_week
 
     weeks = ingested_weeks(settings)
     if not weeks:
@@ -202,10 +202,10 @@ def train_step(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
 
 def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
     """Gate the new challenger against the champion and apply the decision (once per version)."""
-    from pipeline.features import FEATURE_COLUMNS
     from registry_guard.cli import evaluation_frame
     from registry_guard.policy import load_policy
     from registry_guard.registry import DECISION_TAG, run_gate
+    from usecases.cdnow.features import FEATURE_COLUMNS
 
     if not trained.get("trained"):
         return {"gated": False, "reason": trained.get("reason")}
@@ -271,7 +271,7 @@ def report_step(
     ``dag_id`` and ``run_id``, also the run's ``pipeline_runs`` row (state ``success``)."""
     import json
 
-    from pipeline.feed import write_atomic
+    from rollguard.files import write_atomic
 
     _, engine, champion = _champion(settings)
     body = {"run": run_key, "champion_after": champion, **parts}

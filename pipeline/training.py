@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.features import FEATURE_COLUMNS, build_features, label_matured
 from rollguard.errors import RollguardError
-from rollguard.usecase import LABEL, REVENUE, check_cutoff, horizon_weeks, parse_iso_week
+from rollguard.weeks import check_cutoff, horizon_weeks, parse_iso_week
+from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, REVENUE, build_features, label_matured
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -90,7 +90,7 @@ class CutoffPlan:
 @dataclass(frozen=True)
 class TrainingSet:
     """Stacked feature rows per role: one row per (customer, cutoff), columns of
-    :func:`pipeline.features.build_features`. Labels are present in every frame."""
+    :func:`usecases.cdnow.features.build_features`. Labels are present in every frame."""
 
     plan: CutoffPlan
     fit: pd.DataFrame
@@ -276,7 +276,7 @@ def build_training_set(transactions: pd.DataFrame, plan: CutoffPlan) -> Training
     """Feature rows for every cutoff of ``plan`` (see :func:`stack_features`).
 
     Args:
-        transactions: the purchase log (columns of :data:`pipeline.cdnow.TRANSACTION_DTYPES`).
+        transactions: the purchase log (columns of :data:`usecases.cdnow.source.TRANSACTION_DTYPES`).
         plan: from :func:`plan_cutoffs`.
 
     Returns:

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from pipeline.features import FEATURE_COLUMNS
 from pipeline.training import (
     DEFAULT_TUNABLE,
     TUNABLE_PARAMS,
@@ -41,6 +40,7 @@ from pipeline.training import (
     train_model,
 )
 from rollguard.errors import ConfigurationError
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 if TYPE_CHECKING:
     import optuna

@@ -6,10 +6,10 @@ import pandas as pd
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from pipeline.cdnow import TRANSACTION_DTYPES
 from rollguard.db.models import IngestionDecision
 from rollguard.settings import Settings
 from rollguard.store import open_store
+from usecases.cdnow.source import TRANSACTION_DTYPES
 
 
 def accepted_batches(
@@ -34,7 +34,7 @@ def ingested_weeks(settings: Settings, *, engine: Engine | None = None) -> list[
 
 def load_transactions(settings: Settings, *, engine: Engine | None = None) -> pd.DataFrame:
     """All accepted purchases: one row per purchase with the columns of
-    :data:`pipeline.cdnow.TRANSACTION_DTYPES` plus ``batch_id``, sorted by date and transaction id.
+    :data:`usecases.cdnow.source.TRANSACTION_DTYPES` plus ``batch_id``, sorted by date and transaction id.
     Empty (typed) when nothing has been accepted."""
     frames = [pd.read_parquet(b.warehouse_path) for b in accepted_batches(settings, engine=engine)]
     if not frames:

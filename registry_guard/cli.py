@@ -44,7 +44,7 @@ def evaluation_frame(
     """
     import pandas as pd
 
-    from rollguard.usecase import LABEL, REVENUE
+    from usecases.cdnow.features import LABEL, REVENUE
 
     if loader is None:
         try:
@@ -147,9 +147,9 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Evaluate the challenger against the champion now, and apply the decision."""
-        from pipeline.features import FEATURE_COLUMNS
         from registry_guard.policy import load_policy
         from registry_guard.registry import run_gate
+        from usecases.cdnow.features import FEATURE_COLUMNS
 
         s = settings()
         frame = evaluation_frame(s)
@@ -263,9 +263,9 @@ def register(app: typer.Typer) -> None:
             )
             emit(move, as_json, _format_move)
             return
-        from pipeline.features import FEATURE_COLUMNS
         from registry_guard.policy import load_policy
         from registry_guard.registry import run_gate
+        from usecases.cdnow.features import FEATURE_COLUMNS
 
         run = run_gate(
             evaluation_frame(s),

@@ -471,7 +471,7 @@ def _passed_gate(mv: Any) -> bool:
 
 
 def _features(frame: pd.DataFrame) -> pd.DataFrame:
-    from pipeline.features import FEATURE_COLUMNS
+    from usecases.cdnow.features import FEATURE_COLUMNS
 
     return frame.loc[:, list(FEATURE_COLUMNS)].astype("float64")
 
@@ -530,11 +530,11 @@ def check_champion(
     recorded in the row's reason; the state stays ``degraded``. A second check of the same version
     and cutoff replays the earlier rollback and moves nothing.
     """
-    from pipeline.features import build_features, label_matured
     from pipeline.scoring import load_predictions, scored_cutoffs
     from pipeline.warehouse import ingested_weeks, load_transactions
     from registry_guard.policy import load_guard_policy, load_policy
-    from rollguard.usecase import LABEL, parse_iso_week
+    from rollguard.weeks import parse_iso_week
+    from usecases.cdnow.features import LABEL, build_features, label_matured
 
     ts = now or datetime.now(UTC)
     model = settings.model_name

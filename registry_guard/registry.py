@@ -43,7 +43,7 @@ from registry_guard.gate import (
 from registry_guard.policy import GatePolicy
 from rollguard.db.models import AliasAudit, ChampionPointer, GateDecisionRow
 from rollguard.errors import RollguardError
-from rollguard.usecase import LABEL, REVENUE
+from usecases.cdnow.features import LABEL, REVENUE
 
 log = logging.getLogger(__name__)
 

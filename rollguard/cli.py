@@ -256,7 +256,7 @@ PathOption = Annotated[
 @reports_errors
 def data_info(path: PathOption = None, as_json: JsonFlag = False) -> None:
     """Verify and summarise the transaction log."""
-    from pipeline import cdnow
+    from usecases.cdnow import source as cdnow
 
     s = settings()
     use = path or s.dataset_path

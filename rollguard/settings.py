@@ -12,17 +12,27 @@ PostgreSQL URLs and an MLflow tracking server instead; no code changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rollguard.usecase import UseCase, load_usecase
 
 #: Secret values that are refused outside ``development`` (see :meth:`Settings._refuse_placeholders`).
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "placeholder", "secret", "admin", "token"}
 )
+
+#: Settings whose default is the use case's declaration.
+_USECASE_DEFAULTS: dict[str, Callable[[UseCase], Any]] = {
+    "model_name": lambda uc: uc.model_name,
+    "horizon_days": lambda uc: uc.label.horizon_days,
+    "targeting_budget": lambda uc: uc.targeting.budget,
+}
 
 
 class Settings(BaseSettings):
@@ -57,7 +67,7 @@ class Settings(BaseSettings):
     # --- data -----------------------------------------------------------------------------------
     dataset_path: Path | None = Field(
         default=None,
-        description="A CDNOW-shaped transaction log to use instead of the copy in Lifetimes 0.11.3.",
+        description="A file of the use case's source shape to use instead of its packaged copy.",
     )
     dataset_sha256: str | None = Field(
         default=None,
@@ -68,9 +78,21 @@ class Settings(BaseSettings):
     )
 
     # --- use case -------------------------------------------------------------------------------
-    horizon_days: int = Field(default=28, gt=0, description="Label horizon after a cutoff, days.")
+    usecase: str = Field(
+        default="cdnow",
+        description="Use case to run: a name registered under the entry-point group "
+        "rollguard.usecases (built in: cdnow, hotel).",
+    )
+    horizon_days: int = Field(
+        default=None,  # type: ignore[assignment]  # filled from the use case before validation
+        ge=0,
+        description="Label horizon after a cutoff, days. Default: the use case's.",
+    )
     targeting_budget: float = Field(
-        default=0.10, gt=0, le=1, description="Share of customers marketing targets each week."
+        default=None,  # type: ignore[assignment]  # filled from the use case before validation
+        gt=0,
+        le=1,
+        description="Share of rows the business acts on each week. Default: the use case's.",
     )
 
     # --- training -------------------------------------------------------------------------------
@@ -134,7 +156,8 @@ class Settings(BaseSettings):
 
     # --- model registry -------------------------------------------------------------------------
     model_name: str = Field(
-        default="cdnow-repurchase", description="Registered model name in the MLflow registry."
+        default=None,  # type: ignore[assignment]  # filled from the use case before validation
+        description="Registered model name in the MLflow registry. Default: the use case's.",
     )
 
     # --- serving API ----------------------------------------------------------------------------
@@ -206,6 +229,24 @@ class Settings(BaseSettings):
         default=None, description="Bearer token for admin routes (API reload, guard webhook)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _usecase_defaults(cls, data: Any) -> Any:
+        """Fill ``model_name``, ``horizon_days`` and ``targeting_budget`` from the use case when
+        they are not set (the use case is loaded, and its declaration checked, only then).
+
+        Raises:
+            rollguard.usecase.UseCaseError: the use case is not registered or is malformed.
+        """
+        if not isinstance(data, dict):
+            return data
+        unset = [k for k in _USECASE_DEFAULTS if data.get(k) in (None, "")]
+        if unset:
+            usecase = load_usecase(str(data.get("usecase") or "cdnow"))
+            for key in unset:
+                data[key] = _USECASE_DEFAULTS[key](usecase)
+        return data
+
     @field_validator("home", "dataset_path", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -259,6 +300,11 @@ class Settings(BaseSettings):
     def mlflow_artifact_root(self) -> Path:
         """Local artifact root used with the embedded MLflow backend."""
         return self.home / "mlartifacts"
+
+    @property
+    def usecase_spec(self) -> UseCase:
+        """The use case these settings run (loaded once per process, declaration checked)."""
+        return load_usecase(self.usecase)
 
     @property
     def optuna_url(self) -> str:

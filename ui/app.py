@@ -22,11 +22,11 @@ from typing import Any
 import pandas as pd
 
 from api.schemas import EXAMPLE_ROW
-from pipeline.features import FEATURE_COLUMNS
 from rollguard.settings import Settings
 from ui import formatting as fmt
 from ui.batch import BatchFileError, errors_frame, score_csv, to_csv_bytes
 from ui.client import ApiError, RollguardClient
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 #: What-if defaults: the API's example customer (one CDNOW row), one definition for both.
 DEFAULTS: dict[str, float] = dict(EXAMPLE_ROW)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.features import FEATURE_COLUMNS
 from ui.client import ApiError, RollguardClient
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 
 class BatchFileError(ValueError):

@@ -67,7 +67,7 @@ class IngestionDecision(Base):
 class PredictionLogRow(Base):
     """One scored feature row served by the API (one row per request id and row index).
 
-    ``features`` is the JSON object of :data:`pipeline.features.FEATURE_COLUMNS` as received;
+    ``features`` is the JSON object of :data:`usecases.cdnow.features.FEATURE_COLUMNS` as received;
     ``score`` is the champion's probability in [0, 1]; ``challenger_*`` are set only when shadow
     scoring is on. The unique key makes replaying the API's local spool idempotent.
     """

@@ -14,7 +14,6 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 
-from pipeline.features import FEATURE_COLUMNS
 from tests.support.api_servers import start_api
 from tests.support.ui_stack import (
     SlowServer,
@@ -27,6 +26,7 @@ from tests.support.ui_stack import (
     wait_until,
 )
 from ui.app import DEFAULTS
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 pytestmark = pytest.mark.slow
 TOKEN = "ui-browser-test-token-0123456789"

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from api.schemas import EXAMPLE_ROW
-from pipeline.features import FEATURE_COLUMNS
 from tests.support.api_models import (
     cdnow_features,
     example_frame,
@@ -30,6 +29,7 @@ from tests.support.api_models import (
     train_booster,
 )
 from tests.support.api_servers import PrivatePostgres, SwitchableProxy, start_api, wait_for
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 TOKEN = "integration-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -96,7 +96,6 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     if reason:
         pytest.skip(reason)
     from monitoring.weekly import monitor_step
-    from pipeline.features import build_features
     from pipeline.scoring import score_batch
     from pipeline.steps import report_step, scoring_cutoff
     from pipeline.warehouse import load_transactions
@@ -110,6 +109,7 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
         ingest,
         train_version,
     )
+    from usecases.cdnow.features import build_features
 
     extra = {"monitor_sample_rows": 5000} if "monitor_sample_rows" in Settings.model_fields else {}
     settings = Settings(  # type: ignore[call-arg]
@@ -263,9 +263,9 @@ def stack(replay: Replay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """API + guard + Prometheus on loopback after some traffic, all scraped at least twice."""
     if not PROMETHEUS_BIN.exists():
         pytest.skip(f"{PROMETHEUS_BIN} not found (Debian package prometheus)")
-    from pipeline.features import FEATURE_COLUMNS
     from tests.support.api_models import example_frame, log_registered_version, train_booster
     from tests.support.api_servers import start_api
+    from usecases.cdnow.features import FEATURE_COLUMNS
 
     s = replay.settings
     root = tmp_path_factory.mktemp("grafana-stack")

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import Engine, select
 
 from pipeline import feed
-from pipeline.features import FEATURE_COLUMNS, build_features
 from pipeline.ingest import ingest_landing
 from pipeline.scoring import score_batch
 from pipeline.training import stack_features
@@ -30,7 +29,8 @@ from rollguard.db.models import AliasAudit, GuardCheckRow
 from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
-from rollguard.usecase import LABEL, parse_iso_week
+from rollguard.weeks import parse_iso_week
+from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, build_features
 
 
 @pytest.fixture

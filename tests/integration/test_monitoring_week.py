@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 
 from monitoring.results import week_rows
 from monitoring.weekly import monitor_step
-from pipeline.features import build_features
 from pipeline.scoring import score_batch
 from pipeline.steps import scoring_cutoff
 from pipeline.warehouse import load_transactions
@@ -28,6 +27,7 @@ from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from tests.integration.test_guard_rollback import evaluation_cutoff, gate, ingest, train_version
+from usecases.cdnow.features import build_features
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, select
 
-from pipeline.features import FEATURE_COLUMNS
 from registry_guard import registry
 from registry_guard.registry import (
     AliasTargetMissing,
@@ -27,6 +26,7 @@ from registry_guard.registry import (
 )
 from rollguard import db
 from rollguard.db.models import AliasAudit
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 
 def train_booster(seed: int, signal: float, n: int = 3000) -> tuple[Any, pd.DataFrame]:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.cdnow import load_dataset
 from pipeline.retrain import TrainingInputs, retrain
 from pipeline.tracking import TRAINING_KEY_TAG, version_signature
 from pipeline.tuning import load_stored_params
 from rollguard.settings import Settings
-from rollguard.usecase import iso_week_label
+from rollguard.weeks import iso_week_label
+from usecases.cdnow.source import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.features import FEATURE_COLUMNS
 from tests.support.api_servers import start_api
 from tests.support.servers import free_port
 from tests.support.ui_stack import SlowServer, Stack, build_home
@@ -17,6 +16,7 @@ from ui import app as pages
 from ui.batch import score_csv
 from ui.client import ApiError, RollguardClient
 from ui.formatting import error_message
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 TOKEN = "ui-client-test-token-0123456789"
 

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from pipeline.features import FEATURE_COLUMNS, build_features
-from rollguard.usecase import LABEL
+from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, build_features
 
 CUTOFFS = (date(1997, 5, 5), date(1997, 6, 2))
 
@@ -19,7 +18,7 @@ CUTOFFS = (date(1997, 5, 5), date(1997, 6, 2))
 @lru_cache(maxsize=1)
 def cdnow_features() -> pd.DataFrame:
     """Feature and label rows of CDNOW at two cutoffs (about 40,000 rows)."""
-    from pipeline.cdnow import load_dataset
+    from usecases.cdnow.source import load_dataset
 
     transactions, _, _ = load_dataset()
     frames = [build_features(transactions, c, label_available=True) for c in CUTOFFS]

@@ -46,14 +46,13 @@ def build_home(home: Path, tracking_uri: str, model_name: str) -> Stack:
     from mlflow import MlflowClient
 
     from pipeline import feed, ingest, snapshots
-    from pipeline.features import FEATURE_COLUMNS
     from registry_guard.gate import ModelEvidence, evaluate_gate
     from registry_guard.policy import load_policy
     from registry_guard.registry import move_champion, returning_mask, rollback
     from rollguard.settings import Settings
     from rollguard.store import open_store
-    from rollguard.usecase import LABEL, REVENUE
     from tests.support.api_models import cdnow_features, log_registered_version, train_booster
+    from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, REVENUE
 
     settings = Settings(home=home, env="test", model_name=model_name, _env_file=None)  # type: ignore[call-arg]
     feed.replay(settings, until=CUTOFF - timedelta(days=1))

@@ -24,10 +24,10 @@ from api.app import MAX_BODY_ERRORS, UnsupportedMediaType, parse_rows_body
 from api.predlog import LoggedRequest, insert_records, to_records
 from api.schemas import EXAMPLE_ROW, predict_request_model
 from api.xgb_dense import dense_predictor
-from pipeline.features import FEATURE_COLUMNS
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
 from tests.support.api_models import cdnow_features, nan_booster, train_booster
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session
 
 from api.model import ServingModel, load_model_dir
 from pipeline import feed, ingest, snapshots
-from pipeline.features import FEATURE_COLUMNS
 from pipeline.scoring import score_frame
 from rollguard.db.models import AliasAudit
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from tests.support.api_models import save_mlflow_model, train_booster
 from tests.unit.test_api import make_client, make_settings
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 CUTOFF = date(1997, 3, 31)
 
@@ -77,7 +77,7 @@ def test_customer_prediction_says_rank_and_targeted_as_the_weekly_batch_does(
 def test_customer_history_lists_the_accepted_purchases_newest_first(
     client: TestClient,
 ) -> None:
-    from pipeline.cdnow import load_dataset
+    from usecases.cdnow.source import load_dataset
 
     transactions, _, _ = load_dataset()
     before = transactions[transactions["date"] < pd.Timestamp(CUTOFF)]

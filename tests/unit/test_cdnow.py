@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import cdnow
 from rollguard.cli import app
 from rollguard.errors import DatasetError
+from usecases.cdnow import source as cdnow
 
 
 def test_packaged_file_is_found_and_verified() -> None:

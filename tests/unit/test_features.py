@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.features import FEATURE_COLUMNS, build_features, label_matured
-from rollguard.usecase import LABEL, REVENUE
+from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, REVENUE, build_features, label_matured
 
 CUTOFF = date(1997, 6, 2)  # a Monday
 T = pd.Timestamp(CUTOFF)
@@ -135,7 +134,7 @@ def test_label_is_missing_not_zero_when_the_horizon_is_not_ingested() -> None:
 
 
 def test_features_are_finite_and_non_negative_on_real_data() -> None:
-    from pipeline.cdnow import load_dataset
+    from usecases.cdnow.source import load_dataset
 
     data, _, _ = load_dataset()
     out = build_features(data, date(1997, 9, 1), label_available=True)

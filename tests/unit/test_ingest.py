@@ -154,7 +154,7 @@ def test_replay_never_overwrites_a_different_file(home: Path) -> None:
 
 
 def test_warehouse_matches_the_source_log(home: Path) -> None:
-    from pipeline.cdnow import load_dataset
+    from usecases.cdnow.source import load_dataset
 
     settings = Settings(home=home)
     feed.replay(settings, until=pd.Timestamp("1997-02-09").date())

@@ -7,7 +7,6 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from pipeline.cdnow import load_dataset
 from pipeline.training import (
     TrainingConfig,
     TrainingDataError,
@@ -18,7 +17,8 @@ from pipeline.training import (
     plan_cutoffs,
     train_model,
 )
-from rollguard.usecase import iso_week_label
+from rollguard.weeks import iso_week_label
+from usecases.cdnow.source import load_dataset
 
 FAST = TrainingConfig(seed=7, nthread=2, num_boost_round=40, early_stopping_rounds=10)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from pipeline.cdnow import load_dataset
-from pipeline.features import build_features
 from pipeline.training import DEFAULT_TUNABLE, TrainingConfig, build_training_set, plan_cutoffs
 from pipeline.tuning import StoredParams, decide_tuning, feature_drift, tune
 from rollguard.errors import ConfigurationError
-from rollguard.usecase import iso_week_label
+from rollguard.weeks import iso_week_label
+from usecases.cdnow.features import build_features
+from usecases.cdnow.source import load_dataset
 
 EVAL = date(1998, 6, 8)
 STORED = StoredParams(

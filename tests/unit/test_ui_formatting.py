@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.features import FEATURE_COLUMNS
 from ui import formatting as fmt
 from ui.app import DEFAULTS, RANGES, score_customer, what_if
 from ui.batch import BatchFileError, parse_rows, read_csv
 from ui.client import ApiError, RollguardClient
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 URL = "http://127.0.0.1:8000"
 

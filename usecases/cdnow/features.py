@@ -2,7 +2,7 @@
 
 At a cutoff ``t`` (a Monday), one row per customer whose first purchase is dated before ``t``.
 Features use only purchases dated strictly before ``t``; the label and the horizon revenue use only
-purchases dated in ``[t, t + horizon)`` (see :mod:`rollguard.usecase`). A label exists only when every
+purchases dated in ``[t, t + horizon)`` (see :mod:`rollguard.weeks`). A label exists only when every
 ISO week of the horizon has been ingested; otherwise it is missing (``<NA>``), never zero.
 
 Recency/frequency/monetary features follow the RFM tradition of customer-base analysis (Fader, Hardie
@@ -17,7 +17,16 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from rollguard.usecase import LABEL, REVENUE, check_cutoff, horizon_weeks
+from rollguard.weeks import check_cutoff, horizon_weeks
+
+#: Name of the label column: repurchase within the horizon after the cutoff.
+LABEL = "repurchase"
+#: Business value per row: revenue (USD) of the customer inside the horizon.
+REVENUE = "revenue_horizon"
+#: Slice column: ``new`` (one purchase day before the cutoff) or ``returning``.
+CUSTOMER_TYPE = "customer_type"
+#: Label horizon after a cutoff, days.
+HORIZON_DAYS = 28
 
 #: Model inputs, in the order the model is trained on. All are finite and non-negative.
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -45,6 +54,8 @@ KEY_COLUMNS: tuple[str, ...] = ("customer_id", "cutoff")
 #: Label columns: ``repurchase`` (Int8, 1/0, <NA> when not matured), horizon revenue (USD, NaN when
 #: not matured) and whether the label exists.
 LABEL_COLUMNS: tuple[str, ...] = (LABEL, REVENUE, "label_available")
+#: Columns besides keys, features and labels (the slice).
+EXTRA_COLUMNS: tuple[str, ...] = (CUSTOMER_TYPE,)
 
 _WINDOWS = {"4w": 28, "12w": 84, "26w": 182}
 
@@ -120,6 +131,7 @@ def build_features(
     out = out[list(FEATURE_COLUMNS)].astype("float64")
     out.insert(0, "cutoff", pd.Timestamp(cutoff))
     out = out.reset_index()
+    out[CUSTOMER_TYPE] = np.where(out["frequency"] >= 2, "returning", "new")
 
     if label_available:
         end = t + pd.Timedelta(days=horizon_days)
@@ -146,6 +158,7 @@ def _empty_frame() -> pd.DataFrame:
             **{c: pd.Series(dtype="float64") for c in FEATURE_COLUMNS},
         }
     )
+    frame[CUSTOMER_TYPE] = pd.Series(dtype="object")
     frame[LABEL] = pd.array([], dtype="Int8")
     frame[REVENUE] = pd.Series(dtype="float64")
     frame["label_available"] = pd.Series(dtype="bool")

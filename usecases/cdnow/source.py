@@ -8,7 +8,6 @@ list (``importlib.metadata``); the package itself is never imported.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime
 from importlib import metadata
@@ -17,12 +16,15 @@ from pathlib import Path
 import pandas as pd
 
 from rollguard.errors import DatasetError
+from rollguard.files import sha256_file
 
 DISTRIBUTION = "lifetimes"
 DISTRIBUTION_VERSION = "0.11.3"
 MASTER_FILE = "lifetimes/datasets/CDNOW_master.txt"
 MASTER_SHA256 = "eff6889ed364c5199d6eacbbeb7a6d559971df4406ac876f322c373f00a072ef"
 HEADER = ("customer_id", "date", "number_of_cds", "dollar_value")
+#: How the packaged copy is named in provenance (``rollguard data info``, lineage tags).
+PACKAGED_SOURCE = f"{DISTRIBUTION}=={DISTRIBUTION_VERSION}:{MASTER_FILE}"
 
 #: Columns and dtypes of a parsed transaction log (one row per purchase).
 TRANSACTION_DTYPES = {
@@ -46,15 +48,6 @@ class DatasetInfo:
     last_date: str
     total_dollar_value: float
     source: str
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locate_master_file() -> Path:
