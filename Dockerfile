@@ -30,6 +30,8 @@ WORKDIR /src
 # Dependencies first (a layer cached until the lock changes), then the project itself.
 COPY pyproject.toml uv.lock README.md ./
 COPY rollguard/ rollguard/
+COPY usecases/ usecases/
+COPY domain/ domain/
 COPY pipeline/ pipeline/
 COPY registry_guard/ registry_guard/
 COPY api/ api/

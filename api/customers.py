@@ -1,6 +1,6 @@
 """Latest features of a known customer, from the newest feature snapshot Parquet file
 (``<warehouse>/features/cutoff=YYYY-MM-DD.parquet``, written by
-:func:`pipeline.snapshots.build_snapshot`)."""
+:func:`domain.snapshots.build_snapshot`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.scoring import score_frame
+from domain.scoring import score_frame
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 
@@ -102,7 +102,7 @@ class TargetingPosition:
 
     ``rank`` is 1 for the highest score; ``targeted`` is True when the customer is in the top
     ``budget`` share (``n_targeted = ceil(budget * n_customers)`` rows, ties broken by snapshot
-    order), exactly as :func:`pipeline.scoring.targeted_mask` picks the weekly batch.
+    order), exactly as :func:`domain.scoring.targeted_mask` picks the weekly batch.
     """
 
     rank: int

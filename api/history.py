@@ -63,7 +63,7 @@ class PurchaseHistory:
         self._ids: np.ndarray = np.empty(0, dtype=np.int64)
 
     def _load(self) -> tuple[pd.DataFrame, np.ndarray]:
-        from pipeline.warehouse import accepted_batches
+        from domain.warehouse import accepted_batches
 
         try:
             batches = accepted_batches(self._settings, engine=self._engine())

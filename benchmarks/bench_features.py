@@ -4,7 +4,7 @@ Rows (median of --repeat runs, seconds, and ratio to the baseline measured in th
   baseline   one pandas groupby-sum of dollar_value per customer over the purchases before the
              cutoff: the least work any per-customer feature needs
   features   usecases.cdnow.features.build_features at one cutoff (in memory)
-  snapshot   pipeline.snapshots.build_snapshot at one cutoff: read the warehouse (ledger + Parquet),
+  snapshot   domain.snapshots.build_snapshot at one cutoff: read the warehouse (ledger + Parquet),
              build, write the Parquet snapshot — what `rollguard features build` does
 
 Rerun: uv run python benchmarks/bench_features.py [--cutoff 1998-01-05] [--repeat 7]
@@ -37,9 +37,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
+    from domain.snapshots import build_snapshot
     from pipeline import feed
     from pipeline.ingest import ingest_landing
-    from pipeline.snapshots import build_snapshot
     from rollguard.settings import Settings
     from usecases.cdnow.features import build_features
     from usecases.cdnow.source import load_dataset

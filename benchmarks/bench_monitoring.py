@@ -94,7 +94,7 @@ def with_scores(
     labels: np.ndarray,
     revenue: np.ndarray,
 ) -> dict[str, Any]:
-    from pipeline.scoring import targeted_mask
+    from domain.scoring import targeted_mask
 
     targeted = targeted_mask(scores, 0.10)
     ids = np.arange(len(scores))

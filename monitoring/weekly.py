@@ -100,7 +100,7 @@ class Inputs:
     _models: dict[str, Any] = field(default_factory=dict)
 
     def transactions(self) -> pd.DataFrame:
-        from pipeline.warehouse import load_transactions
+        from domain.warehouse import load_transactions
 
         if self._tx is None:
             self._tx = load_transactions(self.settings, engine=self.engine)
@@ -108,7 +108,7 @@ class Inputs:
 
     def features(self, cutoff: date) -> pd.DataFrame:
         """Feature rows at ``cutoff``: the stored snapshot when there is one, else rebuilt."""
-        from pipeline.snapshots import snapshot_path
+        from domain.snapshots import snapshot_path
         from usecases.cdnow.features import build_features
 
         path = snapshot_path(self.settings, cutoff)
@@ -204,7 +204,7 @@ def monitor_drift(inputs: Inputs, cutoff: date) -> Section:
             (),
         )
     # Score drift: this week's production scores of `version` vs its gate-time scores.
-    from pipeline.scoring import load_predictions
+    from domain.scoring import load_predictions
 
     live = load_predictions(s, cutoff, version)
     gate_cutoff = tags.get(EVALUATION_CUTOFF_TAG)
@@ -288,8 +288,8 @@ def _no_value(f: Figure) -> Figure:
 
 def monitor_outcomes(inputs: Inputs, cutoff: date) -> Section:
     """Realized quality and business KPIs of the predictions served at ``cutoff``."""
-    from pipeline.scoring import load_predictions
-    from pipeline.warehouse import ingested_weeks
+    from domain.scoring import load_predictions
+    from domain.warehouse import ingested_weeks
     from registry_guard.policy import load_policy
     from usecases.cdnow.features import LABEL, REVENUE, build_features, label_matured
 
@@ -445,7 +445,7 @@ def monitor_week(
     Raises:
         ConfigurationError: nothing ingested covers ``cutoff`` (the week before it is missing).
     """
-    from pipeline.warehouse import ingested_weeks
+    from domain.warehouse import ingested_weeks
     from rollguard.weeks import iso_week_label
 
     inputs = inputs or open_inputs(settings)

@@ -63,7 +63,7 @@ def ingest_step(settings: Settings) -> dict[str, Any]:
 
 def scoring_cutoff(settings: Settings) -> date | None:
     """The cutoff for this week's production scoring: the Monday after the newest ingested week."""
-    from pipeline.warehouse import ingested_weeks
+    from domain.warehouse import ingested_weeks
     from rollguard.weeks import parse_iso_week
 
     weeks = ingested_weeks(settings)
@@ -74,7 +74,7 @@ def scoring_cutoff(settings: Settings) -> date | None:
 
 def features_step(settings: Settings) -> dict[str, Any]:
     """Build the snapshot at the scoring cutoff; returns its path, size and label state."""
-    from pipeline.snapshots import build_snapshot
+    from domain.snapshots import build_snapshot
 
     cutoff = scoring_cutoff(settings)
     if cutoff is None:
@@ -107,7 +107,7 @@ def score_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
     """The champion scores every customer of this week's snapshot (production predictions)."""
     import pandas as pd
 
-    from pipeline.scoring import score_batch
+    from domain.scoring import score_batch
     from registry_guard.registry import load_version
 
     if not features.get("path"):
@@ -144,9 +144,9 @@ def decide_step(
     the champion's evaluation cutoff) is the rule's drift input."""
     from dataclasses import asdict
 
+    from domain.warehouse import ingested_weeks
     from pipeline.decisions import decide_retrain
     from pipeline.training import TrainingDataError, plan_cutoffs
-    from pipeline.warehouse import ingested_weeks
     from registry_guard.guard import latest_guard_state
 
     client, engine, champion = _champion(settings)
@@ -299,8 +299,8 @@ def _record_run(
     started_at: Any,
     detail: dict[str, Any],
 ) -> None:
+    from domain.warehouse import ingested_weeks
     from monitoring.results import record_pipeline_run
-    from pipeline.warehouse import ingested_weeks
 
     weeks = ingested_weeks(settings, engine=engine)
     record_pipeline_run(

@@ -472,7 +472,7 @@ def load_training_inputs(
     the warehouse (:mod:`pipeline.warehouse`), or from ``loader`` when given."""
     if loader is not None:
         return loader(settings)
-    from pipeline import warehouse
+    from domain import warehouse
 
     batches = {
         b.batch_id: (b.week, b.content_sha256)

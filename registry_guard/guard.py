@@ -499,7 +499,7 @@ def check_champion(
     Inputs gathered:
 
     - live scores: the champion's production predictions at its newest scored cutoff
-      (:func:`pipeline.scoring.scored_cutoffs`, :func:`pipeline.scoring.load_predictions`);
+      (:func:`domain.scoring.scored_cutoffs`, :func:`domain.scoring.load_predictions`);
     - reference scores: the champion's own scores at gate time, on the features at its evaluation
       cutoff (version tag ``rollguard.cutoff.evaluation``) rebuilt from the warehouse: the same
       model on both sides, so a large shift is a broken feature or serving path;
@@ -530,8 +530,8 @@ def check_champion(
     recorded in the row's reason; the state stays ``degraded``. A second check of the same version
     and cutoff replays the earlier rollback and moves nothing.
     """
-    from pipeline.scoring import load_predictions, scored_cutoffs
-    from pipeline.warehouse import ingested_weeks, load_transactions
+    from domain.scoring import load_predictions, scored_cutoffs
+    from domain.warehouse import ingested_weeks, load_transactions
     from registry_guard.policy import load_guard_policy, load_policy
     from rollguard.weeks import parse_iso_week
     from usecases.cdnow.features import LABEL, build_features, label_matured

@@ -308,7 +308,7 @@ def features_build(
     as_json: JsonFlag = False,
 ) -> None:
     """Build the feature and label snapshot at CUTOFF from the ingested warehouse."""
-    from pipeline import snapshots
+    from domain import snapshots
 
     s = settings()
     result = snapshots.build_snapshot(s, cutoff.date())

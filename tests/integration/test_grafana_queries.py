@@ -95,10 +95,10 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     reason = _missing_pieces()
     if reason:
         pytest.skip(reason)
+    from domain.scoring import score_batch
+    from domain.warehouse import load_transactions
     from monitoring.weekly import monitor_step
-    from pipeline.scoring import score_batch
     from pipeline.steps import report_step, scoring_cutoff
-    from pipeline.warehouse import load_transactions
     from registry_guard import registry
     from registry_guard.guard import check_champion
     from rollguard.mlflow_client import mlflow_client

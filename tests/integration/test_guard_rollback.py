@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 
+from domain.scoring import score_batch
+from domain.warehouse import ingested_weeks, load_transactions
 from pipeline import feed
 from pipeline.ingest import ingest_landing
-from pipeline.scoring import score_batch
 from pipeline.training import stack_features
-from pipeline.warehouse import ingested_weeks, load_transactions
 from registry_guard import registry
 from registry_guard.cli import evaluation_frame
 from registry_guard.guard import (

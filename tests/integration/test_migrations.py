@@ -53,9 +53,9 @@ def test_downgrade_to_base_and_back(store_url: str) -> None:
 
 @pytest.mark.postgres
 def test_ingestion_runs_unchanged_on_postgresql(postgres_url: str, home: Path) -> None:
+    from domain.warehouse import ingested_weeks, load_transactions
     from pipeline import feed
     from pipeline.ingest import ingest_landing
-    from pipeline.warehouse import ingested_weeks, load_transactions
     from rollguard.store import open_store
 
     settings = Settings(home=home, database_url=postgres_url)

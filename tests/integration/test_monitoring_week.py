@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from domain.scoring import score_batch
+from domain.warehouse import load_transactions
 from monitoring.results import week_rows
 from monitoring.weekly import monitor_step
-from pipeline.scoring import score_batch
 from pipeline.steps import scoring_cutoff
-from pipeline.warehouse import load_transactions
 from registry_guard import registry
 from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings

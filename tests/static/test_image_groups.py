@@ -25,7 +25,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_image_sizes  # noqa: E402
 
-PROJECT_PACKAGES = {"rollguard", "pipeline", "registry_guard", "api", "ui", "monitoring"}
+PROJECT_PACKAGES = {
+    "rollguard",
+    "usecases",
+    "domain",
+    "pipeline",
+    "registry_guard",
+    "api",
+    "ui",
+    "monitoring",
+}
 
 #: The modules each image's command imports first; those not in this checkout yet are skipped.
 ENTRIES = {

@@ -45,7 +45,8 @@ def build_home(home: Path, tracking_uri: str, model_name: str) -> Stack:
     passes, else by a human), then a guard rollback to v1 with its reason."""
     from mlflow import MlflowClient
 
-    from pipeline import feed, ingest, snapshots
+    from domain import snapshots
+    from pipeline import feed, ingest
     from registry_guard.gate import ModelEvidence, evaluate_gate
     from registry_guard.policy import load_policy
     from registry_guard.registry import move_champion, returning_mask, rollback

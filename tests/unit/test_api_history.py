@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.model import ServingModel, load_model_dir
-from pipeline import feed, ingest, snapshots
-from pipeline.scoring import score_frame
+from domain import snapshots
+from domain.scoring import score_frame
+from pipeline import feed, ingest
 from rollguard.db.models import AliasAudit
 from rollguard.settings import Settings
 from rollguard.store import open_store

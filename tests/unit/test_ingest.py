@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.warehouse import ingested_weeks, load_transactions
 from pipeline import feed
 from pipeline.ingest import ingest_landing
-from pipeline.warehouse import ingested_weeks, load_transactions
 from rollguard.db.models import IngestionDecision
 from rollguard.settings import Settings
 from rollguard.store import open_store

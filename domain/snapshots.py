@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from pipeline.warehouse import ingested_weeks, load_transactions
+from domain.warehouse import ingested_weeks, load_transactions
 from rollguard.errors import RollguardError
 from rollguard.files import write_atomic
 from rollguard.settings import Settings
