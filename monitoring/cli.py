@@ -1,16 +1,53 @@
-"""``rollguard monitor --week W``: recompute one week's monitoring figures and print them."""
+"""``rollguard monitor --week W``: recompute one week's monitoring figures and print them.
 
-from typing import Annotated, Any
+Monitoring sits below ``registry_guard`` and below the CLI assembly, so the assembly
+(``rollguard/cli.py``) hands this module what it may not import: the shared command helpers
+(``emit``, ``reports_errors``, ``settings``), the live-quality rule of the configured policies and
+a model loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol
 
 import typer
 
+from monitoring.compute import LiveQualityRule
+from monitoring.weekly import ModelLoader, monitor_week, open_inputs, parse_week
+from rollguard.settings import Settings
 
-def register(app: typer.Typer) -> None:
-    """Add the ``monitor`` command to the ``rollguard`` CLI."""
-    from rollguard.cli import emit, reports_errors, settings
+
+class CommandHelpers(Protocol):
+    """The CLI assembly's shared helpers (``rollguard.cli`` provides them)."""
+
+    def emit(
+        self, result: Any, as_json: bool, human: Callable[[Any], str] | None = None
+    ) -> None: ...
+
+    def reports_errors(self, func: Any) -> Any: ...
+
+    def settings(self) -> Settings: ...
+
+
+def register(
+    app: typer.Typer,
+    *,
+    helpers: CommandHelpers,
+    rule: Callable[[Settings], LiveQualityRule],
+    load_model: Callable[[Settings], ModelLoader],
+) -> None:
+    """Add the ``monitor`` command to the ``rollguard`` CLI.
+
+    Args:
+        app: the ``rollguard`` Typer app.
+        helpers: ``emit``, ``reports_errors`` and ``settings`` of the CLI assembly.
+        rule: the live-quality rule of the configured gate and guard policies.
+        load_model: a model loader on the configured registry.
+    """
 
     @app.command("monitor")
-    @reports_errors
+    @helpers.reports_errors
     def monitor(
         week: Annotated[
             str,
@@ -22,15 +59,15 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     ) -> None:
         """Recompute one week: data and score drift, realized quality and business KPIs (pending
-        until its 28-day label matured); store the rows, HTML reports and the MLflow run."""
-        from monitoring.weekly import monitor_week, parse_week
-
+        until its label matured); store the rows, HTML reports and the MLflow run."""
+        settings = helpers.settings()
         cutoff = parse_week(week)
-        result = monitor_week(settings(), cutoff)
-        emit(result, as_json, _human)
+        inputs = open_inputs(settings, rule=rule(settings), load_model=load_model(settings))
+        helpers.emit(monitor_week(settings, cutoff, inputs=inputs), as_json, human)
 
 
-def _human(result: dict[str, Any]) -> str:
+def human(result: dict[str, Any]) -> str:
+    """The readable form of :func:`monitoring.weekly.monitor_week`'s result."""
     lines = [f"week {result['week']}  model {result['model_name']} v{result.get('model_version')}"]
     for f in result["figures"]:
         value = f.get("value")

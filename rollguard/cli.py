@@ -426,13 +426,16 @@ def _register_parts() -> None:
     """Each part adds its own commands; their modules import nothing heavy at import time."""
     from api.cli import register as register_api
     from monitoring.cli import register as register_monitoring
+    from pipeline.steps import live_quality_rule, model_loader
     from pipeline.train_cli import register as register_train
     from registry_guard.cli import register as register_registry_guard
 
     register_train(app)
     register_registry_guard(app)
     register_api(app)
-    register_monitoring(app)
+    register_monitoring(
+        app, helpers=sys.modules[__name__], rule=live_quality_rule, load_model=model_loader
+    )
 
 
 _register_parts()
