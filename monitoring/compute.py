@@ -617,6 +617,8 @@ class LiveQualityRule:
             "seed": gate.seed,
             "psi_bins": guard.psi_bins,
         }
+        # A policy without task sections (before regression existed) holds the classification
+        # fields at its top level.
         if task is TaskType.REGRESSION:
             section = gate.regression
             return cls(
@@ -624,7 +626,7 @@ class LiveQualityRule:
                 min_rows=section.min_rows,
                 relative_margin=section.relative_margin,
             )
-        section = gate.classification
+        section = getattr(gate, "classification", gate)
         return cls(
             **shared,
             min_rows=section.min_rows,

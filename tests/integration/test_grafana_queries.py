@@ -35,7 +35,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine, insert, select
 
-from grafana.dashboards_src import DASHBOARDS, DEFAULT_OUT
+from grafana.dashboards_src import DEFAULT_OUT, PER_USECASE, SHARED
 from grafana.dashboards_src.inventory import Query, load, queries
 from rollguard.settings import Settings
 from tests.support.grafana_queries import (
@@ -67,7 +67,11 @@ MAY_BE_NULL = {
     "Rolled back to": "the replay's guard check finds a healthy champion and rolls nothing back",
 }
 
-DOCS = {name: load(DEFAULT_OUT / name) for name in DASHBOARDS}
+#: The replay runs the default use case: the shared dashboards and that use case's.
+DEFAULT_USECASE = Settings.model_fields["usecase"].default
+DOCS = {name: load(DEFAULT_OUT / name) for name in SHARED} | {
+    name: load(DEFAULT_OUT / DEFAULT_USECASE / name) for name in PER_USECASE
+}
 ALL = [q for doc in DOCS.values() for q in queries(doc)]
 PROMQL = [q for q in ALL if q.language == "promql"]
 SQL = [q for q in ALL if q.language == "sql"]
@@ -97,8 +101,7 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
         pytest.skip(reason)
     from domain.scoring import score_batch
     from domain.warehouse import load_transactions
-    from monitoring.weekly import monitor_step
-    from pipeline.steps import report_step, scoring_cutoff
+    from pipeline.steps import monitor_step, report_step, scoring_cutoff
     from registry_guard import registry
     from registry_guard.guard import check_champion
     from rollguard.mlflow_client import mlflow_client
