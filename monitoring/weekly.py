@@ -131,6 +131,7 @@ class Inputs:
         rule: the live-quality rule (from the gate and guard policies; see
             :meth:`LiveQualityRule.from_policies`).
         load_model: loads a registered version (:data:`ModelLoader`).
+        spec: the use case; None means ``settings.usecase_spec`` (a test passes its own).
     """
 
     settings: Settings
@@ -138,12 +139,13 @@ class Inputs:
     engine: Engine
     rule: LiveQualityRule
     load_model: ModelLoader
+    spec: UseCase | None = None
     _records: pd.DataFrame | None = None
     _models: dict[str, Any] = field(default_factory=dict)
 
     @property
     def usecase(self) -> UseCase:
-        return self.settings.usecase_spec
+        return self.spec if self.spec is not None else self.settings.usecase_spec
 
     def records(self) -> pd.DataFrame:
         if self._records is None:
@@ -518,7 +520,7 @@ def monitor_step(settings: Settings, features: dict[str, Any], *, inputs: Inputs
     cutoff = date.fromisoformat(cutoff_text)
     drift = monitor_drift(inputs, cutoff)
     this_week = monitor_outcomes(inputs, cutoff)
-    matured = cutoff - timedelta(days=settings.usecase_spec.label.horizon_days)
+    matured = cutoff - timedelta(days=inputs.usecase.label.horizon_days)
     outcomes = this_week if matured == cutoff else monitor_outcomes(inputs, matured)
     kept = [keep(inputs, s) for s in (drift, this_week)]
     if matured != cutoff and outcomes.version is not None:  # never scored: nothing to record

@@ -114,8 +114,9 @@ USECASE = ToyRates()
 
 def true_rate(frame: pd.DataFrame) -> np.ndarray:
     """The noiseless rate the records are drawn around (EUR): what a perfect model predicts."""
-    base = frame["segment"].map({"direct": 110.0, "online": 95.0, "group": 70.0}).to_numpy()
-    meal = frame["meal"].map({"BB": 0.0, "HB": 20.0, "FB": 35.0}).to_numpy()
+    segment = frame["segment"].astype(str)
+    base = segment.map({"direct": 110.0, "online": 95.0, "group": 70.0}).to_numpy(dtype=float)
+    meal = frame["meal"].astype(str).map({"BB": 0.0, "HB": 20.0, "FB": 35.0}).to_numpy(dtype=float)
     return base + meal - 0.2 * frame["lead_days"].to_numpy(dtype=float)
 
 
