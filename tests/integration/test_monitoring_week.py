@@ -269,9 +269,8 @@ def test_monitor_step_on_a_regression_use_case(tmp_path: Path, mlflow_server: st
     name = settings.model_name
     client.create_registered_model(name)
     run = client.create_run(client.create_experiment(f"train-{name}"))
-    for metric, value in (("eval_mae", 8.0), ("eval_rmse", 10.0), ("eval_bias", 0.0)):
-        client.log_metric(run.info.run_id, metric, value)
-    version = client.create_model_version(name, "file:///unused", run.info.run_id).version
+    source = f"runs:/{run.info.run_id}/model"  # no artifact needed: the loader is passed in
+    version = client.create_model_version(name, source, run.info.run_id).version
     fit, evaluation, scored = cutoffs[:4], cutoffs[4], cutoffs[6]
     tags = {
         "rollguard.cutoff.fit": ",".join(c.isoformat() for c in fit),
@@ -281,6 +280,16 @@ def test_monitor_step_on_a_regression_use_case(tmp_path: Path, mlflow_server: st
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     model = _TruthPlusNoise(sd=10.0, seed=3)
+    # The gate-time figures: the model on the evaluation cutoff's rows (what training logs).
+    gate_rows = TOY.build_rows(records, evaluation, label_available=True)
+    gate_error = model.predict(TOY.feature_frame(gate_rows)) - gate_rows["rate"].to_numpy()
+    gate_mae = float(np.mean(np.abs(gate_error)))
+    for metric, value in (
+        ("eval_mae", gate_mae),
+        ("eval_rmse", float(np.sqrt(np.mean(gate_error**2)))),
+        ("eval_bias", float(np.mean(gate_error))),
+    ):
+        client.log_metric(run.info.run_id, metric, value)
     week = TOY.build_rows(records, scored, label_available=True)
     scores = model.predict(TOY.feature_frame(week))
     path = predictions_path(settings, scored, version)
@@ -304,7 +313,8 @@ def test_monitor_step_on_a_regression_use_case(tmp_path: Path, mlflow_server: st
     assert out["outcomes"]["quality_state"] == "inconclusive"  # 200 rows < 500
     got = rows_by_key(engine, settings, scored)
     assert got[("data_drift", "drifted", "segment")]["value"] == 1.0
-    assert "Jensen-Shannon" in got[("data_drift", "drift_score", "segment")]["detail"]
+    # 800 reference rows (<= 1,000): Evidently's small-sample test of a categorical column
+    assert "chi-square" in got[("data_drift", "drift_score", "segment")]["detail"]
     assert got[("data_drift", "drifted", "meal")]["value"] == 0.0
     mae = got[("quality", "mae", "")]
     assert mae["value"] == pytest.approx(np.mean(np.abs(scores - week["rate"])))
@@ -319,10 +329,16 @@ def test_monitor_step_on_a_regression_use_case(tmp_path: Path, mlflow_server: st
         np.mean(np.abs(week.loc[last, "last_rate"] - week.loc[last, "rate"]))
     )
     assert got[("kpi", "mae", "")]["value"] < got[("kpi", "baseline_mae", "last_rate")]["value"]
-    # With a lower minimum the same week gets a verdict: MAE about 8 against 8 x 1.05, not worse.
+    # With a lower minimum the same week gets a verdict: the same model as at gate time is ok.
     monitor_week_step(settings, {"cutoff": scored.isoformat()}, inputs=inputs(100))
     again = rows_by_key(engine, settings, scored)
     low, high = again[("quality", "mae_ci_low", "")]["value"], again[("quality", "mae_ci_high", "")]["value"]  # fmt: skip
     assert low < mae["value"] < high
+    assert again[("quality", "expected_mae", "")]["value"] == pytest.approx(gate_mae)
     assert again[("quality", "degraded", "")]["state"] == "ok"
+    # Had the gate promised a much smaller error, the interval would lie above it: degraded.
+    client.log_metric(run.info.run_id, "eval_mae", 0.6 * gate_mae)
+    monitor_week_step(settings, {"cutoff": scored.isoformat()}, inputs=inputs(100))
+    verdict = rows_by_key(engine, settings, scored)[("quality", "degraded", "")]
+    assert (verdict["state"], verdict["value"]) == ("degraded", 1.0)
     engine.dispose()
