@@ -341,4 +341,38 @@ def test_monitor_step_on_a_regression_use_case(tmp_path: Path, mlflow_server: st
     monitor_week_step(settings, {"cutoff": scored.isoformat()}, inputs=inputs(100))
     verdict = rows_by_key(engine, settings, scored)[("quality", "degraded", "")]
     assert (verdict["state"], verdict["value"]) == ("degraded", 1.0)
+    check_dashboard_sql(engine, name, TOY)
     engine.dispose()
+
+
+def check_dashboard_sql(engine: Engine, model_name: str, usecase: Any) -> None:
+    """Every SQL query of the use case's dashboards that reads ``monitoring_results`` returns rows,
+    and every column holds a value at least once (a misspelt metric would give a NULL column).
+    The registry tables (alias audit, gate decisions, guard checks) stay empty in this test."""
+    import json as _json
+
+    from grafana.dashboards_src import PER_USECASE, render_usecase
+    from grafana.dashboards_src.inventory import queries
+    from tests.support.grafana_queries import expand_sql, variable_kinds
+
+    checked = 0
+    for build in PER_USECASE.values():
+        doc = _json.loads(render_usecase(build, usecase))
+        multi = variable_kinds(doc)
+        with engine.connect() as conn:
+            features = conn.exec_driver_sql(
+                "SELECT DISTINCT feature FROM monitoring_results WHERE kind = 'data_drift' "
+                "AND feature <> ''"
+            ).fetchall()
+        values = {"model": [model_name], "feature": [f[0] for f in features]}
+        for q in queries(doc):
+            if q.language != "sql" or "monitoring_results" not in q.text:
+                continue
+            with engine.connect() as conn:
+                result = conn.exec_driver_sql(expand_sql(q.text, values, multi))
+                columns, rows = list(result.keys()), result.fetchall()
+            assert rows, q.id
+            blank = [c for i, c in enumerate(columns) if all(r[i] is None for r in rows)]
+            assert not blank, (q.id, blank)
+            checked += 1
+    assert checked >= 10
