@@ -100,10 +100,10 @@ class Inputs:
     _models: dict[str, Any] = field(default_factory=dict)
 
     def transactions(self) -> pd.DataFrame:
-        from domain.warehouse import load_transactions
+        from domain.warehouse import load_records
 
         if self._tx is None:
-            self._tx = load_transactions(self.settings, engine=self.engine)
+            self._tx = load_records(self.settings, engine=self.engine)
         return self._tx
 
     def features(self, cutoff: date) -> pd.DataFrame:
