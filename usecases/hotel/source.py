@@ -22,6 +22,7 @@ import lzma
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -36,6 +37,7 @@ PACKAGED_SOURCE = f"{DISTRIBUTION}=={DISTRIBUTION_VERSION}:{PICKLE_FILE}"
 #: The source's row-number column (1-based, rows sorted by arrival date); becomes the booking id.
 SOURCE_ROW_COLUMN = "rownames"
 ID_COLUMN = "booking_id"
+ARRIVAL_COLUMN = "arrival_date"
 #: Largest file read into memory (the packaged pickle is about 0.3 MB; a user CSV of a few
 #: hundred thousand bookings fits well below this).
 MAX_BYTES = 512 * 1024 * 1024
@@ -157,10 +159,8 @@ def to_records(frame: pd.DataFrame, schema: pa.DataFrameSchema, path: Path) -> p
     if ID_COLUMN not in frame.columns:
         if SOURCE_ROW_COLUMN in frame.columns:
             frame[ID_COLUMN] = frame[SOURCE_ROW_COLUMN]
-        else:
-            order = pd.to_datetime(frame["arrival_date"], errors="coerce").argsort(kind="stable")
-            ids = pd.Series(range(1, len(frame) + 1), index=frame.index[order.to_numpy()])
-            frame[ID_COLUMN] = ids.reindex(frame.index)
+        elif ARRIVAL_COLUMN in frame.columns:
+            frame[ID_COLUMN] = _arrival_order(frame[ARRIVAL_COLUMN])
     missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
         raise DatasetError(path, f"column {missing[0]!r} is missing (needs {list(schema.columns)})")
@@ -169,6 +169,15 @@ def to_records(frame: pd.DataFrame, schema: pa.DataFrameSchema, path: Path) -> p
     except (pa.errors.SchemaError, pa.errors.SchemaErrors) as exc:
         raise DatasetError(path, f"bookings break the record schema: {_first_line(exc)}") from exc
     return records.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+
+
+def _arrival_order(arrivals: pd.Series) -> np.ndarray:
+    """1-based position of each row after a stable sort by arrival date (unparseable dates
+    last; the schema refuses them afterwards)."""
+    days = pd.to_datetime(arrivals, errors="coerce", format="mixed").to_numpy("datetime64[ns]")
+    ids = np.empty(len(days), dtype="int64")
+    ids[np.argsort(days, kind="stable")] = np.arange(1, len(days) + 1)
+    return ids
 
 
 def _first_line(exc: Exception) -> str:
