@@ -227,7 +227,12 @@ def test_feasibility_out_of_time_beats_both_baselines(records: pd.DataFrame) -> 
     assert result.mae_model < 0.6 * result.mae_historical_adr
 
 
-def test_shap_contributions_with_categorical_features_are_additive(records: pd.DataFrame) -> None:
+@pytest.mark.parametrize(
+    "max_cat_to_onehot", [None, 1], ids=["library-default", "partition-splits"]
+)
+def test_shap_contributions_with_categorical_features_are_additive(
+    records: pd.DataFrame, max_cat_to_onehot: int | None
+) -> None:
     xgb = pytest.importorskip("xgboost")
     train = pd.concat(
         [USECASE.build_rows(records, c, label_available=True) for c in _CUTOFFS[:20]],
@@ -236,13 +241,11 @@ def test_shap_contributions_with_categorical_features_are_additive(records: pd.D
     scored = USECASE.build_rows(records, _CUTOFFS[40], label_available=True)
     scored.loc[0, "market_segment"] = "aviation"  # unseen level: missing at scoring time
     features = USECASE.feature_frame(train)
+    params = {"tree_method": "hist", "objective": "reg:squarederror", "nthread": 1}
+    if max_cat_to_onehot is not None:
+        params["max_cat_to_onehot"] = max_cat_to_onehot
     booster = xgb.train(
-        {
-            "tree_method": "hist",
-            "objective": "reg:squarederror",
-            "nthread": 1,
-            "max_cat_to_onehot": 1,
-        },
+        params,
         xgb.DMatrix(features, label=train["avg_price_per_room"], enable_categorical=True),
         num_boost_round=50,
     )
