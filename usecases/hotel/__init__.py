@@ -98,10 +98,16 @@ def _level(levels: tuple[str, ...]) -> pa.Column:
     )
 
 
+def _empty_to_missing(series: pd.Series) -> pd.Series:
+    # A CSV read with keep_default_na=False (as ingestion does) gives "" for an empty field.
+    return series.mask(series.astype("string").str.strip().eq("").fillna(False))
+
+
 def _code(pattern: str, nullable: bool = False) -> pa.Column:
     return pa.Column(
         str,
         pa.Check.str_matches(pattern, name="bad_code", error=f"does not match {pattern}"),
+        parsers=pa.Parser(_empty_to_missing) if nullable else None,
         coerce=True,
         nullable=nullable,
     )
@@ -124,7 +130,7 @@ RECORD_SCHEMA = pa.DataFrameSchema(
         "children": _count(MAX_GUESTS),
         "babies": _count(MAX_GUESTS),
         "meal": _level(MEALS),
-        "country": _code(r"^[a-z]{2,3}$", nullable=True),
+        "country": _code(r"^[a-z]{2,3}$", nullable=True),  # empty: unknown
         "market_segment": _level(MARKET_SEGMENTS),
         "distribution_channel": _level(DISTRIBUTION_CHANNELS),
         "is_repeated_guest": _flag(),
