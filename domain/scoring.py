@@ -1,9 +1,9 @@
-"""Weekly batch scoring: the champion scores every active customer at the scoring cutoff, and the
-scores are kept as that week's production predictions.
+"""Weekly batch scoring: the champion scores every row of the snapshot at the scoring cutoff, and
+the scores are kept as that week's production predictions.
 
 Predictions are Parquet files ``warehouse/predictions/cutoff=YYYY-MM-DD/version=N.parquet`` (one
-row per customer: ``customer_id``, ``score``, ``rank``, ``targeted``), written once per cutoff and
-version (idempotent). The guard and the KPI reports read them.
+row per scored unit: the use case's entity column, ``score``, ``rank``, ``targeted``), written once
+per cutoff and version (idempotent). The guard and the KPI reports read them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 
 from rollguard.files import write_atomic
 from rollguard.settings import Settings
-from usecases.cdnow.features import FEATURE_COLUMNS
+from rollguard.usecase import UseCase
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class BatchScores:
     cutoff: str
     model_version: str
     path: str
-    n_customers: int
+    n_rows: int
     n_targeted: int
     created: bool  # False when the file existed already
 
@@ -46,7 +46,7 @@ def predictions_path(settings: Settings, cutoff: date, version: str) -> Path:
 
 def targeted_mask(scores: np.ndarray, budget: float) -> np.ndarray:
     """Shape ``(n,)`` bool: the top ``budget`` share of rows by score (ties broken by position,
-    ``ceil(budget * n)`` rows), the customers marketing contacts this week."""
+    ``ceil(budget * n)`` rows), the rows the business acts on this week."""
     n = len(scores)
     k = int(np.ceil(budget * n))
     order = np.argsort(-scores, kind="stable")
@@ -55,16 +55,19 @@ def targeted_mask(scores: np.ndarray, budget: float) -> np.ndarray:
     return mask
 
 
-def score_frame(features: pd.DataFrame, predict: Any, budget: float) -> pd.DataFrame:
-    """Predictions for a feature snapshot: ``customer_id``, ``score`` (probability), ``rank``
-    (1 = highest score) and ``targeted`` (top ``budget`` share)."""
-    scores = np.asarray(predict(features.loc[:, list(FEATURE_COLUMNS)]), dtype=np.float64)
+def score_frame(
+    usecase: UseCase, features: pd.DataFrame, predict: Any, budget: float
+) -> pd.DataFrame:
+    """Predictions for a snapshot's rows: the entity column, ``score`` (a probability, or the
+    predicted label value for regression), ``rank`` (1 = highest score) and ``targeted`` (top
+    ``budget`` share)."""
+    scores = np.asarray(predict(usecase.feature_frame(features)), dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
     rank = np.empty(len(scores), dtype=np.int64)
     rank[order] = np.arange(1, len(scores) + 1)
     return pd.DataFrame(
         {
-            "customer_id": features["customer_id"].to_numpy(),
+            usecase.entity_column: features[usecase.entity_column].to_numpy(),
             "score": scores,
             "rank": rank,
             "targeted": targeted_mask(scores, budget),
@@ -87,7 +90,7 @@ def score_batch(
         frame = pd.read_parquet(target)
         created = False
     else:
-        frame = score_frame(features, predict, settings.targeting_budget)
+        frame = score_frame(settings.usecase_spec, features, predict, settings.targeting_budget)
         buf = BytesIO()
         frame.to_parquet(buf, index=False)
         write_atomic(target, buf.getvalue())
@@ -96,7 +99,7 @@ def score_batch(
         cutoff=cutoff.isoformat(),
         model_version=str(model_version),
         path=str(target),
-        n_customers=len(frame),
+        n_rows=len(frame),
         n_targeted=int(frame["targeted"].sum()),
         created=created,
     )

@@ -1,39 +1,26 @@
 """``rollguard monitor --week W``: recompute one week's monitoring figures and print them.
 
-Monitoring sits below ``registry_guard`` and below the CLI assembly, so the assembly
-(``rollguard/cli.py``) hands this module what it may not import: the shared command helpers
-(``emit``, ``reports_errors``, ``settings``), the live-quality rule of the configured policies and
-a model loader.
+Monitoring sits below ``registry_guard``, so the CLI assembly (``rollguard/cli.py``) hands this
+module what it may not import: the live-quality rule of the configured policies and a model loader.
+The shared command helpers are core (:mod:`rollguard.commands`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import typer
 
 from monitoring.compute import LiveQualityRule
 from monitoring.weekly import ModelLoader, monitor_week, open_inputs, parse_week
+from rollguard.commands import emit, reports_errors, settings
 from rollguard.settings import Settings
-
-
-class CommandHelpers(Protocol):
-    """The CLI assembly's shared helpers (``rollguard.cli`` provides them)."""
-
-    def emit(
-        self, result: Any, as_json: bool, human: Callable[[Any], str] | None = None
-    ) -> None: ...
-
-    def reports_errors(self, func: Any) -> Any: ...
-
-    def settings(self) -> Settings: ...
 
 
 def register(
     app: typer.Typer,
     *,
-    helpers: CommandHelpers,
     rule: Callable[[Settings], LiveQualityRule],
     load_model: Callable[[Settings], ModelLoader],
 ) -> None:
@@ -41,13 +28,12 @@ def register(
 
     Args:
         app: the ``rollguard`` Typer app.
-        helpers: ``emit``, ``reports_errors`` and ``settings`` of the CLI assembly.
         rule: the live-quality rule of the configured gate and guard policies.
         load_model: a model loader on the configured registry.
     """
 
     @app.command("monitor")
-    @helpers.reports_errors
+    @reports_errors
     def monitor(
         week: Annotated[
             str,
@@ -60,10 +46,10 @@ def register(
     ) -> None:
         """Recompute one week: data and score drift, realized quality and business KPIs (pending
         until its label matured); store the rows, HTML reports and the MLflow run."""
-        settings = helpers.settings()
+        current = settings()
         cutoff = parse_week(week)
-        inputs = open_inputs(settings, rule=rule(settings), load_model=load_model(settings))
-        helpers.emit(monitor_week(settings, cutoff, inputs=inputs), as_json, human)
+        inputs = open_inputs(current, rule=rule(current), load_model=load_model(current))
+        emit(monitor_week(current, cutoff, inputs=inputs), as_json, human)
 
 
 def human(result: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ from sqlalchemy import Engine
 
 from domain.scoring import load_predictions
 from domain.snapshots import snapshot_path
-from domain.warehouse import ingested_weeks, load_transactions
+from domain.warehouse import ingested_weeks, load_records
 from monitoring import compute
 from monitoring.compute import KPI, QUALITY, RUN, Figure, LiveQualityRule
 from monitoring.results import champion_version, replace_week
@@ -149,7 +149,7 @@ class Inputs:
 
     def records(self) -> pd.DataFrame:
         if self._records is None:
-            self._records = load_transactions(self.settings, engine=self.engine)
+            self._records = load_records(self.settings, engine=self.engine)
         return self._records
 
     def rows(self, cutoff: date, *, label_available: bool = False) -> pd.DataFrame:

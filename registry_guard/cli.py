@@ -47,13 +47,11 @@ def evaluation_frame(
     from usecases.cdnow.features import LABEL, REVENUE
 
     if loader is None:
-        try:
-            from pipeline import training
-        except ModuleNotFoundError as exc:
-            raise NoEvaluationData(NO_EVALUATION) from exc
-        loader = getattr(training, "evaluation_set", None)
-        if loader is None:
-            raise NoEvaluationData(NO_EVALUATION)
+        from domain.evaluation import evaluation_rows
+
+        def loader(s: "Settings") -> Any:
+            return evaluation_rows(s).rows
+
     try:
         result = loader(settings)
     except RollguardError as exc:
@@ -117,7 +115,7 @@ def _format_guard(result: Any) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the registry-guard commands to the ``rollguard`` application."""
-    from rollguard.cli import JsonFlag, emit, reports_errors, settings, to_jsonable
+    from rollguard.commands import JsonFlag, emit, reports_errors, settings, to_jsonable
 
     def _nonempty_reason(value: str) -> str:
         if not value.strip():

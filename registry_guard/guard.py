@@ -531,7 +531,7 @@ def check_champion(
     and cutoff replays the earlier rollback and moves nothing.
     """
     from domain.scoring import load_predictions, scored_cutoffs
-    from domain.warehouse import ingested_weeks, load_transactions
+    from domain.warehouse import ingested_weeks, load_records
     from registry_guard.policy import load_guard_policy, load_policy
     from rollguard.weeks import parse_iso_week
     from usecases.cdnow.features import LABEL, build_features, label_matured
@@ -592,7 +592,7 @@ def check_champion(
     def tx() -> pd.DataFrame:
         nonlocal transactions
         if transactions is None:
-            transactions = load_transactions(settings, engine=engine)
+            transactions = load_records(settings, engine=engine)
         return transactions
 
     champion_model: registry.LoadedModel | None = None

@@ -43,33 +43,35 @@ def how_to_read(usecase: UseCase) -> str:
     if usecase.is_classification:
         budget = f"{usecase.targeting.budget:.0%}"
         return f"""\
-**How to read this page ({usecase.title}).** {usecase.targeting.description[:1].upper()}\
-{usecase.targeting.description[1:]}: each week the model ranks every {subject[:-1] if subject.endswith("s") else subject} \
-by score and the top {budget} are the *targeted {subject}*. Once the outcome is known \
-({usecase.label.description}), each bar is about a week whose outcome is known.
+**How to read this page ({usecase.title}).** Each week the model ranks the {subject} by score \
+and the top {budget} are the *targeted {subject}* ({_quote(usecase.targeting.description)}). \
+The outcome is *{_quote(usecase.label.description)}*; once it is known, each bar is about a week \
+whose outcome is known.
 
 - **Positive rate**: the share of targeted {subject} with a positive outcome, next to the share of \
 *all* {subject}. The gap is what the model adds.
 - **Lift**: targeted positive rate divided by the rate of all {subject}. 1.0 means "no better than \
 picking at random".
-- **Value**: {usecase.value.description} ({money}) of the targeted {subject}, and their share of \
-all {subject}' value.
+- **Value**: *{_quote(usecase.value.description)}* ({money}) of the targeted {subject}, and \
+their share of all {subject}' value.
 - **Random pick** is what a random pick of the same number of {subject} would have given on \
 average: the baseline to beat.
 
 A week is missing when its outcome is not known yet. The technical view is the \
 *Model quality and drift* dashboard of this use case.
 """
-    baselines = ", ".join(f"*{b.name}* ({b.description})" for b in usecase.baselines)
+    baselines = ", ".join(f"*{b.name}* ({_quote(b.description)})" for b in usecase.baselines)
+    unit = usecase.label.unit or money
     return f"""\
-**How to read this page ({usecase.title}).** The model predicts {usecase.label.description} \
-({usecase.label.unit or money}) for every one of the week's {subject}. Once the outcome is known, \
+**How to read this page ({usecase.title}).** For every one of the week's {subject} the model \
+predicts the label (*{_quote(usecase.label.description)}*, in {unit}). Once the outcome is known, \
 each bar is about a week whose outcome is known.
 
-- **MAE**: the mean absolute error of the predictions, in {usecase.label.unit or money}; lower is \
-better. **Bias**: the mean of prediction minus outcome; above 0 the model over-predicts.
-- **Value-weighted MAE**: the same error, weighted by {usecase.value.description} ({money}): \
-mistakes on the {subject} that bring the most money count most.
+- **MAE**: the mean absolute error of the predictions, in {unit}; lower is better. **Bias**: the \
+mean of prediction minus outcome; above 0 the model over-predicts.
+- **Value-weighted MAE**: the same error, weighted by the business value of each row \
+(*{_quote(usecase.value.description)}*, in {money}): mistakes on the {subject} that bring the most \
+money count most.
 - **Baselines** to beat: {baselines or "none declared"}{", and " if baselines else ""}the \
 *training median* (the median outcome of the model's training data, predicted for everyone).
 - **Totals**: the sum of the predictions against the sum of the outcomes.
@@ -77,6 +79,11 @@ mistakes on the {subject} that bring the most money count most.
 A week is missing when its outcome is not known yet. The technical view is the \
 *Model quality and drift* dashboard of this use case.
 """
+
+
+def _quote(text: str) -> str:
+    """A declared description inside a sentence: without its closing full stop."""
+    return text.strip().rstrip(".")
 
 
 def _weekly(title: str, question: str, unit: str, raw_sql: str) -> barchart.Panel:

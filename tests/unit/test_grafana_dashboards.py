@@ -115,7 +115,7 @@ def test_a_regression_use_case_gets_its_own_words_units_and_panels(name: str) ->
     assert doc["uid"].endswith("-toyrates") and "Toy room rates" in doc["title"]
     text = json.dumps(doc)
     for other in USECASES:
-        for feature in other.feature_names:
+        for feature in set(other.feature_names) - set(TOY.feature_names):
             assert f'"{feature}"' not in text and f"`{feature}`" not in text, feature
     if name == "rollguard-business.json":
         assert "currencyEUR" in text and "last_rate MAE (EUR)" in text
