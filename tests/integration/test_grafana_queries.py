@@ -100,7 +100,7 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     if reason:
         pytest.skip(reason)
     from domain.scoring import score_batch
-    from domain.warehouse import load_transactions
+    from domain.warehouse import load_records
     from pipeline.steps import monitor_step, report_step, scoring_cutoff
     from registry_guard import registry
     from registry_guard.guard import check_champion
@@ -112,7 +112,6 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
         ingest,
         train_version,
     )
-    from usecases.cdnow.features import build_features
 
     extra = {"monitor_sample_rows": 5000} if "monitor_sample_rows" in Settings.model_fields else {}
     settings = Settings(  # type: ignore[call-arg]
@@ -130,8 +129,8 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
 
     def score(version: str) -> Any:
         cutoff = scoring_cutoff(settings)
-        features = build_features(
-            load_transactions(settings, engine=engine), cutoff, label_available=False
+        features = settings.usecase_spec.build_rows(
+            load_records(settings, engine=engine), cutoff, label_available=False
         )
         model = registry.load_version(client, name, version)
         score_batch(

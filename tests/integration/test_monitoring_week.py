@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine
 
 from domain.scoring import score_batch
-from domain.warehouse import load_transactions
+from domain.warehouse import load_records
 from monitoring.results import week_rows
 from pipeline.steps import monitor_step, scoring_cutoff
 from registry_guard import registry
@@ -26,7 +26,6 @@ from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from tests.integration.test_guard_rollback import evaluation_cutoff, gate, ingest, train_version
-from usecases.cdnow.features import build_features
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,8 +53,8 @@ def score(settings: Settings, engine: Engine, client: Any, version: str) -> date
     """The DAG's batch scoring of ``version`` at the scoring cutoff (after the newest week)."""
     cutoff = scoring_cutoff(settings)
     assert cutoff is not None
-    features = build_features(
-        load_transactions(settings, engine=engine), cutoff, label_available=False
+    features = settings.usecase_spec.build_rows(
+        load_records(settings, engine=engine), cutoff, label_available=False
     )
     model = registry.load_version(client, settings.model_name, version)
     score_batch(settings, cutoff, model_version=version, predict=model.predict, features=features)
