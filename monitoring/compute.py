@@ -300,6 +300,54 @@ def _evidently_drift(
     return snapshot, scores, share
 
 
+def _schema_figures(
+    reference: pd.DataFrame, current: pd.DataFrame, mapping: ColumnMapping
+) -> tuple[list[Figure], list[str]]:
+    """The ``schema`` figure (missing and extra columns) and the ``schema_mismatch`` figures of
+    the features missing on a side; returns them and the missing features' names."""
+    cols = list(mapping.features)
+    key_like = set(mapping.keys)
+    missing = {
+        side: [c for c in cols if c not in frame.columns]
+        for side, frame in (("reference", reference), ("current", current))
+    }
+    extra = sorted(
+        {c for f in (reference, current) for c in f.columns if c not in cols and c not in key_like}
+    )
+    problems = []
+    if missing["current"] or missing["reference"]:
+        problems.append(
+            "missing columns: "
+            + "; ".join(f"{side}: {', '.join(m)}" for side, m in missing.items() if m)
+        )
+    if extra:
+        problems.append(f"extra columns ignored: {', '.join(extra)}")
+    figures = [
+        Figure(
+            DATA_DRIFT,
+            "schema",
+            float(bool(problems)),
+            "schema_mismatch" if problems else "ok",
+            detail="; ".join(problems) or f"{len(cols)} expected feature columns present",
+        )
+    ]
+    absent = sorted(set(missing["current"]) | set(missing["reference"]))
+    for column in absent:
+        side = "current" if column in missing["current"] else "reference"
+        figures += [
+            Figure(
+                DATA_DRIFT,
+                metric,
+                None,
+                "schema_mismatch",
+                column,
+                f"column {column} missing from the {side} data",
+            )
+            for metric in ("drift_score", "drifted")
+        ]
+    return figures, absent
+
+
 def data_drift_figures(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -328,46 +376,7 @@ def data_drift_figures(
         and missing columns, ``ok`` otherwise). An empty side gives ``no_data`` dataset figures.
     """
     cols = list(mapping.features)
-    key_like = set(mapping.keys)
-    missing = {
-        side: [c for c in cols if c not in frame.columns]
-        for side, frame in (("reference", reference), ("current", current))
-    }
-    extra = sorted(
-        {c for f in (reference, current) for c in f.columns if c not in cols and c not in key_like}
-    )
-    figures: list[Figure] = []
-    problems = []
-    if missing["current"] or missing["reference"]:
-        problems.append(
-            "missing columns: "
-            + "; ".join(f"{side}: {', '.join(m)}" for side, m in missing.items() if m)
-        )
-    if extra:
-        problems.append(f"extra columns ignored: {', '.join(extra)}")
-    figures.append(
-        Figure(
-            DATA_DRIFT,
-            "schema",
-            float(bool(problems)),
-            "schema_mismatch" if problems else "ok",
-            detail="; ".join(problems) or f"{len(cols)} expected feature columns present",
-        )
-    )
-    absent = sorted(set(missing["current"]) | set(missing["reference"]))
-    for column in absent:
-        side = "current" if column in missing["current"] else "reference"
-        for metric in ("drift_score", "drifted"):
-            figures.append(
-                Figure(
-                    DATA_DRIFT,
-                    metric,
-                    None,
-                    "schema_mismatch",
-                    column,
-                    f"column {column} missing from the {side} data",
-                )
-            )
+    figures, absent = _schema_figures(reference, current, mapping)
     present = [c for c in cols if c not in absent]
     n_ref, n_cur = len(reference), len(current)
     if n_ref == 0 or n_cur == 0:
@@ -1024,12 +1033,25 @@ def regression_kpi_figures(
         Figure(KPI, "realized_total", float(np.sum(y)), **size),
         Figure(KPI, "value_total", float(np.sum(v)), **size),
     ]
+    return figures + _baseline_figures(joined, y, baselines, training_median)
+
+
+def _baseline_figures(
+    joined: pd.DataFrame,
+    labels: np.ndarray,
+    baselines: Mapping[str, str],
+    training_median: float | None,
+) -> list[Figure]:
+    """``baseline_mae`` and ``baseline_bias`` of each baseline column of ``joined`` and of the
+    constant training median, on the rows where the baseline has a value."""
+    n = len(joined)
     predictors: dict[str, np.ndarray] = {
         name: joined[column].to_numpy(dtype=np.float64, na_value=np.nan)
         for name, column in baselines.items()
     }
     if training_median is not None:
         predictors[TRAINING_MEDIAN] = np.full(n, float(training_median))
+    figures: list[Figure] = []
     for name, guess in predictors.items():
         ok = np.isfinite(guess)
         if not ok.any():
@@ -1038,17 +1060,10 @@ def regression_kpi_figures(
                 for m in BASELINE_KPI_METRICS
             ]
             continue
-        e = guess[ok] - y[ok]
+        e = guess[ok] - labels[ok]
+        size = int(ok.sum())
         figures += [
-            Figure(
-                KPI,
-                "baseline_mae",
-                float(np.mean(np.abs(e))),
-                feature=name,
-                sample_size=int(ok.sum()),
-            ),
-            Figure(
-                KPI, "baseline_bias", float(np.mean(e)), feature=name, sample_size=int(ok.sum())
-            ),
+            Figure(KPI, "baseline_mae", float(np.mean(np.abs(e))), feature=name, sample_size=size),
+            Figure(KPI, "baseline_bias", float(np.mean(e)), feature=name, sample_size=size),
         ]
     return figures
