@@ -12,6 +12,7 @@ from scipy.special import expit
 from registry_guard.gate import ChampionUnavailable, ModelEvidence, evaluate_gate
 from registry_guard.policy import DEFAULT_POLICY_PATH, GatePolicy, load_policy
 from rollguard.errors import ConfigurationError
+from rollguard.usecase import TaskType
 
 FEATURES = ("recency_days", "frequency", "monetary_total")
 POLICY = GatePolicy()
@@ -41,7 +42,17 @@ def gate(
     ret,
     policy: GatePolicy = POLICY,
 ):
-    return evaluate_gate(chal, champ, y, rev, ret, policy, expected_features=FEATURES)
+    slices = {"customer_type": np.where(ret, "returning", "new")}
+    return evaluate_gate(
+        chal,
+        champ,
+        y,
+        rev,
+        slices,
+        policy,
+        task=TaskType.BINARY_CLASSIFICATION,
+        expected_features=FEATURES,
+    )
 
 
 @pytest.fixture(scope="module")

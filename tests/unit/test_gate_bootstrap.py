@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from registry_guard.gate import multiplicities, paired_bootstrap, resample_indices, weighted_metrics
+from domain.metrics import multiplicities, paired_bootstrap, resample_indices, weighted_metrics
 
 
 @pytest.mark.parametrize("decimals", [None, 2, 1])  # None: continuous scores; else many ties

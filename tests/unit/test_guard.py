@@ -145,7 +145,7 @@ def test_realized_quality_clearly_worse_is_degraded() -> None:
     champ, prev, y = realized(champion_noise=3.0, prev_noise=0.5)
     report = guard(champion_scores=champ, previous_scores=prev, labels=y)
     rq = report.check("realized_quality")
-    assert rq.verdict == "degraded" and rq.ci_high < -GATE.non_inferiority_margin
+    assert rq.verdict == "degraded" and rq.ci_high < -GATE.classification.non_inferiority_margin
     assert report.state == "degraded"
 
 
@@ -164,7 +164,7 @@ def test_realized_quality_with_an_ambiguous_ci_is_inconclusive() -> None:
     champ = expit(logit(prev) + np.random.default_rng(3).normal(0, 0.2, prev.size))
     report = guard(champion_scores=champ, previous_scores=prev, labels=y)
     rq = report.check("realized_quality")
-    assert rq.ci_low < -GATE.non_inferiority_margin < rq.ci_high
+    assert rq.ci_low < -GATE.classification.non_inferiority_margin < rq.ci_high
     assert rq.verdict == "inconclusive" and report.state == "inconclusive"
 
 
@@ -190,7 +190,7 @@ def test_guard_policy_defaults_and_gate_keys_still_load() -> None:
 
 def test_a_bad_guard_key_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text("min_rows: 100\nguard:\n  psi_treshold: 0.3\n")
+    path.write_text("classification:\n  min_rows: 100\nguard:\n  psi_treshold: 0.3\n")
     for loader in (load_guard_policy, load_policy):
         with pytest.raises(ConfigurationError, match=r"guard\.psi_treshold"):
             loader(path)
@@ -200,6 +200,6 @@ def test_a_bad_guard_key_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("guard: 3\n")
     with pytest.raises(ConfigurationError, match="expected a mapping"):
         load_guard_policy(path)
-    path.write_text("min_rows: 100\n")  # no guard section: defaults
+    path.write_text("classification:\n  min_rows: 100\n")  # no guard section: defaults
     assert load_guard_policy(path) == GuardPolicy()
-    assert load_policy(path).min_rows == 100
+    assert load_policy(path).classification.min_rows == 100
