@@ -26,7 +26,7 @@ def serve_api(
     import uvicorn
 
     from api.app import create_app
-    from rollguard.cli import settings
+    from rollguard.commands import settings
 
     s = settings()
     # The prediction-log and model-watch threads share the GIL with request handling; a 1 ms
@@ -59,7 +59,7 @@ def serve_ui(
     ] = None,
 ) -> None:
     """Serve the Gradio UI (score a customer, what if, batch, model) over the REST API."""
-    from rollguard.cli import settings
+    from rollguard.commands import settings
     from ui.server import run
 
     s = settings()
@@ -82,7 +82,7 @@ def serve_guard(
     import uvicorn
 
     from api.lifecycle import configure_mlflow_http
-    from rollguard.cli import settings
+    from rollguard.commands import settings
     from rollguard.errors import RollguardError
 
     s = settings()

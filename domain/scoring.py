@@ -1,9 +1,9 @@
-"""Weekly batch scoring: the champion scores every active customer at the scoring cutoff, and the
-scores are kept as that week's production predictions.
+"""Weekly batch scoring: the champion scores every row of the snapshot at the scoring cutoff, and
+the scores are kept as that week's production predictions.
 
 Predictions are Parquet files ``warehouse/predictions/cutoff=YYYY-MM-DD/version=N.parquet`` (one
-row per customer: ``customer_id``, ``score``, ``rank``, ``targeted``), written once per cutoff and
-version (idempotent). The guard and the KPI reports read them.
+row per scored unit: the use case's entity column, ``score``, ``rank``, ``targeted``), written once
+per cutoff and version (idempotent). The guard and the KPI reports read them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 from domain.metrics import targeted_mask
 from rollguard.files import write_atomic
 from rollguard.settings import Settings
-from usecases.cdnow.features import FEATURE_COLUMNS
+from rollguard.usecase import UseCase
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class BatchScores:
     cutoff: str
     model_version: str
     path: str
-    n_customers: int
+    n_rows: int
     n_targeted: int
     created: bool  # False when the file existed already
 
@@ -45,16 +45,19 @@ def predictions_path(settings: Settings, cutoff: date, version: str) -> Path:
     )
 
 
-def score_frame(features: pd.DataFrame, predict: Any, budget: float) -> pd.DataFrame:
-    """Predictions for a feature snapshot: ``customer_id``, ``score`` (probability), ``rank``
-    (1 = highest score) and ``targeted`` (top ``budget`` share)."""
-    scores = np.asarray(predict(features.loc[:, list(FEATURE_COLUMNS)]), dtype=np.float64)
+def score_frame(
+    usecase: UseCase, features: pd.DataFrame, predict: Any, budget: float
+) -> pd.DataFrame:
+    """Predictions for a snapshot's rows: the entity column, ``score`` (a probability, or the
+    predicted label value for regression), ``rank`` (1 = highest score) and ``targeted`` (top
+    ``budget`` share)."""
+    scores = np.asarray(predict(usecase.feature_frame(features)), dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
     rank = np.empty(len(scores), dtype=np.int64)
     rank[order] = np.arange(1, len(scores) + 1)
     return pd.DataFrame(
         {
-            "customer_id": features["customer_id"].to_numpy(),
+            usecase.entity_column: features[usecase.entity_column].to_numpy(),
             "score": scores,
             "rank": rank,
             "targeted": targeted_mask(scores, budget),
@@ -77,7 +80,7 @@ def score_batch(
         frame = pd.read_parquet(target)
         created = False
     else:
-        frame = score_frame(features, predict, settings.targeting_budget)
+        frame = score_frame(settings.usecase_spec, features, predict, settings.targeting_budget)
         buf = BytesIO()
         frame.to_parquet(buf, index=False)
         write_atomic(target, buf.getvalue())
@@ -86,7 +89,7 @@ def score_batch(
         cutoff=cutoff.isoformat(),
         model_version=str(model_version),
         path=str(target),
-        n_customers=len(frame),
+        n_rows=len(frame),
         n_targeted=int(frame["targeted"].sum()),
         created=created,
     )

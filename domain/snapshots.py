@@ -1,4 +1,8 @@
-"""Feature snapshots from the warehouse: ``rollguard features build --cutoff DATE``."""
+"""Feature snapshots from the warehouse: ``rollguard features build --cutoff DATE``.
+
+A snapshot is the use case's row frame at one cutoff (:meth:`rollguard.usecase.UseCase.build_rows`),
+written as Parquet under ``warehouse/features/``; the label columns are filled only when every week of
+the label horizon is ingested."""
 
 from __future__ import annotations
 
@@ -9,25 +13,29 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from domain.warehouse import ingested_weeks, load_transactions
+from domain.warehouse import ingested_weeks, load_records
 from rollguard.errors import RollguardError
 from rollguard.files import write_atomic
 from rollguard.settings import Settings
 from rollguard.store import open_store
-from rollguard.weeks import check_cutoff, iso_week_label, parse_iso_week
-from usecases.cdnow.features import LABEL, build_features, label_matured
+from rollguard.weeks import check_cutoff, horizon_weeks, iso_week_label, parse_iso_week
 
 
 @dataclass(frozen=True)
 class SnapshotResult:
-    """A written feature snapshot: where, how many customers, and whether labels exist."""
+    """A written feature snapshot: where, how many rows, and whether labels exist.
+
+    ``n_positive`` and ``base_rate`` (share of positive labels) are for binary classification;
+    ``label_mean`` (the label's mean, in its unit) for both task types; all None before maturity.
+    """
 
     cutoff: str
     path: str
-    n_customers: int
+    n_rows: int
     label_available: bool
     n_positive: int | None
     base_rate: float | None
+    label_mean: float | None
     weeks_before_cutoff: int
     missing_weeks: list[str]
 
@@ -71,25 +79,28 @@ def build_snapshot(
         expected.append(iso_week_label(d))
         d += timedelta(days=7)
     missing = [w for w in expected if w not in set(weeks)]
-    matured = label_matured(cutoff, weeks, settings.horizon_days)
-    frame = build_features(
-        load_transactions(settings, engine=engine),
-        cutoff,
-        label_available=matured,
-        horizon_days=settings.horizon_days,
+    usecase = settings.usecase_spec
+    matured = set(horizon_weeks(cutoff, settings.horizon_days)) <= set(weeks)
+    frame = usecase.build_rows(
+        load_records(settings, engine=engine), cutoff, label_available=matured
     )
+    usecase.check_rows(frame)
     target = snapshot_path(settings, cutoff)
     buf = BytesIO()
     frame.to_parquet(buf, index=False)
     write_atomic(target, buf.getvalue())
-    positives = int(frame[LABEL].sum()) if matured else None
+    values = frame[usecase.label.column].to_numpy(dtype="float64", na_value=float("nan"))
+    positives = int(values.sum()) if matured and usecase.is_classification else None
     return SnapshotResult(
         cutoff=cutoff.isoformat(),
         path=str(target),
-        n_customers=len(frame),
+        n_rows=len(frame),
         label_available=matured,
         n_positive=positives,
-        base_rate=round(positives / len(frame), 6) if matured and len(frame) else None,
+        base_rate=round(positives / len(frame), 6)
+        if positives is not None and len(frame)
+        else None,
+        label_mean=round(float(values.mean()), 6) if matured and len(frame) else None,
         weeks_before_cutoff=len(before),
         missing_weeks=missing,
     )

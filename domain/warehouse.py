@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 from rollguard.db.models import IngestionDecision
 from rollguard.settings import Settings
 from rollguard.store import open_store
-from usecases.cdnow.source import TRANSACTION_DTYPES
 
 
 def accepted_batches(
@@ -32,13 +31,14 @@ def ingested_weeks(settings: Settings, *, engine: Engine | None = None) -> list[
     return sorted({b.week for b in accepted_batches(settings, engine=engine) if b.week})
 
 
-def load_transactions(settings: Settings, *, engine: Engine | None = None) -> pd.DataFrame:
-    """All accepted purchases: one row per purchase with the columns of
-    :data:`usecases.cdnow.source.TRANSACTION_DTYPES` plus ``batch_id``, sorted by date and transaction id.
-    Empty (typed) when nothing has been accepted."""
+def load_records(settings: Settings, *, engine: Engine | None = None) -> pd.DataFrame:
+    """All accepted records of the settings' use case: one row per record with the columns and
+    dtypes of its record schema plus ``batch_id``, sorted by the record time and id. Empty (typed)
+    when nothing has been accepted."""
+    usecase = settings.usecase_spec
     frames = [pd.read_parquet(b.warehouse_path) for b in accepted_batches(settings, engine=engine)]
     if not frames:
-        empty = pd.DataFrame({k: pd.Series(dtype=v) for k, v in TRANSACTION_DTYPES.items()})
-        return empty.assign(batch_id=pd.Series(dtype="object"))
+        return usecase.empty_records().assign(batch_id=pd.Series(dtype="object"))
     out = pd.concat(frames, ignore_index=True)
-    return out.sort_values(["date", "transaction_id"], kind="stable").reset_index(drop=True)
+    order = [usecase.record_time_column, usecase.record_id_column]
+    return out.sort_values(order, kind="stable").reset_index(drop=True)

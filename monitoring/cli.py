@@ -7,7 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``monitor`` command to the ``rollguard`` CLI."""
-    from rollguard.cli import emit, reports_errors, settings
+    from rollguard.commands import emit, reports_errors, settings
 
     @app.command("monitor")
     @reports_errors

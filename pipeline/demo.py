@@ -1,6 +1,8 @@
-"""The main job: replay CDNOW week by week through the real Airflow DAG, embedded, no server.
+"""The main job: replay a use case's history (CDNOW by default) week by week through the real Airflow
+DAG, embedded, no server.
 
-1. **Initial load**: the first ``initial_weeks`` weekly files land at once and one DAG run ingests
+1. **Initial load**: the first ``initial_weeks`` weekly files land at once (by default the fewest
+   that give the use case's fit, validation and evaluation cutoffs) and one DAG run ingests
    them; there is no champion, so it trains (Optuna tunes), the gate bootstraps the first champion.
 2. **Weekly runs**: one new weekly file lands, one DAG run (``dag.test()`` against SQLite metadata
    under ``ROLLGUARD_HOME/airflow``) ingests it, scores every customer with the champion, checks
@@ -24,8 +26,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from domain.evaluation import TrainingDataError, evaluation_rows, plan_cutoffs
+from pipeline import feed
+from pipeline.airflow_env import DAGS_FOLDER, configure_airflow
+from pipeline.faults import register_shuffled_label_model
+from registry_guard.policy import load_policy
+from registry_guard.registry import move_champion, read_pointer, run_gate
 from rollguard.errors import RollguardError
+from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
+from rollguard.store import open_store
 
 
 @dataclass(frozen=True)
@@ -33,8 +43,8 @@ class DemoOptions:
     """Knobs of the main job.
 
     Attributes:
-        initial_weeks: weekly files delivered before the first run (enough for 8 fit cutoffs,
-            a validation cutoff and a matured evaluation cutoff: 20 weeks).
+        initial_weeks: weekly files delivered before the first run; None: the fewest that give
+            the use case's fit, validation and matured evaluation cutoffs (CDNOW: 20 weeks).
         weeks: weekly runs after the initial load (None: until the log ends).
         faults: inject the malformed file and the broken model.
         malformed_at: weekly run (1-based) whose landing also gets a malformed file.
@@ -43,7 +53,7 @@ class DemoOptions:
             decision between two real versions early in a short demo).
     """
 
-    initial_weeks: int = 20
+    initial_weeks: int | None = None
     weeks: int | None = 16
     faults: bool = True
     malformed_at: int = 2
@@ -71,7 +81,7 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
     outcomes = monitored.get("outcomes") or {}
     kpis = outcomes if outcomes.get("state") == "ok" else {}
     retrain = report.get("retrain") or {}
-    ci = gate.get("ap_diff_ci")
+    ci = gate.get("primary_diff_ci")
     weeks = ingest.get("accepted_weeks") or []
     return {
         "run": label,
@@ -89,9 +99,10 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
         "tuning": train.get("tuning"),
         "tuning_reason": train.get("tuning_reason"),
         "challenger": train.get("version") if train.get("trained") else None,
-        "challenger_ap": gate.get("challenger_ap"),
-        "champion_ap": gate.get("champion_ap"),
-        "ap_diff_ci": ci,
+        "primary_metric": gate.get("primary_metric"),
+        "challenger_primary": gate.get("challenger_primary"),
+        "champion_primary": gate.get("champion_primary"),
+        "primary_diff_ci": ci,
         "decision": gate.get("outcome"),
         "decision_reason": gate.get("reason_code"),
         "champion": report.get("champion_after"),
@@ -117,7 +128,7 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 def format_row(row: dict[str, Any]) -> str:
     """One fixed-width line of the week table."""
-    ci = row.get("ap_diff_ci")
+    ci = row.get("primary_diff_ci")
     ci_text = f"[{ci[0]:+.3f},{ci[1]:+.3f}]" if ci and ci[0] is not None else "-"
     tuning = row.get("tuning") or "-"
     if row.get("tuning_reason") and tuning != "-":
@@ -126,19 +137,29 @@ def format_row(row: dict[str, Any]) -> str:
     return (
         f"{_fmt(row.get('week')):9} {row.get('rows_accepted', 0):6} {row.get('files_quarantined', 0):3} "
         f"{_fmt(row.get('drift_share'), '.2f'):>5} {_fmt(row.get('retrain')):18.18} "
-        f"{tuning:24.24} {_fmt(row.get('challenger_ap'), '.3f'):>6} "
-        f"{_fmt(row.get('champion_ap'), '.3f'):>6} {ci_text:17} {_fmt(row.get('decision')):9} "
+        f"{tuning:24.24} {_fmt(row.get('challenger_primary'), '.3f'):>6} "
+        f"{_fmt(row.get('champion_primary'), '.3f'):>6} {ci_text:17} {_fmt(row.get('decision')):9} "
         f"{'v' + str(row['champion']) if row.get('champion') else '-':5} "
         f"{_fmt(row.get('guard')):12} {rollback:7} {_fmt(row.get('lift'), '.2f'):>5} "
         f"{_fmt(_percent(row.get('revenue_share')), '.0f'):>5}"
     )
 
 
-TABLE_HEADER = (
-    f"{'week':9} {'rows':>6} {'qua':>3} {'drift':>5} {'retrain?':18} {'tuned/reused':24} "
-    f"{'chalAP':>6} {'chmpAP':>6} {'AP diff 95% CI':17} {'decision':9} {'champ':5} "
-    f"{'guard':12} {'rollbk':7} {'lift':>5} {'rev%':>5}"
-)
+#: Short names of the gate's primary metrics in the table.
+_METRIC_ABBREVIATIONS = {"average_precision": "AP", "mae": "MAE"}
+
+
+def table_header(settings: Settings) -> str:
+    """The week table's header line; the primary metric's columns are named after the use case's
+    task (average precision for classification, MAE for regression)."""
+    metric = _METRIC_ABBREVIATIONS[
+        "average_precision" if settings.usecase_spec.is_classification else "mae"
+    ]
+    return (
+        f"{'week':9} {'rows':>6} {'qua':>3} {'drift':>5} {'retrain?':18} {'tuned/reused':24} "
+        f"{'chal' + metric:>6} {'chmp' + metric:>6} {metric + ' diff 95% CI':17} {'decision':9} "
+        f"{'champ':5} {'guard':12} {'rollbk':7} {'lift':>5} {'rev%':>5}"
+    )
 
 
 def run_demo(
@@ -153,9 +174,6 @@ def run_demo(
         RollguardError: a DAG run failed (with the failed task named); its log is in the
             Airflow home.
     """
-    from pipeline import feed
-    from pipeline.airflow_env import configure_airflow
-    from rollguard.store import open_store
 
     start = time.perf_counter()
     settings.ensure_dirs()
@@ -166,8 +184,9 @@ def run_demo(
     result = DemoResult(home=str(settings.home))
 
     delivered = feed.delivered_weeks(settings)
-    if len(delivered) < options.initial_weeks:
-        replay = feed.replay(settings, weeks=options.initial_weeks - len(delivered))
+    initial = options.initial_weeks or initial_weeks_needed(settings)
+    if len(delivered) < initial:
+        replay = feed.replay(settings, weeks=initial - len(delivered))
         progress(f"initial load: {len(replay.written)} weekly files in {settings.landing_dir}")
     label = "initial"
     result.rows.append(_run_once(dag, settings, label, {}, progress))
@@ -194,10 +213,36 @@ def run_demo(
     return result
 
 
+def initial_weeks_needed(settings: Settings) -> int:
+    """The fewest leading weeks of the use case's history from which
+    :func:`domain.evaluation.plan_cutoffs` finds every fit, validation and evaluation cutoff.
+
+    Raises:
+        RollguardError: the whole history is too short.
+    """
+    usecase = settings.usecase_spec
+    weeks = feed.available_weeks(settings)
+    for n in range(1, len(weeks) + 1):
+        try:
+            plan_cutoffs(
+                usecase,
+                weeks[:n],
+                n_fit=settings.training_cutoffs,
+                n_validation=settings.validation_cutoffs,
+                horizon_days=settings.horizon_days,
+            )
+        except TrainingDataError:
+            continue
+        return n
+    raise RollguardError(
+        f"the {usecase.name} history ({len(weeks)} weeks) is too short for "
+        f"{settings.training_cutoffs} fit, {settings.validation_cutoffs} validation and "
+        f"{usecase.evaluation_cutoffs} evaluation cutoffs"
+    )
+
+
 def _load_dag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
-
-    from pipeline.airflow_env import DAGS_FOLDER
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     if bag.import_errors:
@@ -241,24 +286,18 @@ def _force_broken_model(
     settings: Settings, progress: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     """Register a shuffled-label model, gate it (rejected), then force it in as a person would."""
-    from pipeline.faults import register_shuffled_label_model
-    from registry_guard.cli import evaluation_frame
-    from registry_guard.policy import load_policy
-    from registry_guard.registry import move_champion, read_pointer, run_gate
-    from rollguard.mlflow_client import mlflow_client
-    from rollguard.store import open_store
-    from usecases.cdnow.features import FEATURE_COLUMNS
 
     events: list[dict[str, Any]] = []
     broken = register_shuffled_label_model(settings)
     client, engine = mlflow_client(settings), open_store(settings)
     gate = run_gate(
-        evaluation_frame(settings),
+        evaluation_rows(settings).rows,
         model_name=settings.model_name,
         policy=load_policy(settings.gate_policy_path),
         client=client,
         engine=engine,
-        feature_columns=FEATURE_COLUMNS,
+        usecase=settings.usecase_spec,
+        budget=settings.targeting_budget,
         version=broken.version,
         actor="pipeline",
     )
@@ -339,3 +378,18 @@ def summarize(result: DemoResult) -> dict[str, Any]:
 
 def to_json(result: DemoResult) -> dict[str, Any]:
     return {**asdict(result), "summary": summarize(result)}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The closing count line: runs, promotions, rejections, quarantines, rollbacks."""
+
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}" + ("" if count == 1 else "s")
+
+    return (
+        f"{n(summary['runs'], 'DAG run')} in {summary['seconds']:.0f}s: "
+        f"{n(summary['promotions'], 'promotion')}, "
+        f"{n(summary['gate_rejections'], 'gate rejection')}, "
+        f"{n(summary['files_quarantined'], 'quarantined file')}, "
+        f"{n(summary['rollbacks'], 'rollback')}"
+    )

@@ -3,9 +3,9 @@ at the loop, made on purpose so that one can watch Rollguard catch it.
 
 * :func:`write_malformed_week` drops a bad weekly file into the landing zone (ingestion must
   quarantine it and go on);
-* :func:`register_shuffled_label_model` trains a model on randomly permuted labels — a model that
-  learned nothing, as a broken feature path or label join would produce — and registers it as the
-  challenger. The gate must reject it; if a person forces it into production anyway, the live
+* :func:`register_shuffled_label_model` trains a model on randomly permuted labels (targets, for
+  regression) — a model that learned nothing, as a broken feature path or label join would
+  produce — and registers it as the challenger. The gate must reject it; if a person forces it into production anyway, the live
   guard must roll it back.
 """
 
@@ -15,32 +15,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from domain.evaluation import (
+    TrainingSet,
+    build_training_set,
+    load_training_inputs,
+    plan_cutoffs,
+)
+from pipeline import tracking, training, tuning
+from rollguard.files import write_atomic
 from rollguard.settings import Settings
-from usecases.cdnow.features import LABEL
+from rollguard.weeks import parse_iso_week
 
 FAULT_TAG = "rollguard.fault"
 
 
 def write_malformed_week(settings: Settings, week: str) -> str:
-    """Write ``partner_<week>.csv`` with a negative amount and a date outside the week; returns
-    the file name. Its content differs for every week, so each is a new file."""
-    from rollguard.files import write_atomic
-    from rollguard.weeks import parse_iso_week
-
-    monday = parse_iso_week(week)
+    """Write ``partner_<week>.csv``: the use case's header, then a record whose every field reads
+    ``n/a`` (a partner system's export of a missing record) on line 3. Ingestion must quarantine it
+    as ``bad_type`` at line 3 and go on. Returns the file name; the content differs for every week
+    (the week's Monday stands in the time column of line 2), so each is a new file."""
+    usecase = settings.usecase_spec
+    columns = list(usecase.record_columns)
+    monday = parse_iso_week(week).isoformat()
+    good = [monday if c == usecase.record_time_column else "n/a" for c in columns]
     name = f"partner_{week}.csv"
-    body = (
-        "transaction_id,customer_id,date,number_of_cds,dollar_value\n"
-        f"900001,1,{monday.isoformat()},1,-15.99\n"
-        f"900002,2,{monday.isoformat()},2,23.50\n"
-    )
-    write_atomic(settings.landing_dir / name, body.encode("utf-8"))
+    lines = [",".join(columns), ",".join(good), ",".join("n/a" for _ in columns)]
+    write_atomic(settings.landing_dir / name, ("\n".join(lines) + "\n").encode("utf-8"))
     return name
 
 
 @dataclass(frozen=True)
 class BrokenModel:
-    """A registered model version trained on shuffled labels."""
+    """A registered model version trained on shuffled labels (or targets)."""
 
     version: str
     run_id: str
@@ -53,32 +59,33 @@ def register_shuffled_label_model(settings: Settings, *, seed: int = 7) -> Broke
     it and point alias ``challenger`` at it.
 
     Raises:
-        pipeline.training.TrainingDataError: not enough matured history.
+        domain.evaluation.TrainingDataError: not enough matured history.
     """
-    from pipeline import tracking, training, tuning
-
+    usecase = settings.usecase_spec
+    label = usecase.label.column
     client = tracking.settings_client(settings)
-    inputs = training.load_training_inputs(settings)
-    plan = training.plan_cutoffs(
-        inputs[1],
+    inputs = load_training_inputs(settings)
+    plan = plan_cutoffs(
+        usecase,
+        inputs.weeks,
         n_fit=settings.training_cutoffs,
         n_validation=settings.validation_cutoffs,
         horizon_days=settings.horizon_days,
     )
-    data = training.build_training_set(inputs[0], plan)
+    data = build_training_set(usecase, inputs.records, plan)
     rng = np.random.default_rng(seed)
-    shuffled = training.TrainingSet(
+    shuffled = TrainingSet(
         plan=data.plan,
-        fit=data.fit.assign(**{LABEL: rng.permutation(data.fit[LABEL].to_numpy())}),
+        fit=data.fit.assign(**{label: rng.permutation(data.fit[label].to_numpy())}),
         validation=data.validation.assign(
-            **{LABEL: rng.permutation(data.validation[LABEL].to_numpy())}
+            **{label: rng.permutation(data.validation[label].to_numpy())}
         ),
         evaluation=data.evaluation,
         dataset_sha256=data.dataset_sha256,
     )
     stored = tuning.load_stored_params(settings.model_name, client=client)
     config = training.TrainingConfig.from_settings(settings, stored.params if stored else None)
-    model = training.train_model(shuffled, config)
+    model = training.train_model(usecase, shuffled, config)
     experiment = tracking.ensure_experiment(
         client, tracking_uri=client.tracking_uri, artifact_root=settings.mlflow_artifact_root
     )
@@ -96,6 +103,7 @@ def register_shuffled_label_model(settings: Settings, *, seed: int = 7) -> Broke
     for key, value in config.tunable.items():
         client.log_param(run.info.run_id, f"{tuning.PARAM_PREFIX}{key}", value)
     uri = tracking.log_model(
+        usecase,
         model.booster,
         data.evaluation.head(50),
         run_id=run.info.run_id,

@@ -16,25 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import stat
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipeline.feed import FEED_COLUMNS
 from rollguard.db.models import IngestionDecision
 from rollguard.files import sha256_file, write_atomic
 from rollguard.settings import Settings
 from rollguard.store import open_store
+from rollguard.usecase import UseCase
 from rollguard.weeks import find_iso_week, parse_iso_week
 
 #: Every reason a file can be quarantined for.
@@ -46,7 +47,10 @@ REASON_CODES = (
     "schema_mismatch",  # header lacks or adds columns
     "header_only",  # a header and no rows
     "bad_type",  # a value that does not parse as its column's type
-    "negative_value",  # negative number_of_cds or dollar_value
+    "negative_value",  # a negative amount or count (a use case's check named so)
+    "out_of_range",  # a value outside its declared range (a use case's check named so)
+    "unknown_category",  # a level the use case does not know (a use case's check named so)
+    "invalid_value",  # any other rule of the use case's record schema
     "date_outside_week",  # a date outside the ISO week of the file name
     "duplicate_rows",  # a transaction_id more than once
     "week_already_ingested",  # another file for this week was accepted before
@@ -100,12 +104,12 @@ def _bad(
     return Verdict(week=week, reason_code=code, reason_detail=detail, line=line, column=column)
 
 
-def validate_file(path: Path, max_bytes: int) -> Verdict:
+def validate_file(path: Path, max_bytes: int, usecase: UseCase) -> Verdict:
     """Validate one landing file (see the module docstring for the format and :data:`REASON_CODES`).
 
     Returns:
-        A :class:`Verdict` whose ``rows`` hold the typed purchases (columns of
-        ``usecases.cdnow.source.TRANSACTION_DTYPES``) when the file is valid. The first problem found
+        A :class:`Verdict` whose ``rows`` hold the typed records (columns and dtypes of
+        ``usecase.record_schema``) when the file is valid. The first problem found
         is reported, with the 1-based line and the column where it applies.
     """
     week = find_iso_week(path.name)
@@ -143,97 +147,108 @@ def validate_file(path: Path, max_bytes: int) -> Verdict:
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         return _bad(week, "schema_mismatch", f"not a CSV table: {exc}".strip())
     columns = [c.strip() for c in frame.columns]
-    missing = [c for c in FEED_COLUMNS if c not in columns]
-    extra = [c for c in columns if c not in FEED_COLUMNS]
+    expected = list(usecase.record_columns)
+    missing = [c for c in expected if c not in columns]
+    extra = [c for c in columns if c not in expected]
     if missing or extra:
         parts = []
         if missing:
             parts.append(f"missing columns {missing}")
         if extra:
             parts.append(f"unexpected columns {extra}")
-        return _bad(
-            week, "schema_mismatch", "; ".join(parts) + f" (expected {list(FEED_COLUMNS)})", line=1
-        )
+        return _bad(week, "schema_mismatch", "; ".join(parts) + f" (expected {expected})", line=1)
     frame.columns = columns
+    frame = frame.loc[:, expected].apply(lambda c: c.str.strip())
     if frame.empty:
         return _bad(week, "header_only", "a header and no rows")
 
-    typed: dict[str, pd.Series] = {}
-    for column, kind in (
-        ("transaction_id", "int"),
-        ("customer_id", "int"),
-        ("number_of_cds", "int"),
-        ("dollar_value", "float"),
-    ):
-        values = frame[column].str.strip()
-        numbers = pd.to_numeric(values, errors="coerce")
-        bad = numbers.isna() | ~numbers.map(lambda v: math.isfinite(v) if v == v else False)
-        if kind == "int":
-            bad |= numbers.notna() & (numbers != numbers.round())
-        if bad.any():
-            i = int(bad.idxmax())
-            return _bad(
-                week,
-                "bad_type",
-                f"{column} {frame[column].iloc[i]!r} is not {'an integer' if kind == 'int' else 'a finite number'}",
-                line=i + 2,
-                column=column,
-            )
-        typed[column] = numbers.astype("int64" if kind == "int" else "float64")
-    dates = pd.to_datetime(frame["date"].str.strip(), format="%Y-%m-%d", errors="coerce")
-    if dates.isna().any():
-        i = int(dates.isna().idxmax())
-        return _bad(
-            week,
-            "bad_type",
-            f"date {frame['date'].iloc[i]!r} is not a YYYY-MM-DD date",
-            line=i + 2,
-            column="date",
-        )
-    for column in ("number_of_cds", "dollar_value"):
-        negative = typed[column] < 0
-        if negative.any():
-            i = int(negative.idxmax())
-            return _bad(
-                week,
-                "negative_value",
-                f"{column} is {typed[column].iloc[i]} (< 0)",
-                line=i + 2,
-                column=column,
-            )
+    return _check_records(usecase, frame, week, monday)
+
+
+def _check_records(usecase: UseCase, frame: pd.DataFrame, week: str, monday: date) -> Verdict:
+    """Apply the use case's record schema (pandera, lazy: every failure is collected, the first by
+    line is reported), then the feed's own rules: every record inside the file's ISO week, no record
+    id twice."""
+    try:
+        rows = usecase.record_schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return _first_schema_failure(exc, frame, week)
+    time, rid = usecase.record_time_column, usecase.record_id_column
     start = pd.Timestamp(monday)
-    outside = (dates < start) | (dates >= start + pd.Timedelta(days=7))
+    outside = (rows[time] < start) | (rows[time] >= start + pd.Timedelta(days=7))
     if outside.any():
-        i = int(outside.idxmax())
+        i = int(np.flatnonzero(outside.to_numpy())[0])
         return _bad(
             week,
             "date_outside_week",
-            f"date {dates.iloc[i].date()} is outside {week} "
+            f"{time} {rows[time].iloc[i].date()} is outside {week} "
             f"({monday} to {monday + timedelta(days=6)})",
             line=i + 2,
-            column="date",
+            column=time,
         )
-    dup = typed["transaction_id"].duplicated()
+    dup = rows[rid].duplicated()
     if dup.any():
-        i = int(dup.idxmax())
+        i = int(np.flatnonzero(dup.to_numpy())[0])
         return _bad(
             week,
             "duplicate_rows",
-            f"transaction_id {typed['transaction_id'].iloc[i]} appears more than once "
-            f"({int(typed['transaction_id'].duplicated(keep=False).sum())} rows involved)",
+            f"{rid} {rows[rid].iloc[i]} appears more than once "
+            f"({int(rows[rid].duplicated(keep=False).sum())} rows involved)",
             line=i + 2,
-            column="transaction_id",
+            column=rid,
         )
-    rows = pd.DataFrame(
-        {
-            "transaction_id": typed["transaction_id"],
-            "customer_id": typed["customer_id"],
-            "date": dates.astype("datetime64[ns]"),
-            "number_of_cds": typed["number_of_cds"],
-            "dollar_value": typed["dollar_value"],
-        }
+    return Verdict(week=week, rows=rows.reset_index(drop=True))
+
+
+def _first_schema_failure(exc: pa.errors.SchemaErrors, frame: pd.DataFrame, week: str) -> Verdict:
+    """The failure on the earliest line (then the schema's column order) as a :class:`Verdict`.
+
+    A type that does not coerce is ``bad_type``; a failed check is reported under the check's name
+    when it is one of :data:`REASON_CODES` (a use case names its checks so), else ``invalid_value``.
+    """
+    columns = list(frame.columns)
+    found: list[tuple[int, int, str, str]] = []
+    for error in exc.schema_errors:
+        cases = getattr(error, "failure_cases", None)
+        column = str(getattr(error, "column_name", None) or "")
+        if cases is None or not isinstance(cases, pd.DataFrame) or "index" not in cases:
+            continue
+        check = getattr(error, "check", None)
+        name = str(getattr(check, "name", None) or check or "")
+        error_text = str(getattr(check, "error", None) or "")
+        for index, value in zip(cases["index"], cases["failure_case"], strict=True):
+            if index is None or pd.isna(index):
+                continue
+            code, detail = _reason_of(name, error_text, column, frame, int(index), value)
+            order = columns.index(column) if column in columns else len(columns)
+            found.append((int(index), order, code, detail))
+    if not found:
+        return _bad(week, "invalid_value", str(exc).splitlines()[0][:500])
+    index, order, code, detail = min(found)
+    return _bad(
+        week, code, detail, line=index + 2, column=columns[order] if order < len(columns) else None
     )
-    return Verdict(week=week, rows=rows)
+
+
+def _reason_of(
+    check: str, error: str, column: str, frame: pd.DataFrame, index: int, value: object
+) -> tuple[str, str]:
+    raw = frame[column].iloc[index] if column in frame else value
+    if check.startswith(("coerce_dtype", "dtype")) or not check:
+        dtype = check.split("(", 1)[1].rstrip(")").strip("'") if "(" in check else "its type"
+        return "bad_type", f"{column} {raw!r} is not {_TYPE_WORDS.get(dtype, dtype)}"
+    code = check if check in REASON_CODES else "invalid_value"
+    return code, f"{column} is {raw!r}: {error or check}"
+
+
+#: How a pandas dtype is named in a reason.
+_TYPE_WORDS = {
+    "int64": "an integer",
+    "float64": "a finite number",
+    "datetime64[ns]": "a YYYY-MM-DD date",
+    "bool": "true or false",
+    "str": "text",
+}
 
 
 def batch_id_of(sha256: str) -> str:
@@ -309,7 +324,7 @@ def _ingest_one(path: Path, settings: Settings, engine: Engine) -> FileOutcome:
             )
             return _record(session, decision, path)
 
-        verdict = validate_file(path, settings.max_file_bytes)
+        verdict = validate_file(path, settings.max_file_bytes, settings.usecase_spec)
         if verdict.ok and verdict.week is not None:
             taken = session.scalars(
                 select(IngestionDecision).where(
@@ -328,7 +343,7 @@ def _ingest_one(path: Path, settings: Settings, engine: Engine) -> FileOutcome:
             assert verdict.rows is not None and verdict.week is not None
             target = (
                 settings.warehouse_dir
-                / "transactions"
+                / "records"
                 / f"week={verdict.week}"
                 / f"batch-{batch}.parquet"
             )

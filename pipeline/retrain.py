@@ -2,8 +2,8 @@
 challenger. Idempotent: a second call for the same data, parameters and code returns the version
 the first one registered and trains nothing.
 
-This is wiring; the decisions and computations live in :mod:`pipeline.training`,
-:mod:`pipeline.tuning` and :mod:`pipeline.tracking`.
+This is wiring; the decisions and computations live in :mod:`domain.evaluation` (cutoffs and
+rows), :mod:`pipeline.training`, :mod:`pipeline.tuning` and :mod:`pipeline.tracking`.
 """
 
 from __future__ import annotations
@@ -13,31 +13,26 @@ import json
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from domain.evaluation import (
+    CutoffPlan,
+    TrainingInputs,
+    TrainingSet,
+    build_training_set,
+    load_training_inputs,
+    plan_cutoffs,
+)
 from pipeline import tracking, training, tuning
-from rollguard.weeks import horizon_weeks
-from usecases.cdnow.features import build_features
+from rollguard.weeks import horizon_weeks, iso_week_label
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from rollguard.settings import Settings
-
-
-@dataclass(frozen=True)
-class TrainingInputs:
-    """What a training run reads: the purchase log, the ingested ISO weeks, and the accepted
-    batches as ``{batch_id: (iso_week, sha256)}`` (empty when the data did not come in batches)."""
-
-    transactions: pd.DataFrame
-    ingested_weeks: list[str]
-    batches: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,26 +72,25 @@ def retrain(
         inputs: the data; default read from the warehouse.
 
     Raises:
-        pipeline.training.TrainingDataError: not enough matured history.
+        domain.evaluation.TrainingDataError: not enough matured history.
         rollguard.errors.ConfigurationError: ``--reuse`` without stored parameters.
         pipeline.tracking.TrackingError: the registered version lost its signature.
     """
     start = time.perf_counter()
-    if inputs is None:
-        tx, weeks, batches = training.load_training_inputs(settings)
-        inputs = TrainingInputs(tx, weeks, batches)
+    usecase = settings.usecase_spec
+    inputs = inputs or load_training_inputs(settings)
     client = client or tracking.settings_client(settings)
     tracking_uri = client.tracking_uri
-    plan = training.plan_cutoffs(
-        inputs.ingested_weeks,
+    plan = plan_cutoffs(
+        usecase,
+        inputs.weeks,
         n_fit=settings.training_cutoffs,
         n_validation=settings.validation_cutoffs,
         horizon_days=settings.horizon_days,
         evaluation_cutoff=cutoff,
     )
-    data = training.build_training_set(inputs.transactions, plan)
-    last_week = horizon_weeks(plan.evaluation, settings.horizon_days)[-1]
-    batches = {b: sha for b, (week, sha) in sorted(inputs.batches.items()) if week <= last_week}
+    data = build_training_set(usecase, inputs.records, plan)
+    batches = _batches_used(inputs, plan)
     identity = {
         "batches_sha256": hashlib.sha256(tracking.canonical_json(batches).encode()).hexdigest(),
         "cutoffs": plan.as_dict(),
@@ -111,8 +105,8 @@ def retrain(
         and not guard_degraded
         and ((plan.evaluation - stored.found_cutoff).days <= settings.params_max_age_days)
     ):
-        reference = build_features(inputs.transactions, stored.found_cutoff, label_available=False)
-        drift = tuning.feature_drift(reference, data.evaluation)
+        reference = usecase.build_rows(inputs.records, stored.found_cutoff, label_available=False)
+        drift = tuning.feature_drift(usecase, reference, data.evaluation)
     decision = tuning.decide_tuning(
         stored,
         evaluation_cutoff=plan.evaluation,
@@ -127,6 +121,7 @@ def retrain(
     study: tuning.TuningResult | None = None
     if decision.action == "tune":
         study = tuning.tune(
+            usecase,
             data,
             base,
             storage_url=settings.optuna_url,
@@ -141,7 +136,7 @@ def retrain(
         tunable, found_cutoff = dict(decision.stored.params), decision.stored.found_cutoff
     config = training.TrainingConfig.from_settings(settings, tunable)
     key_params = {
-        **config.booster_params(),
+        **config.booster_params(usecase.task),
         "num_boost_round": config.num_boost_round,
         "early_stopping_rounds": config.early_stopping_rounds,
     }
@@ -165,14 +160,16 @@ def retrain(
             seconds=time.perf_counter() - start,
         )
 
-    model = training.train_model(data, config)
-    metrics = training.evaluate_model(model, data, budget=settings.targeting_budget)
+    model = training.train_model(usecase, data, config)
+    metrics = training.evaluate_model(usecase, model, data, budget=settings.targeting_budget)
 
     lineage = {
         tracking.TRAINING_KEY_TAG: key,
         "rollguard.code_version": code,
         "rollguard.dataset_sha256": data.dataset_sha256,
+        "rollguard.usecase": usecase.name,
         "rollguard.cutoff.evaluation": plan.evaluation.isoformat(),
+        "rollguard.cutoff.evaluation_pool": ",".join(c.isoformat() for c in plan.evaluations),
         "rollguard.cutoff.validation": ",".join(c.isoformat() for c in plan.validation),
         "rollguard.cutoff.fit": ",".join(c.isoformat() for c in plan.fit),
         "rollguard.batches.count": str(len(batches)),
@@ -200,7 +197,11 @@ def retrain(
         _log_run(client, run_id, config, model, metrics, data, batches, lineage, settings)
         shap_tags = _log_shap(client, run_id, model, data, settings)
         model_uri = tracking.log_model(
-            model.booster, data.evaluation.head(50), run_id=run_id, tracking_uri=tracking_uri
+            usecase,
+            model.booster,
+            data.evaluation.head(50),
+            run_id=run_id,
+            tracking_uri=tracking_uri,
         )
         version = tracking.register_version(
             model_uri,
@@ -236,14 +237,15 @@ def _log_run(
     config: training.TrainingConfig,
     model: training.TrainedModel,
     metrics: training.EvaluationMetrics,
-    data: training.TrainingSet,
+    data: TrainingSet,
     batches: Mapping[str, str],
     lineage: Mapping[str, str],
     settings: Settings,
 ) -> None:
     from mlflow.entities import Param
 
-    params = {f"{tuning.PARAM_PREFIX}{k}": v for k, v in config.booster_params().items()}
+    task = settings.usecase_spec.task
+    params = {f"{tuning.PARAM_PREFIX}{k}": v for k, v in config.booster_params(task).items()}
     params.update(
         {
             "num_boost_round": config.num_boost_round,
@@ -258,7 +260,10 @@ def _log_run(
         }
     )
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    values = {**metrics.as_metrics(), "validation_aucpr": model.validation_aucpr}
+    values = {
+        **metrics.as_metrics(),
+        f"validation_{model.validation_metric}": model.validation_score,
+    }
     client.log_batch(run_id, metrics=[tracking._metric(k, v) for k, v in values.items()])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lineage.json"
@@ -275,14 +280,14 @@ def _log_shap(
     client: MlflowClient,
     run_id: str,
     model: training.TrainedModel,
-    data: training.TrainingSet,
+    data: TrainingSet,
     settings: Settings,
 ) -> dict[str, str]:
     """Explain a seeded sample of evaluation rows. A failure is recorded, never fatal: the model is
     still valid without its explanation, and the run says why it has none."""
     try:
         rows = tracking.sample_rows(data.evaluation, settings.shap_sample_rows, settings.seed)
-        expl = tracking.explain(model.booster, rows)
+        expl = tracking.explain(settings.usecase_spec, model.booster, rows)
         tracking.log_explanation(expl, run_id=run_id, client=client)
         tags = {
             "rollguard.shap.status": "ok",
@@ -299,3 +304,13 @@ def _log_shap(
     for k, v in tags.items():
         client.set_tag(run_id, k, v)
     return tags
+
+
+def _batches_used(inputs: TrainingInputs, plan: CutoffPlan) -> dict[str, str]:
+    """``{batch_id: sha256}`` of the accepted batches up to the last week the plan's rows and labels
+    can read (the week before the newest evaluation cutoff, or the horizon's last week)."""
+    weeks = horizon_weeks(plan.evaluation, plan.horizon_days) or [
+        iso_week_label(plan.evaluation - timedelta(days=7))
+    ]
+    last_week = weeks[-1]
+    return {b: sha for b, (week, sha) in sorted(inputs.batches.items()) if week <= last_week}

@@ -6,21 +6,38 @@ JSON-ready dict of ids, paths and counts — never data — so that XCom stays s
 
 from __future__ import annotations
 
+import json
 import stat
+from dataclasses import asdict
 from datetime import date, timedelta
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.evaluation import TrainingDataError, evaluation_rows, plan_cutoffs
+from domain.scoring import score_batch
+from domain.snapshots import build_snapshot
+from domain.warehouse import ingested_weeks
+from monitoring.results import record_pipeline_run
+from monitoring.weekly import monitor_step as run_monitoring
+from pipeline.decisions import decide_retrain
+from pipeline.ingest import ingest_landing
+from pipeline.retrain import retrain
+from registry_guard.guard import check_champion, latest_guard_state
+from registry_guard.policy import load_policy
+from registry_guard.registry import DECISION_TAG, load_version, read_pointer, run_gate
+from rollguard.db.models import IngestionDecision
+from rollguard.files import sha256_file, write_atomic
+from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
+from rollguard.store import open_store
+from rollguard.weeks import parse_iso_week
 
 
 def detect_new_files(settings: Settings) -> list[str]:
     """Names of landing files whose (name, content) pair has no ingestion decision yet."""
-    from rollguard.db.models import IngestionDecision
-    from rollguard.files import sha256_file
-    from rollguard.store import open_store
 
     if not settings.landing_dir.exists():
         return []
@@ -49,7 +66,6 @@ def detect_new_files(settings: Settings) -> list[str]:
 
 def ingest_step(settings: Settings) -> dict[str, Any]:
     """Ingest the landing zone; returns counts, accepted batch ids and quarantine reasons."""
-    from pipeline.ingest import ingest_landing
 
     report = ingest_landing(settings)
     return {
@@ -63,8 +79,6 @@ def ingest_step(settings: Settings) -> dict[str, Any]:
 
 def scoring_cutoff(settings: Settings) -> date | None:
     """The cutoff for this week's production scoring: the Monday after the newest ingested week."""
-    from domain.warehouse import ingested_weeks
-    from rollguard.weeks import parse_iso_week
 
     weeks = ingested_weeks(settings)
     if not weeks:
@@ -74,7 +88,6 @@ def scoring_cutoff(settings: Settings) -> date | None:
 
 def features_step(settings: Settings) -> dict[str, Any]:
     """Build the snapshot at the scoring cutoff; returns its path, size and label state."""
-    from domain.snapshots import build_snapshot
 
     cutoff = scoring_cutoff(settings)
     if cutoff is None:
@@ -83,7 +96,7 @@ def features_step(settings: Settings) -> dict[str, Any]:
     return {
         "cutoff": result.cutoff,
         "path": result.path,
-        "n_customers": result.n_customers,
+        "n_rows": result.n_rows,
         "missing_weeks": result.missing_weeks,
     }
 
@@ -91,9 +104,6 @@ def features_step(settings: Settings) -> dict[str, Any]:
 # --- the model side of a weekly run ----------------------------------------------------------------
 def _champion(settings: Settings) -> tuple[Any, Any, str | None]:
     """``(client, engine, champion version or None)``."""
-    from registry_guard.registry import read_pointer
-    from rollguard.mlflow_client import mlflow_client
-    from rollguard.store import open_store
 
     client, engine = mlflow_client(settings), open_store(settings)
     return client, engine, read_pointer(engine, settings.model_name)
@@ -104,11 +114,7 @@ def _version_tag(client: Any, settings: Settings, version: str, tag: str) -> str
 
 
 def score_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
-    """The champion scores every customer of this week's snapshot (production predictions)."""
-    import pandas as pd
-
-    from domain.scoring import score_batch
-    from registry_guard.registry import load_version
+    """The champion scores every row of this week's snapshot (production predictions)."""
 
     if not features.get("path"):
         return {"scored": False, "reason": "no features this week"}
@@ -131,7 +137,6 @@ def monitor_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]
     the scoring cutoff against the champion's training data and gate-time scores, realized quality
     and business KPIs of the cutoff whose label matured this week; rows go to
     ``monitoring_results``, HTML reports to ``reports/monitoring/``."""
-    from monitoring.weekly import monitor_step as run_monitoring
 
     return run_monitoring(settings, features)
 
@@ -142,12 +147,6 @@ def decide_step(
     """Whether this run needs a new challenger (:func:`pipeline.decisions.decide_retrain`);
     ``drift`` is the monitor step's summary, whose ``retrain_drift_share`` (features drifted since
     the champion's evaluation cutoff) is the rule's drift input."""
-    from dataclasses import asdict
-
-    from domain.warehouse import ingested_weeks
-    from pipeline.decisions import decide_retrain
-    from pipeline.training import TrainingDataError, plan_cutoffs
-    from registry_guard.guard import latest_guard_state
 
     client, engine, champion = _champion(settings)
     age = None
@@ -155,6 +154,7 @@ def decide_step(
         tag = _version_tag(client, settings, champion, "rollguard.cutoff.evaluation")
         try:
             now = plan_cutoffs(
+                settings.usecase_spec,
                 ingested_weeks(settings),
                 n_fit=0,
                 n_validation=0,
@@ -178,8 +178,6 @@ def decide_step(
 
 def train_step(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
     """Train (or find) the challenger when the decision says so."""
-    from pipeline.retrain import retrain
-    from pipeline.training import TrainingDataError
 
     if not decision["retrain"]:
         return {"trained": False, "reason": decision["reason"]}
@@ -202,10 +200,6 @@ def train_step(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
 
 def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
     """Gate the new challenger against the champion and apply the decision (once per version)."""
-    from registry_guard.cli import evaluation_frame
-    from registry_guard.policy import load_policy
-    from registry_guard.registry import DECISION_TAG, run_gate
-    from usecases.cdnow.features import FEATURE_COLUMNS
 
     if not trained.get("trained"):
         return {"gated": False, "reason": trained.get("reason")}
@@ -215,12 +209,13 @@ def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
     if earlier is not None or version == champion:
         return {"gated": False, "version": version, "reason": f"already gated ({earlier})"}
     run = run_gate(
-        evaluation_frame(settings),
+        evaluation_rows(settings).rows,
         model_name=settings.model_name,
         policy=load_policy(settings.gate_policy_path),
         client=client,
         engine=engine,
-        feature_columns=FEATURE_COLUMNS,
+        usecase=settings.usecase_spec,
+        budget=settings.targeting_budget,
         version=version,
         actor="pipeline",
     )
@@ -232,16 +227,16 @@ def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
         "outcome": run.decision.outcome,
         "reason_code": run.decision.reason_code,
         "reasons": list(run.decision.reasons)[:3],
-        "challenger_ap": None if primary is None else primary.challenger,
-        "champion_ap": None if primary is None else primary.champion,
-        "ap_diff_ci": None if primary is None else [primary.ci_low, primary.ci_high],
+        "primary_metric": run.decision.policy.get("primary_metric"),
+        "challenger_primary": None if primary is None else primary.challenger,
+        "champion_primary": None if primary is None else primary.champion,
+        "primary_diff_ci": None if primary is None else [primary.ci_low, primary.ci_high],
         "moved": run.move is not None,
     }
 
 
 def guard_step(settings: Settings) -> dict[str, Any]:
     """The live guard's check of the champion (rolls back on degradation)."""
-    from registry_guard.guard import check_champion
 
     client, engine, champion = _champion(settings)
     if champion is None:
@@ -269,9 +264,6 @@ def report_step(
 ) -> dict[str, Any]:
     """Write the run's summary to ``reports/runs/<run_key>.json`` and return its path; with
     ``dag_id`` and ``run_id``, also the run's ``pipeline_runs`` row (state ``success``)."""
-    import json
-
-    from rollguard.files import write_atomic
 
     _, engine, champion = _champion(settings)
     body = {"run": run_key, "champion_after": champion, **parts}
@@ -299,8 +291,6 @@ def _record_run(
     started_at: Any,
     detail: dict[str, Any],
 ) -> None:
-    from domain.warehouse import ingested_weeks
-    from monitoring.results import record_pipeline_run
 
     weeks = ingested_weeks(settings, engine=engine)
     record_pipeline_run(
@@ -319,7 +309,6 @@ def run_failed_step(
 ) -> None:
     """The failure callback's step: the run's ``pipeline_runs`` row with state ``failed``, naming
     the task that failed and its error (first 500 characters)."""
-    from rollguard.store import open_store
 
     engine = open_store(settings)
     try:

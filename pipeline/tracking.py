@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.training import feature_matrix
 from rollguard.errors import RollguardError
+from rollguard.usecase import UseCase
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -37,7 +37,8 @@ TRAINING_KEY_TAG = "rollguard.training_key"
 STATUS_TAG = "rollguard.status"
 CHALLENGER = "challenger"
 EXPERIMENT_NAME = "rollguard-training"
-#: Largest |sum of contributions + base value - margin| accepted as additive (log-odds units).
+#: Largest |sum of contributions + base value - margin| accepted as additive (margin units: log-odds
+#: for binary classification, the label's unit for regression).
 ADDITIVITY_TOLERANCE = 1e-3
 
 
@@ -49,7 +50,8 @@ class TrackingError(RollguardError):
 
 @dataclass(frozen=True)
 class Explanation:
-    """Per-feature contributions to the margin (log-odds) for a sample of rows.
+    """Per-feature contributions to the margin (log-odds, or the label's unit for regression) for a
+    sample of rows.
 
     ``values`` has shape ``(n_rows, n_features)``; ``values.sum(1) + base_value`` equals the model's
     margin within :data:`ADDITIVITY_TOLERANCE` (``max_additivity_error`` is the observed maximum).
@@ -142,22 +144,25 @@ def ensure_experiment(
 
 
 # --- SHAP --------------------------------------------------------------------------------------------
-def explain(booster: xgb.Booster, features: pd.DataFrame) -> Explanation:
-    """SHAP values of ``booster`` for ``features`` (rows to explain, model input columns).
+def explain(usecase: UseCase, booster: xgb.Booster, features: pd.DataFrame) -> Explanation:
+    """SHAP values of ``booster`` for the model inputs of ``features`` (rows of the use case).
 
     Tries ``shap.TreeExplainer`` (Lundberg et al., "From local explanations to global understanding
     with explainable AI for trees", Nature MI 2020) and checks additivity against XGBoost's own
     margin; when SHAP raises or is not additive (XGBoost >= 3.1 stores ``base_score`` differently,
     which broke some SHAP releases) it falls back to XGBoost's exact TreeSHAP
-    (``predict(pred_contribs=True)``) and says why in ``fallback_reason``.
+    (``predict(pred_contribs=True)``) and says why in ``fallback_reason``. SHAP's TreeExplainer
+    does not read XGBoost's native categorical splits, so models with categorical features take the
+    fallback (XGBoost's TreeSHAP handles them; additivity is checked the same way).
 
     Raises:
         ValueError: neither method is additive (the explanation would be wrong).
     """
     import xgboost as xgb
 
-    x = feature_matrix(features)
-    margin = booster.predict(xgb.DMatrix(x), output_margin=True).astype("float64")
+    x = usecase.feature_frame(features)
+    matrix = xgb.DMatrix(x, enable_categorical=True)
+    margin = booster.predict(matrix, output_margin=True).astype("float64")
     fallback_reason: str | None = None
     try:
         import shap
@@ -171,7 +176,7 @@ def explain(booster: xgb.Booster, features: pd.DataFrame) -> Explanation:
         fallback_reason = f"shap.TreeExplainer not additive: max error {error:.3g} log-odds"
     except Exception as exc:  # noqa: BLE001 - any SHAP failure leads to the documented fallback
         fallback_reason = f"shap.TreeExplainer failed: {type(exc).__name__}: {exc}"[:500]
-    contribs = booster.predict(xgb.DMatrix(x), pred_contribs=True).astype("float64")
+    contribs = booster.predict(matrix, pred_contribs=True).astype("float64")
     values, base_col = contribs[:, :-1], contribs[:, -1]
     error = float(np.max(np.abs(contribs.sum(axis=1) - margin)))
     if error > ADDITIVITY_TOLERANCE:
@@ -195,7 +200,11 @@ def log_explanation(
     mean_abs = expl.mean_abs()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        shap.summary_plot(expl.values, expl.features, show=False, max_display=len(mean_abs))
+        # The plot colours by feature value: categorical levels are shown by their codes.
+        plotted = expl.features.apply(
+            lambda c: c.cat.codes if isinstance(c.dtype, pd.CategoricalDtype) else c
+        )
+        shap.summary_plot(expl.values, plotted, show=False, max_display=len(mean_abs))
         fig = plt.gcf()
         fig.savefig(folder / "shap_summary.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
@@ -204,7 +213,7 @@ def log_explanation(
             {
                 "row": int(i),
                 "base_value": expl.base_value,
-                "features": {c: float(expl.features.iloc[i][c]) for c in expl.features.columns},
+                "features": {c: _jsonable(expl.features.iloc[i][c]) for c in expl.features.columns},
                 "contributions": dict(
                     zip(expl.features.columns, map(float, expl.values[i]), strict=True)
                 ),
@@ -219,6 +228,13 @@ def log_explanation(
     )
 
 
+def _jsonable(value: Any) -> Any:
+    """A feature value for JSON: a float, a category's text, or None when missing."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    return value if isinstance(value, str) else float(value)
+
+
 def _metric(key: str, value: float) -> Any:
     import time
 
@@ -229,9 +245,15 @@ def _metric(key: str, value: float) -> Any:
 
 # --- the model ---------------------------------------------------------------------------------------
 def log_model(
-    booster: xgb.Booster, example: pd.DataFrame, *, run_id: str, tracking_uri: str
+    usecase: UseCase,
+    booster: xgb.Booster,
+    example: pd.DataFrame,
+    *,
+    run_id: str,
+    tracking_uri: str,
 ) -> str:
-    """Log ``booster`` in XGBoost's UBJSON format with a signature and an input example.
+    """Log ``booster`` in XGBoost's UBJSON format with a signature and an input example (the model
+    inputs of the use case's rows ``example``; categorical features appear as strings).
 
     Returns:
         The logged model's URI.
@@ -243,8 +265,8 @@ def log_model(
     import xgboost as xgb
     from mlflow.models import infer_signature
 
-    x = feature_matrix(example)
-    signature = infer_signature(x, booster.predict(xgb.DMatrix(x)))
+    x = usecase.feature_frame(example)
+    signature = infer_signature(x, booster.predict(xgb.DMatrix(x, enable_categorical=True)))
     mlflow.set_tracking_uri(tracking_uri)
     # The fluent API refuses to resume a run of another experiment than the process's active one
     # (a long-lived process may have set one): make the run's own experiment the active one.

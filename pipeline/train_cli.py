@@ -8,7 +8,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to ``app`` (the ``rollguard`` entry point)."""
-    from rollguard.cli import JsonFlag, emit, reports_errors, settings
+    from rollguard.commands import JsonFlag, emit, reports_errors, settings
 
     @app.command("train")
     @reports_errors

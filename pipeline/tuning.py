@@ -15,7 +15,8 @@ The rule, in order (the first that applies wins):
 6. otherwise reuse the stored parameters.
 
 Tuning uses Optuna's TPE sampler (seeded), prunes bad trials with
-``optuna_integration.XGBoostPruningCallback`` on validation ``aucpr``, keeps its study in RDB storage
+``optuna_integration.XGBoostPruningCallback`` on the task's validation metric (``aucpr`` maximised for
+binary classification, ``mae`` minimised for regression), keeps its study in RDB storage
 (``Settings.optuna_url``) so a crashed study resumes where it stopped, and stops at a budget of trials
 (``MaxTrialsCallback``, counted over every worker of the study) and of seconds.
 """
@@ -31,16 +32,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from domain.evaluation import TrainingSet
 from pipeline.training import (
     DEFAULT_TUNABLE,
     TUNABLE_PARAMS,
+    VALIDATION_METRIC,
     TrainingConfig,
-    TrainingSet,
     dmatrix,
     train_model,
 )
 from rollguard.errors import ConfigurationError
-from usecases.cdnow.features import FEATURE_COLUMNS
+from rollguard.usecase import UseCase
 
 if TYPE_CHECKING:
     import optuna
@@ -115,7 +117,7 @@ class TuningResult:
     params: Mapping[str, Any]  # tunable parameters of the best trial
     study_name: str
     best_trial: int  # trial number
-    best_value: float  # validation average precision (XGBoost aucpr)
+    best_value: float  # the task's validation metric (aucpr or mae) of the best trial
     n_complete: int
     n_pruned: int
     n_run_now: int  # trials this call ran (0 when the study already met its budget)
@@ -203,18 +205,29 @@ def decide_tuning(
 
 # --- drift ---------------------------------------------------------------------------------------
 def feature_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str] = FEATURE_COLUMNS
+    usecase: UseCase,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: Sequence[str] | None = None,
 ) -> DriftSummary:
-    """Share of ``columns`` that drifted from ``reference`` to ``current`` (Evidently 0.7).
+    """Share of the use case's features (or ``columns``) that drifted from ``reference`` to
+    ``current`` (Evidently 0.7).
 
-    Uses ``Report([DataDriftPreset()])`` with every column declared numerical; Evidently picks the
-    per-column test and threshold (its documented defaults). Both frames: one row per customer.
+    Uses ``Report([DataDriftPreset()])`` with the columns declared numerical or categorical as the
+    use case declares them; Evidently picks the per-column test and threshold (its documented
+    defaults). Both frames: row frames of the use case.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    cols = list(columns)
-    definition = DataDefinition(numerical_columns=cols)
+    cols = list(columns or usecase.feature_names)
+    categorical = [c for c in cols if usecase.feature(c).is_categorical]
+    definition = DataDefinition(
+        numerical_columns=[c for c in cols if c not in categorical],
+        categorical_columns=categorical,
+    )
+    current = usecase.feature_frame(current)
+    reference = usecase.feature_frame(reference)
     snapshot = Report([DataDriftPreset(columns=cols)]).run(
         Dataset.from_pandas(current[cols], data_definition=definition),
         Dataset.from_pandas(reference[cols], data_definition=definition),
@@ -338,6 +351,7 @@ def search_space(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def tune(
+    usecase: UseCase,
     training: TrainingSet,
     config: TrainingConfig,
     *,
@@ -352,9 +366,11 @@ def tune(
 
     Finished means complete or pruned, counted over every worker sharing the study; a resumed study
     only runs the trials still missing. Each trial trains with :func:`pipeline.training.train_model`
-    and reports validation ``aucpr`` (XGBoost's average precision) to the pruner.
+    and reports the task's validation metric (:data:`pipeline.training.VALIDATION_METRIC`) to the
+    pruner.
 
     Args:
+        usecase: the task type (objective, metric and direction) and the model inputs.
         training: the fit and validation rows (evaluation rows are never looked at).
         config: seed, threads, rounds; its ``tunable`` is replaced by each trial's parameters.
         storage_url: SQLAlchemy URL of the Optuna storage (``Settings.optuna_url``).
@@ -376,23 +392,26 @@ def tune(
     from optuna_integration import XGBoostPruningCallback
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    metric, larger_is_better = VALIDATION_METRIC[usecase.task]
     study = optuna.create_study(
         storage=open_storage(storage_url),
         study_name=study_name,
-        direction="maximize",
+        direction="maximize" if larger_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10),
         load_if_exists=True,
     )
-    dtrain = dmatrix(training.fit, nthread=config.nthread)
-    dvalid = dmatrix(training.validation, nthread=config.nthread)
+    dtrain = dmatrix(usecase, training.fit, nthread=config.nthread)
+    dvalid = dmatrix(usecase, training.validation, nthread=config.nthread)
 
     def objective(trial: optuna.Trial) -> float:
         cfg = dataclasses.replace(config, tunable={**DEFAULT_TUNABLE, **search_space(trial)})
-        pruning = XGBoostPruningCallback(trial, "validation-aucpr")
-        model = train_model(training, cfg, callbacks=[pruning], dtrain=dtrain, dvalid=dvalid)
+        pruning = XGBoostPruningCallback(trial, f"validation-{metric}")
+        model = train_model(
+            usecase, training, cfg, callbacks=[pruning], dtrain=dtrain, dvalid=dvalid
+        )
         trial.set_user_attr("n_rounds", model.n_rounds)
-        return model.validation_aucpr
+        return model.validation_score
 
     done_before = len(study.get_trials(deepcopy=False, states=finished))
     ran_here: list[int] = []  # trials finished by this call (other workers add their own)

@@ -5,12 +5,12 @@ Thin edges: each command gathers settings, an MLflow client and the monitoring s
 function of :mod:`registry_guard.registry`, and prints the result (``--json`` for one document).
 """
 
-# No ``from __future__ import annotations`` here: typer reads the command signatures at runtime, and
-# the option types (``JsonFlag``) come from the CLI assembly inside :func:`register`.
+# No ``from __future__ import annotations`` here: typer reads the command signatures at runtime.
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from domain.evaluation import evaluation_rows
 from registry_guard.guard import check_champion
 from registry_guard.policy import load_policy
 from registry_guard.registry import (
@@ -21,6 +21,7 @@ from registry_guard.registry import (
     rollback,
     run_gate,
 )
+from rollguard.commands import JsonFlag, emit, reports_errors, settings, to_jsonable
 from rollguard.errors import RollguardError
 from rollguard.mlflow_client import mlflow_client
 from rollguard.store import open_store
@@ -39,19 +40,15 @@ class NoEvaluationData(RollguardError):
     kind = "no_evaluation_data"
 
 
-def gate_rows(settings: "Settings") -> "pd.DataFrame":
+def gate_rows(s: "Settings") -> "pd.DataFrame":
     """The gate's evaluation rows: :func:`domain.evaluation.evaluation_rows` (matured row frames
     of the newest evaluation cutoffs of the settings' use case).
 
     Raises:
         NoEvaluationData: nothing ingested, no matured cutoff, or no rows.
     """
-    # domain/evaluation.py is the lead's module (issue 15); hoist this import to module level once
-    # it is on main.
-    from domain.evaluation import evaluation_rows
-
     try:
-        rows = evaluation_rows(settings).rows
+        rows = evaluation_rows(s).rows
     except RollguardError as exc:
         raise NoEvaluationData(f"{NO_EVALUATION} ({exc})") from exc
     if rows.empty:
@@ -117,7 +114,6 @@ def _format_guard(result: Any) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the registry-guard commands to the ``rollguard`` application."""
-    from rollguard.cli import JsonFlag, emit, reports_errors, settings, to_jsonable
 
     def _nonempty_reason(value: str) -> str:
         if not value.strip():

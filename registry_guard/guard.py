@@ -51,7 +51,7 @@ from sqlalchemy import Engine, insert, select
 
 from domain.metrics import PSI_EPSILON, paired_bootstrap, population_stability_index
 from domain.scoring import load_predictions, scored_cutoffs
-from domain.warehouse import ingested_weeks
+from domain.warehouse import ingested_weeks, load_records
 from registry_guard import registry
 from registry_guard.policy import (
     GatePolicy,
@@ -580,10 +580,6 @@ class _Warehouse:
 
     def rows(self, cutoff: date, *, label_available: bool) -> pd.DataFrame:
         if self._records is None:
-            # load_records is the use-case-generic reader of domain/warehouse.py (issue 15, lead);
-            # hoist this import to module level once it is on main.
-            from domain.warehouse import load_records
-
             self._records = load_records(self.settings, engine=self.engine)
         return self.usecase.build_rows(self._records, cutoff, label_available=label_available)
 

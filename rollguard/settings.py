@@ -32,6 +32,7 @@ _USECASE_DEFAULTS: dict[str, Callable[[UseCase], Any]] = {
     "model_name": lambda uc: uc.model_name,
     "horizon_days": lambda uc: uc.label.horizon_days,
     "targeting_budget": lambda uc: uc.targeting.budget,
+    "training_cutoffs": lambda uc: uc.training_cutoffs,
 }
 
 
@@ -97,7 +98,9 @@ class Settings(BaseSettings):
 
     # --- training -------------------------------------------------------------------------------
     training_cutoffs: int = Field(
-        default=8, ge=1, description="Weekly cutoffs the model is fitted on (before validation)."
+        default=None,  # type: ignore[assignment]  # filled from the use case before validation
+        ge=1,
+        description="Weekly cutoffs the model is fitted on (before validation). Default: the use case's.",
     )
     validation_cutoffs: int = Field(
         default=1, ge=1, description="Newest training cutoffs held out for early stopping."

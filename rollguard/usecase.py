@@ -308,6 +308,14 @@ class UseCase(ABC):
         """Column names of a landing file, in file order."""
         return tuple(self.record_schema.columns)
 
+    def record_dtypes(self) -> dict[str, str]:
+        """``{column: pandas dtype name}`` of the record schema, in file order."""
+        return {name: str(column.dtype) for name, column in self.record_schema.columns.items()}
+
+    def empty_records(self) -> pd.DataFrame:
+        """A record frame with no rows and the record schema's columns and dtypes."""
+        return pd.DataFrame({k: pd.Series(dtype=v) for k, v in self.record_dtypes().items()})
+
     def feature(self, name: str) -> FeatureSpec:
         """The declaration of feature ``name``.
 

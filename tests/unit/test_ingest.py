@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.warehouse import ingested_weeks, load_transactions
+from domain.warehouse import ingested_weeks, load_records
 from pipeline import feed
 from pipeline.ingest import ingest_landing
 from rollguard.db.models import IngestionDecision
@@ -103,7 +103,7 @@ def test_renamed_copy_is_not_new_data(home: Path) -> None:
     report = ingest_landing(settings)
     assert [o.file for o in report.duplicates] == ["copy_of_1997-W10.csv"]
     assert not report.accepted
-    assert len(load_transactions(settings)) == 2
+    assert len(load_records(settings)) == 2
     again = ingest_landing(settings)
     assert not again.duplicates and len(again.skipped) == 2
 
@@ -116,7 +116,7 @@ def test_a_second_different_file_for_an_accepted_week_is_quarantined(home: Path)
     (settings.landing_dir / "fix_1997-W10.csv").write_text(GOOD + "3,3,1997-03-06,1,1.00\n")
     (outcome,) = ingest_landing(settings).quarantined
     assert outcome.reason_code == "week_already_ingested"
-    assert len(load_transactions(settings)) == 2
+    assert len(load_records(settings)) == 2
 
 
 def test_replay_and_ingest_twice_equal_once(home: Path) -> None:
@@ -159,7 +159,7 @@ def test_warehouse_matches_the_source_log(home: Path) -> None:
     settings = Settings(home=home)
     feed.replay(settings, until=pd.Timestamp("1997-02-09").date())
     ingest_landing(settings)
-    stored = load_transactions(settings).drop(columns="batch_id")
+    stored = load_records(settings).drop(columns="batch_id")
     source, _, _ = load_dataset()
     expected = source[source["date"] < "1997-02-10"].sort_values(["date", "transaction_id"])
     pd.testing.assert_frame_equal(stored, expected.reset_index(drop=True))
@@ -216,6 +216,6 @@ def test_links_folders_and_fifos_are_moved_aside_never_followed(home: Path, tmp_
     assert secret.read_text().startswith("transaction_id"), "the target is untouched"
     reason = json.loads(Path(str(moved_link) + ".reason.json").read_text())
     assert "symbolic link" in reason["reason_detail"] and str(secret) in reason["reason_detail"]
-    assert len(load_transactions(settings)) == 2, "nothing was read through the link"
+    assert len(load_records(settings)) == 2, "nothing was read through the link"
     again = ingest_landing(settings)
     assert not again.quarantined and not again.accepted

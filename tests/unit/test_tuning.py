@@ -10,10 +10,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from pipeline.training import DEFAULT_TUNABLE, TrainingConfig, build_training_set, plan_cutoffs
+from domain.evaluation import build_training_set, plan_cutoffs
+from pipeline.training import DEFAULT_TUNABLE, TrainingConfig
 from pipeline.tuning import StoredParams, decide_tuning, feature_drift, tune
 from rollguard.errors import ConfigurationError
 from rollguard.weeks import iso_week_label
+from usecases.cdnow import USECASE as CDNOW
 from usecases.cdnow.features import build_features
 from usecases.cdnow.source import load_dataset
 
@@ -78,16 +80,16 @@ def cdnow():
 @pytest.fixture(scope="module")
 def tiny_set(cdnow):
     tx, weeks = cdnow
-    return build_training_set(tx, plan_cutoffs(weeks, n_fit=1, n_validation=1))
+    return build_training_set(CDNOW, tx, plan_cutoffs(CDNOW, weeks, n_fit=1, n_validation=1))
 
 
 def test_feature_drift_with_evidently(cdnow):
     tx, _ = cdnow
     now = build_features(tx, EVAL, label_available=False)
-    same = feature_drift(now, now)
+    same = feature_drift(CDNOW, now, now)
     assert same.share == 0.0 and same.drifted == ()
     old = build_features(tx, date(1997, 4, 7), label_available=False)
-    moved = feature_drift(old, now)
+    moved = feature_drift(CDNOW, old, now)
     assert moved.share > 0.3
     assert "tenure_days" in moved.drifted
     assert moved.n_features == 18
@@ -106,6 +108,7 @@ def test_interrupted_study_resumes_where_it_stopped(tiny_set, tmp_path: Path):
 
     with pytest.raises(Crash):
         tune(
+            CDNOW,
             tiny_set,
             FAST,
             storage_url=url,
@@ -118,7 +121,14 @@ def test_interrupted_study_resumes_where_it_stopped(tiny_set, tmp_path: Path):
     study = optuna.load_study(study_name="s", storage=url)
     assert len(study.trials) == 3
     result = tune(
-        tiny_set, FAST, storage_url=url, study_name="s", n_trials=6, timeout_seconds=None, seed=1
+        CDNOW,
+        tiny_set,
+        FAST,
+        storage_url=url,
+        study_name="s",
+        n_trials=6,
+        timeout_seconds=None,
+        seed=1,
     )
     assert result.n_run_now == 3
     study = optuna.load_study(study_name="s", storage=url)
@@ -126,7 +136,14 @@ def test_interrupted_study_resumes_where_it_stopped(tiny_set, tmp_path: Path):
     assert result.n_complete + result.n_pruned == 6
     # The budget is met: a third call runs nothing and returns the same best trial.
     again = tune(
-        tiny_set, FAST, storage_url=url, study_name="s", n_trials=6, timeout_seconds=None, seed=1
+        CDNOW,
+        tiny_set,
+        FAST,
+        storage_url=url,
+        study_name="s",
+        n_trials=6,
+        timeout_seconds=None,
+        seed=1,
     )
     assert (again.n_run_now, again.best_trial, again.params) == (
         0,
@@ -138,8 +155,9 @@ def test_interrupted_study_resumes_where_it_stopped(tiny_set, tmp_path: Path):
 def _worker(url: str, worker: int) -> int:
     tx, _, _ = load_dataset()
     weeks = sorted({iso_week_label(d.date()) for d in tx["date"]})
-    data = build_training_set(tx, plan_cutoffs(weeks, n_fit=1, n_validation=1))
+    data = build_training_set(CDNOW, tx, plan_cutoffs(CDNOW, weeks, n_fit=1, n_validation=1))
     return tune(
+        CDNOW,
         data,
         FAST,
         storage_url=url,
