@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 
+from domain.evaluation import evaluation_rows, stack_rows
 from domain.scoring import score_batch
-from domain.warehouse import ingested_weeks, load_transactions
+from domain.warehouse import ingested_weeks, load_records
 from pipeline import feed
 from pipeline.ingest import ingest_landing
-from pipeline.training import stack_features
 from registry_guard import registry
-from registry_guard.cli import evaluation_frame
 from registry_guard.guard import (
     EVALUATION_CUTOFF_TAG,
     check_champion,
@@ -30,7 +29,8 @@ from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from rollguard.weeks import parse_iso_week
-from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, build_features
+from usecases.cdnow import USECASE
+from usecases.cdnow.features import FEATURE_COLUMNS, LABEL
 
 
 @pytest.fixture
@@ -82,10 +82,10 @@ def train_version(
     import xgboost as xgb
     from mlflow.models import infer_signature
 
-    tx = load_transactions(settings, engine=engine)
+    tx = load_records(settings, engine=engine)
     evaluation = evaluation_cutoff(settings, engine)
     cutoffs = [evaluation - timedelta(weeks=4 + k) for k in range(n_fit)]
-    fit = stack_features(tx, cutoffs, horizon_days=settings.horizon_days)
+    fit = stack_rows(USECASE, tx, cutoffs)
     x = fit.loc[:, list(FEATURE_COLUMNS)].astype("float64")
     y = fit[LABEL].to_numpy(dtype=np.int64)
     if shuffle:
@@ -119,12 +119,12 @@ def train_version(
 
 def gate(settings: Settings, engine: Engine, client: Any, version: str) -> registry.GateRun:
     return registry.run_gate(
-        evaluation_frame(settings),
+        evaluation_rows(settings, engine=engine).rows,
+        usecase=USECASE,
         model_name=settings.model_name,
         policy=load_policy(settings.gate_policy_path),
         client=client,
         engine=engine,
-        feature_columns=FEATURE_COLUMNS,
         version=version,
     )
 
@@ -132,14 +132,14 @@ def gate(settings: Settings, engine: Engine, client: Any, version: str) -> regis
 def score_week(settings: Settings, engine: Engine, client: Any, version: str) -> date:
     """The weekly batch scoring of ``version`` at the newest ingested cutoff."""
     cutoff = newest_cutoff(settings, engine)
-    features = build_features(
-        load_transactions(settings, engine=engine), cutoff, label_available=False
+    features = USECASE.build_rows(
+        load_records(settings, engine=engine), cutoff, label_available=False
     )
     model = registry.load_version(client, settings.model_name, version)
     batch = score_batch(
         settings, cutoff, model_version=version, predict=model.predict, features=features
     )
-    assert batch.created and batch.n_customers > 1000
+    assert batch.created and batch.n_rows > 1000
     return cutoff
 
 
