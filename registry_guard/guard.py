@@ -75,9 +75,10 @@ GuardState = Literal["ok", "degraded", "inconclusive"]
 GuardVerdict = Literal["ok", "degraded", "inconclusive", "skip"]
 GUARD_STATES: frozenset[str] = frozenset({"ok", "degraded", "inconclusive"})
 
-#: Version tag holding the evaluation cutoff(s) of a trained version: ``YYYY-MM-DD``, or several
-#: separated by commas when the gate pooled cutoffs.
+#: Version tag holding the (newest) evaluation cutoff of a trained version: ``YYYY-MM-DD``.
 EVALUATION_CUTOFF_TAG = "rollguard.cutoff.evaluation"
+#: Version tag holding every evaluation cutoff the gate pooled, comma-separated (read first).
+EVALUATION_POOL_TAG = "rollguard.cutoff.evaluation_pool"
 #: Gate outcomes that count as "passed the gate".
 PASSED_GATE: frozenset[str] = frozenset({"promote", "bootstrap"})
 SCORE_SHIFT = "score_shift"
@@ -563,8 +564,8 @@ def _passed_gate(mv: Any) -> bool:
 
 
 def gate_cutoffs(tag: str | None) -> tuple[date, ...]:
-    """The evaluation cutoffs in a version's ``rollguard.cutoff.evaluation`` tag, oldest first
-    (empty when the tag is missing)."""
+    """The evaluation cutoffs in a version's ``rollguard.cutoff.evaluation_pool`` (comma-separated)
+    or ``rollguard.cutoff.evaluation`` tag, oldest first (empty when the tag is missing)."""
     if not tag:
         return ()
     return tuple(sorted(date.fromisoformat(part.strip()) for part in tag.split(",") if part))
@@ -685,7 +686,8 @@ def gather(settings: Settings, *, client: Any, engine: Engine) -> GuardInputs:
     - live scores: the champion's production predictions at its newest scored cutoff
       (:func:`domain.scoring.scored_cutoffs`, :func:`domain.scoring.load_predictions`);
     - reference scores: the champion's own scores at gate time, on the rows at its evaluation
-      cutoffs (version tag ``rollguard.cutoff.evaluation``) rebuilt from the warehouse: the same
+      cutoffs (version tag ``rollguard.cutoff.evaluation_pool``, else
+      ``rollguard.cutoff.evaluation``) rebuilt from the warehouse: the same
       model on both sides, so a large shift is a broken feature or serving path;
     - realized: see :func:`_realized_inputs`; the previous champion is the ``from_version`` of
       the promotion that made the champion. A champion forced past a failing gate is therefore
@@ -703,7 +705,8 @@ def gather(settings: Settings, *, client: Any, engine: Engine) -> GuardInputs:
     champ_mv = registry.get_version(client, model, champion, alias=registry.CHAMPION)
     move = _promoting_move(engine, model, champion)
     previous: str | None = move.from_version if move is not None else None
-    gate_at = gate_cutoffs((champ_mv.tags or {}).get(EVALUATION_CUTOFF_TAG))
+    tags = champ_mv.tags or {}
+    gate_at = gate_cutoffs(tags.get(EVALUATION_POOL_TAG) or tags.get(EVALUATION_CUTOFF_TAG))
     house = _Warehouse(settings, engine, settings.usecase_spec)
     loaded: list[registry.LoadedModel] = []
 

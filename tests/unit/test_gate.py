@@ -382,3 +382,56 @@ def test_policy_sections_change_the_regression_thresholds(tmp_path: Path) -> Non
     path.write_text("regression:\n  relative_margn: 0.2\n")
     with pytest.raises(ConfigurationError, match=r"regression\.relative_margn"):
         load_policy(path)
+
+
+def test_hotel_gate_decides_on_mae_with_real_rows() -> None:
+    """The hotel use case end to end through the gate's inputs: pooled evaluation cutoffs, an XGBoost
+    regressor with native categoricals promotes over nothing, a model trained on shuffled targets is
+    rejected with MAE confidence-interval reasons in EUR."""
+    import xgboost as xgb
+
+    from domain.evaluation import plan_cutoffs, stack_rows
+    from registry_guard.registry import gate_inputs
+    from rollguard.weeks import iso_week_label
+    from usecases.hotel import USECASE as hotel_usecase
+
+    records = hotel_usecase.load_history().records
+    weeks = sorted({iso_week_label(d.date()) for d in records[hotel_usecase.record_time_column]})
+    plan = plan_cutoffs(hotel_usecase, weeks, n_fit=12, n_validation=1)
+    fit = stack_rows(hotel_usecase, records, plan.fit)
+    inputs = gate_inputs(stack_rows(hotel_usecase, records, plan.evaluations), hotel_usecase)
+    assert len(plan.evaluations) == hotel_usecase.evaluation_cutoffs
+    assert inputs.labels.size >= RegressionGatePolicy().min_rows
+
+    def predictions(target: np.ndarray) -> np.ndarray:
+        model = xgb.XGBRegressor(
+            n_estimators=60, max_depth=5, enable_categorical=True, nthread=2, random_state=1
+        )
+        model.fit(hotel_usecase.feature_frame(fit), target)
+        return np.clip(model.predict(inputs.features).astype(np.float64), 0, 1000)
+
+    y = fit[hotel_usecase.label.column].to_numpy(dtype=np.float64)
+    good = predictions(y)
+    shuffled = predictions(np.random.default_rng(0).permutation(y))
+    names = hotel_usecase.feature_names
+
+    def decide(chal: np.ndarray, champ: np.ndarray | None):
+        return evaluate_gate(
+            ModelEvidence(chal, "2", feature_names=names),
+            None if champ is None else ModelEvidence(champ, "1", feature_names=names),
+            inputs.labels,
+            inputs.values,
+            inputs.slices,
+            POLICY,
+            task=hotel_usecase.task,
+            expected_features=names,
+            label=hotel_usecase.label,
+        )
+
+    first = decide(good, None)
+    assert first.outcome == "bootstrap", first.reasons
+    broken = decide(shuffled, good)
+    assert broken.outcome == "reject"
+    primary = broken.check("primary_non_inferiority")
+    assert primary.verdict == "fail" and primary.ci_low > 0.05 and "EUR" in primary.detail
+    assert any(r.startswith("MAE may be worse") and "EUR" in r for r in broken.reasons)

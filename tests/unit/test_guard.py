@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from scipy.special import expit, logit
 from registry_guard.guard import (
     GuardCheck,
     evaluate_guard,
+    gate_cutoffs,
     guard_state,
     population_stability_index,
 )
@@ -265,3 +267,13 @@ def test_guard_state_is_the_one_degraded_rule() -> None:
     assert guard_state([c("ok"), c("inconclusive")]) == "ok"
     assert guard_state([c("skip"), c("inconclusive")]) == "inconclusive"
     assert guard_state([]) == "inconclusive"
+
+
+def test_gate_cutoffs_read_a_pooled_or_single_tag() -> None:
+    assert gate_cutoffs("2017-08-21,2017-08-14, 2017-08-28") == (
+        date(2017, 8, 14),
+        date(2017, 8, 21),
+        date(2017, 8, 28),
+    )
+    assert gate_cutoffs("1998-04-06") == (date(1998, 4, 6),)
+    assert gate_cutoffs(None) == gate_cutoffs("") == ()
