@@ -20,6 +20,7 @@ from pipeline.ingest import ingest_landing
 from registry_guard import registry
 from registry_guard.guard import (
     EVALUATION_CUTOFF_TAG,
+    EVALUATION_POOL_TAG,
     check_champion,
     latest_guard_state,
 )
@@ -120,7 +121,7 @@ def train_version(
 def gate(settings: Settings, engine: Engine, client: Any, version: str) -> registry.GateRun:
     return registry.run_gate(
         evaluation_rows(settings, engine=engine).rows,
-        usecase=USECASE,
+        usecase=settings.usecase_spec,
         model_name=settings.model_name,
         policy=load_policy(settings.gate_policy_path),
         client=client,
@@ -291,3 +292,110 @@ def test_replayed_check_of_the_same_cutoff_does_not_roll_back_twice(
     assert guard_rows(engine, name)[-1].rolled_back_to is None
     assert registry.read_pointer(engine, name) == broken  # the human's choice for this week stands
     assert len([r for r in audit_rows(engine, name) if r.action == "rollback"]) == 1
+
+
+# --- regression: the hotel use case --------------------------------------------------------------
+@pytest.fixture
+def hotel_settings(tmp_path: Path, mlflow_server: str) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        home=tmp_path / "hotel-home",
+        env="test",
+        _env_file=None,
+        mlflow_tracking_uri=mlflow_server,
+        model_name=f"guard-hotel-{uuid.uuid4().hex[:10]}",
+        usecase="hotel",
+    )
+
+
+def train_hotel_version(settings: Settings, *, shuffle: bool = False) -> str:
+    """Train the use case's model on a short plan (8 fit cutoffs), targets permuted when
+    ``shuffle``, log it as the pipeline does and register it as a candidate tagged with its pooled
+    evaluation cutoffs."""
+    from domain.evaluation import TrainingSet, build_training_set, load_training_inputs
+    from domain.evaluation import plan_cutoffs as plan_of
+    from pipeline import tracking, training
+
+    usecase = settings.usecase_spec
+    inputs = load_training_inputs(settings)
+    plan = plan_of(usecase, inputs.weeks, n_fit=8, n_validation=1)
+    data = build_training_set(usecase, inputs.records, plan)
+    if shuffle:
+        label, rng = usecase.label.column, np.random.default_rng(7)
+        data = TrainingSet(
+            plan=data.plan,
+            fit=data.fit.assign(**{label: rng.permutation(data.fit[label].to_numpy())}),
+            validation=data.validation.assign(
+                **{label: rng.permutation(data.validation[label].to_numpy())}
+            ),
+            evaluation=data.evaluation,
+            dataset_sha256=data.dataset_sha256,
+        )
+    model = training.train_model(usecase, data, training.TrainingConfig.from_settings(settings))
+    client = tracking.settings_client(settings)
+    experiment = tracking.ensure_experiment(
+        client, tracking_uri=client.tracking_uri, artifact_root=settings.mlflow_artifact_root
+    )
+    run = client.create_run(experiment)
+    uri = tracking.log_model(
+        usecase,
+        model.booster,
+        data.evaluation.head(50),
+        run_id=run.info.run_id,
+        tracking_uri=client.tracking_uri,
+    )
+    tags = {
+        registry.STATUS_TAG: "candidate",
+        EVALUATION_CUTOFF_TAG: plan.evaluation.isoformat(),
+        EVALUATION_POOL_TAG: ",".join(c.isoformat() for c in plan.evaluations),
+    }
+    version = tracking.register_version(
+        uri,
+        model_name=settings.model_name,
+        run_id=run.info.run_id,
+        client=client,
+        tracking_uri=client.tracking_uri,
+        tags=tags,
+    )
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return str(version.version)
+
+
+def test_hotel_gate_rejects_a_shuffled_target_model_and_the_guard_rolls_it_back(
+    hotel_settings: Settings,
+) -> None:
+    settings = hotel_settings
+    engine = open_store(settings)
+    client = mlflow_client(settings)
+    usecase = settings.usecase_spec
+    name = settings.model_name
+    ingest(settings, engine, 24)
+    good = train_hotel_version(settings)
+    first = gate(settings, engine, client, good)
+    assert first.decision.outcome == "bootstrap", first.decision.reasons
+    assert first.decision.task == "regression" and first.decision.unit == "EUR"
+    broken = train_hotel_version(settings, shuffle=True)
+    run = gate(settings, engine, client, broken)
+    assert run.decision.outcome == "reject"
+    primary = run.decision.check("primary_non_inferiority")
+    assert primary.verdict == "fail" and "EUR" in primary.detail, primary
+    assert any(r.startswith("MAE may be worse") for r in run.decision.reasons)
+
+    registry.move_champion(
+        name, broken, expected=good, actor="human", reason="forced", client=client, engine=engine
+    )
+    cutoff = newest_cutoff(settings, engine)
+    rows = usecase.build_rows(load_records(settings, engine=engine), cutoff, label_available=False)
+    model = registry.load_version(client, name, broken)
+    score_batch(settings, cutoff, model_version=broken, predict=model.predict, features=rows)
+
+    result = check_champion(settings, client=client, engine=engine)
+    realized = result.report.check("realized_quality")
+    # the gate's pooled evaluation cutoffs are out of time for the champion: judged at once
+    assert realized.n_rows >= 500 and realized.n_positives is None, realized
+    assert realized.verdict == "degraded" and realized.ci_low > 0.05, realized
+    assert result.report.check("score_shift").verdict in ("inconclusive", "ok")
+    assert result.state == "degraded"
+    assert result.rollback is not None
+    assert (result.rollback.from_version, result.rollback.to_version) == (broken, good)
+    assert registry.read_pointer(engine, name) == good
+    engine.dispose()
