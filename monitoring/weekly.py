@@ -321,12 +321,12 @@ def monitor_outcomes(inputs: Inputs, cutoff: date) -> Section:
         joined["targeted"].to_numpy(dtype=bool),
         expected_average_precision=inputs.expected_ap(version),
         expected_roc_auc=inputs.expected_auc(version),
-        auc_margin=policy.auc_margin,
+        auc_margin=policy.classification.auc_margin,
         n_resamples=policy.n_resamples,
         confidence=policy.confidence,
         seed=policy.seed,
-        min_rows=policy.min_rows,
-        min_positives=policy.min_positives,
+        min_rows=policy.classification.min_rows,
+        min_positives=policy.classification.min_positives,
     )
     kpis = compute.kpi_figures(predictions, truth, label=LABEL, revenue=REVENUE)
     value = {f.metric: f.value for f in quality + kpis}
