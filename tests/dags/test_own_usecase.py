@@ -186,8 +186,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "src" / "pyproject.toml").write_text(PYPROJECT)
     target = root / "site"
     subprocess.run(
-        [_uv(), "pip", "install", "--no-deps", "--quiet", "--python", sys.executable,
-         "--target", str(target), str(root / "src")],
+        [
+            _uv(),
+            "pip",
+            "install",
+            "--no-deps",
+            "--quiet",
+            "--python",
+            sys.executable,
+            "--target",
+            str(target),
+            str(root / "src"),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -195,7 +205,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def _rollguard(site: Path, home: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+def _rollguard(
+    site: Path, home: Path, *args: str, timeout: float = 1200
+) -> subprocess.CompletedProcess:
     env = clean_environment(
         {
             "PYTHONPATH": f"{site}:{REPO}",
@@ -207,12 +219,19 @@ def _rollguard(site: Path, home: Path, *args: str, timeout: float = 1200) -> sub
     )
     rollguard = Path(sys.executable).with_name("rollguard")
     return subprocess.run(
-        [str(rollguard), *args], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [str(rollguard), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
-def test_own_usecase_is_registered_and_passes_its_contract_check(site: Path, tmp_path: Path) -> None:
+def test_own_usecase_is_registered_and_passes_its_contract_check(
+    site: Path, tmp_path: Path
+) -> None:
     listed = _rollguard(site, tmp_path / "home", "usecase", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["acme"] == "acme_tickets:USECASE"
