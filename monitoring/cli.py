@@ -1,13 +1,36 @@
-"""``rollguard monitor --week W``: recompute one week's monitoring figures and print them."""
+"""``rollguard monitor --week W``: recompute one week's monitoring figures and print them.
 
+Monitoring sits below ``registry_guard``, so the CLI assembly (``rollguard/cli.py``) hands this
+module what it may not import: the live-quality rule of the configured policies and a model loader.
+The shared command helpers are core (:mod:`rollguard.commands`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
+from monitoring.compute import LiveQualityRule
+from monitoring.weekly import ModelLoader, monitor_week, open_inputs, parse_week
+from rollguard.commands import emit, reports_errors, settings
+from rollguard.settings import Settings
 
-def register(app: typer.Typer) -> None:
-    """Add the ``monitor`` command to the ``rollguard`` CLI."""
-    from rollguard.commands import emit, reports_errors, settings
+
+def register(
+    app: typer.Typer,
+    *,
+    rule: Callable[[Settings], LiveQualityRule],
+    load_model: Callable[[Settings], ModelLoader],
+) -> None:
+    """Add the ``monitor`` command to the ``rollguard`` CLI.
+
+    Args:
+        app: the ``rollguard`` Typer app.
+        rule: the live-quality rule of the configured gate and guard policies.
+        load_model: a model loader on the configured registry.
+    """
 
     @app.command("monitor")
     @reports_errors
@@ -22,15 +45,15 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     ) -> None:
         """Recompute one week: data and score drift, realized quality and business KPIs (pending
-        until its 28-day label matured); store the rows, HTML reports and the MLflow run."""
-        from monitoring.weekly import monitor_week, parse_week
-
+        until its label matured); store the rows, HTML reports and the MLflow run."""
+        current = settings()
         cutoff = parse_week(week)
-        result = monitor_week(settings(), cutoff)
-        emit(result, as_json, _human)
+        inputs = open_inputs(current, rule=rule(current), load_model=load_model(current))
+        emit(monitor_week(current, cutoff, inputs=inputs), as_json, human)
 
 
-def _human(result: dict[str, Any]) -> str:
+def human(result: dict[str, Any]) -> str:
+    """The readable form of :func:`monitoring.weekly.monitor_week`'s result."""
     lines = [f"week {result['week']}  model {result['model_name']} v{result.get('model_version')}"]
     for f in result["figures"]:
         value = f.get("value")

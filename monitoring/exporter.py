@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, select
 
+from monitoring.compute import VERDICT_STATES
 from rollguard.db.models import (
     AliasAudit,
     ChampionPointer,
@@ -53,20 +54,44 @@ GATE_DECISIONS = ("promote", "reject", "bootstrap")
 ROLLBACK_ACTORS = ("guard", "alert", "human")
 #: Score quantiles: label value -> ``monitoring_results.metric`` of kind ``score_drift``.
 SCORE_QUANTILES = {"0.5": "score_p50", "0.9": "score_p90", "0.99": "score_p99"}
-#: Business KPIs: (kpi label, targeting label) -> ``monitoring_results.metric`` of kind ``kpi``.
-#: A random pick of the same budget targets as many customers as the model does.
-KPI_METRICS: dict[tuple[str, str], str] = {
-    ("targeted_customers", "model"): "targeted_customers",
-    ("targeted_customers", "random"): "targeted_customers",
-    ("repurchase_rate", "model"): "targeted_repurchase_rate",
-    ("repurchase_rate", "random"): "random_repurchase_rate",
-    ("lift", "model"): "lift",
-    ("lift", "random"): "random_lift",
-    ("revenue_dollars", "model"): "targeted_revenue_dollars",
-    ("revenue_dollars", "random"): "random_revenue_dollars",
-    ("revenue_share", "model"): "targeted_revenue_share",
-    ("revenue_share", "random"): "random_revenue_share",
+#: Business KPIs: ``monitoring_results.metric`` of kind ``kpi`` -> (kpi label, targeting label).
+#: Binary classification: the model's targeting and a random pick of the same budget (which
+#: targets as many rows as the model does). Regression: the model's errors and totals; the
+#: declared baselines' errors come from the rows ``baseline_mae``/``baseline_bias`` with the
+#: baseline's name in ``feature`` (targeting label = that name).
+KPI_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "targeted_count": (("targeted_count", "model"), ("targeted_count", "random")),
+    "targeted_positive_rate": (("positive_rate", "model"),),
+    "random_positive_rate": (("positive_rate", "random"),),
+    "lift": (("lift", "model"),),
+    "random_lift": (("lift", "random"),),
+    "targeted_value": (("value", "model"),),
+    "random_value": (("value", "random"),),
+    "targeted_value_share": (("value_share", "model"),),
+    "random_value_share": (("value_share", "random"),),
+    "rows": (("rows", "model"),),
+    "mae": (("mae", "model"),),
+    "bias": (("bias", "model"),),
+    "value_weighted_mae": (("value_weighted_mae", "model"),),
+    "predicted_total": (("total", "model"),),
+    "realized_total": (("total", "realized"),),
+    "value_total": (("value", "realized"),),
 }
+#: Per-baseline KPI rows (``feature`` = baseline name) -> kpi label.
+BASELINE_KPIS = {"baseline_mae": "mae", "baseline_bias": "bias"}
+#: Live-quality figures exported as ``rollguard_live_quality{metric}`` (both task types).
+LIVE_QUALITY = (
+    "average_precision",
+    "roc_auc",
+    "brier",
+    "precision_at_budget",
+    "mae",
+    "rmse",
+    "bias",
+)
+#: Metrics the ``degraded`` rule judges (ROC AUC for classification, MAE for regression; exported
+#: as the ``metric`` label of ``rollguard_live_quality_degraded``).
+JUDGED = ("roc_auc", "mae")
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,8 @@ class StoreSnapshot:
         figures: ``{kind: {(metric, feature): value}}`` of the newest week of each kind, non-NULL only.
         newest_week: newest ``week`` (cutoff date) of any monitoring row, or None.
         guard_state: state of the newest guard check, or None when never checked.
+        quality_state: state of the newest live-quality verdict (``quality``/``degraded`` row in
+            ``ok``, ``degraded`` or ``inconclusive``), or None.
         gate_counts: ``{outcome: number of gate_decisions rows}``.
         rollback_counts: ``{actor: number of rollbacks that moved the alias}``.
         last_rollback: time of the newest moved rollback, or None.
@@ -87,6 +114,7 @@ class StoreSnapshot:
     figures: dict[str, dict[tuple[str, str], float]]
     newest_week: date | None
     guard_state: str | None
+    quality_state: str | None
     gate_counts: dict[str, int]
     rollback_counts: dict[str, int]
     last_rollback: datetime | None
@@ -144,6 +172,17 @@ def read_snapshot(conn: Connection, model_name: str) -> StoreSnapshot:
         .order_by(GuardCheckRow.checked_at.desc(), GuardCheckRow.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+    quality_state = conn.execute(
+        select(MonitoringResult.state)
+        .where(
+            MonitoringResult.model_name == model_name,
+            MonitoringResult.kind == "quality",
+            MonitoringResult.metric == "degraded",
+            MonitoringResult.state.in_(VERDICT_STATES),
+        )
+        .order_by(MonitoringResult.week.desc())
+        .limit(1)
+    ).scalar_one_or_none()
     gate_counts = {
         outcome: int(n)
         for outcome, n in conn.execute(
@@ -197,6 +236,7 @@ def read_snapshot(conn: Connection, model_name: str) -> StoreSnapshot:
         figures=figures,
         newest_week=date.fromisoformat(week) if week else None,
         guard_state=guard_state,
+        quality_state=quality_state,
         gate_counts=gate_counts,
         rollback_counts=rollback_counts,
         last_rollback=_aware(last_rollback) if last_rollback is not None else None,
@@ -261,42 +301,8 @@ def snapshot_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
             quantile.add_metric([label], scores[(metric, "")])
     yield quantile
 
-    quality = snap.figures.get("quality", {})
-    for name, metric, doc in (
-        ("rollguard_live_average_precision", "average_precision", "Realized average precision"),
-        ("rollguard_live_roc_auc", "roc_auc", "Realized ROC AUC"),
-        (
-            "rollguard_expected_average_precision",
-            "expected_average_precision",
-            "Gate-time average precision",
-        ),
-        ("rollguard_expected_roc_auc", "expected_roc_auc", "Gate-time ROC AUC"),
-        (
-            "rollguard_live_quality_degraded",
-            "degraded",
-            "1 when the live ROC AUC interval lies below the gate-time ROC AUC minus the margin",
-        ),
-    ):
-        yield from _gauge(
-            name, f"{doc} of the champion, newest matured cutoff.", quality.get((metric, ""))
-        )
-
-    kpis = snap.figures.get("kpi", {})
-    kpi = GaugeMetricFamily(
-        "rollguard_business_kpi",
-        "Business KPIs of the newest monitored week, model targeting vs a random pick of the same "
-        "budget.",
-        labels=["kpi", "targeting"],
-    )
-    for (label, targeting), metric in KPI_METRICS.items():
-        if (metric, "") in kpis:
-            kpi.add_metric([label, targeting], kpis[(metric, "")])
-    yield kpi
-    yield from _gauge(
-        "rollguard_base_rate",
-        "Share of all scored customers who repurchased within the horizon (newest monitored week).",
-        kpis.get(("base_rate", "")),
-    )
+    yield from _quality_metrics(snap)
+    yield from _kpi_metrics(snap)
     yield from _gauge(
         "rollguard_monitoring_week_timestamp_seconds",
         "Cutoff of the newest monitored week, unix seconds (00:00 UTC).",
@@ -361,6 +367,84 @@ def snapshot_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
         failed.add_metric([dag_id], 1.0 if last_failed else 0.0)
     yield success
     yield failed
+
+
+def _quality_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
+    """Live quality of the newest matured week, task-neutral: the metric is a label."""
+    quality = snap.figures.get("quality", {})
+    live = GaugeMetricFamily(
+        "rollguard_live_quality",
+        "Realized quality of the champion on matured labels, newest matured week, by metric "
+        "(average_precision, roc_auc, brier, precision_at_budget; mae, rmse, bias in the label's "
+        "unit).",
+        labels=["metric"],
+    )
+    expected = GaugeMetricFamily(
+        "rollguard_expected_quality",
+        "The champion's gate-time figure of the metric (its training run's eval_<metric>).",
+        labels=["metric"],
+    )
+    interval = GaugeMetricFamily(
+        "rollguard_live_quality_ci",
+        "Bootstrap interval bound of the judged live metric (roc_auc or mae).",
+        labels=["metric", "bound"],
+    )
+    for metric in LIVE_QUALITY:
+        if (metric, "") in quality:
+            live.add_metric([metric], quality[(metric, "")])
+        if (f"expected_{metric}", "") in quality:
+            expected.add_metric([metric], quality[(f"expected_{metric}", "")])
+    for metric in JUDGED:
+        for bound in ("low", "high"):
+            if (f"{metric}_ci_{bound}", "") in quality:
+                interval.add_metric([metric, bound], quality[(f"{metric}_ci_{bound}", "")])
+    yield live
+    yield expected
+    yield interval
+    # Regression weeks carry MAE figures; every other quality week is judged on ROC AUC.
+    regression = any(metric.startswith(("mae", "expected_mae")) for metric, _ in quality)
+    judged = "mae" if regression else "roc_auc"
+    if ("degraded", "") in quality:
+        degraded = GaugeMetricFamily(
+            "rollguard_live_quality_degraded",
+            "1 when the live interval of the judged metric is worse than the gate-time figure by "
+            "more than the policy margin (newest matured week with a verdict), else 0.",
+            labels=["metric"],
+        )
+        degraded.add_metric([judged], quality[("degraded", "")])
+        yield degraded
+    state = GaugeMetricFamily(
+        "rollguard_live_quality_state",
+        "1 for the state of the newest live-quality verdict (ok, degraded, inconclusive = too "
+        "little evidence), 0 for the others.",
+        labels=["state"],
+    )
+    for name in VERDICT_STATES:
+        state.add_metric([name], 1.0 if snap.quality_state == name else 0.0)
+    yield state
+
+
+def _kpi_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
+    kpis = snap.figures.get("kpi", {})
+    kpi = GaugeMetricFamily(
+        "rollguard_business_kpi",
+        "Business KPIs of the newest week with a known outcome: the model against a random pick "
+        "of the same budget (classification) or against the declared baselines (regression).",
+        labels=["kpi", "targeting"],
+    )
+    for (metric, feature), value in sorted(kpis.items()):
+        if feature and metric in BASELINE_KPIS:
+            kpi.add_metric([BASELINE_KPIS[metric], feature], value)
+        elif not feature:
+            for labels in KPI_METRICS.get(metric, ()):
+                kpi.add_metric(list(labels), value)
+    yield kpi
+    yield from _gauge(
+        "rollguard_base_rate",
+        "Share of all scored rows with a positive label (binary classification), newest week "
+        "with a known outcome.",
+        kpis.get(("base_rate", "")),
+    )
 
 
 class StoreCollector(Collector):

@@ -1,4 +1,5 @@
-"""Writing and reading the monitoring store's ``monitoring_results`` and ``pipeline_runs`` tables.
+"""Writing and reading the monitoring store's ``monitoring_results`` and ``pipeline_runs`` tables,
+and reading the champion pointer (monitoring only reads it; ``registry_guard`` moves it).
 
 Recomputing a week replaces its rows: for each ``kind`` written, the week's rows of that kind are
 deleted and the new ones inserted in one transaction (the unique key is model, week, kind, metric,
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select
 
 from monitoring.compute import Figure
-from rollguard.db.models import MonitoringResult, PipelineRun
+from rollguard.db.models import ChampionPointer, MonitoringResult, PipelineRun
 
 
 def replace_week(
@@ -119,3 +120,12 @@ def record_pipeline_run(
                 detail=json.dumps(detail or {}, default=str, sort_keys=True),
             )
         )
+
+
+def champion_version(engine: Engine, model_name: str) -> str | None:
+    """The champion version recorded in the store's ``champion_pointer`` (None: no champion, or
+    never recorded). Read-only; the one function that moves it is in ``registry_guard``."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(ChampionPointer.version).where(ChampionPointer.model_name == model_name)
+        ).scalar_one_or_none()

@@ -1,54 +1,80 @@
 """The weekly monitoring run: gather a week's inputs, compute its figures, keep them.
 
+Everything about the problem comes from the configured use case (``settings.usecase_spec``): how
+rows are built for a cutoff, which columns are features and of which kind, when a label matures,
+the task type (which quality figures and KPIs), the money unit and the baselines.
+
 For a scoring cutoff ``C`` (the Monday that starts the scored week; ``week`` in the store):
 
-- **drift** (:func:`monitor_drift`): the feature rows at ``C`` against the training rows of the
-  version that scored ``C`` (its fit cutoffs, version tag ``rollguard.cutoff.fit``; features rebuilt
-  from the warehouse, or read from the snapshot when one exists), and that version's production
-  scores at ``C`` against its gate-time scores (the same version scoring the feature rows at its
-  evaluation cutoff, tag ``rollguard.cutoff.evaluation``: what :mod:`registry_guard.guard` does).
+- **drift** (:func:`monitor_drift`): the rows at ``C`` against the training rows of the version
+  that scored ``C`` (its fit cutoffs, version tag ``rollguard.cutoff.fit``; rows rebuilt from the
+  warehouse, or read from the snapshot when one exists), and that version's production scores at
+  ``C`` against its gate-time scores (the same version scoring the rows at its evaluation cutoff,
+  tag ``rollguard.cutoff.evaluation``); the retrain rule's drift share
+  (:func:`monitoring.compute.drift_share`) against the evaluation-cutoff rows.
 - **outcomes** (:func:`monitor_outcomes`): realized quality and business KPIs of the predictions
-  the serving version made at ``C``, once the 28-day label of ``C`` has matured; before that every
+  the serving version made at ``C``, once the label of ``C`` has matured; before that every
   quality and KPI figure is ``pending``.
 
 The DAG's monitor step (:func:`monitor_step`) runs drift for this week's cutoff and outcomes for the
-newest cutoff whose label matured this week (``C - horizon``). Each week's figures replace the
-week's earlier rows in ``monitoring_results``; Evidently's HTML reports go to
-``reports/monitoring/<model>/<week>/`` and, with the figures, to one MLflow run per model and week
-in the experiment ``settings.monitor_experiment`` (see ``docs/monitoring.md``).
+newest cutoff whose label matured this week (``C - horizon``; ``C`` itself when the label is known
+at once). Each week's figures replace the week's earlier rows in ``monitoring_results``; Evidently's
+HTML reports go to ``reports/monitoring/<model>/<week>/`` and, with the figures, to one MLflow run
+per model and week in the experiment ``settings.monitor_experiment`` (see ``docs/monitoring.md``).
+
+Monitoring sits below ``registry_guard`` (which owns the policy file and model loading): the caller
+passes the :class:`~monitoring.compute.LiveQualityRule` and a model loader (:class:`Inputs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Engine
 
+from domain.scoring import load_predictions
+from domain.snapshots import snapshot_path
+from domain.warehouse import ingested_weeks, load_records
 from monitoring import compute
-from monitoring.compute import KPI, QUALITY, RUN, Figure
+from monitoring.compute import KPI, QUALITY, RUN, Figure, LiveQualityRule
+from monitoring.results import champion_version, replace_week
 from rollguard.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-    from rollguard.settings import Settings
+from rollguard.mlflow_client import mlflow_client
+from rollguard.settings import Settings
+from rollguard.store import open_store
+from rollguard.usecase import TaskType, UseCase
+from rollguard.weeks import iso_week_label, parse_iso_week
 
 log = logging.getLogger(__name__)
 
 FIT_CUTOFFS_TAG = "rollguard.cutoff.fit"
 EVALUATION_CUTOFF_TAG = "rollguard.cutoff.evaluation"
-#: Metric of the training run holding the gate-time (evaluation cutoff) average precision.
-EXPECTED_AP_METRIC = "eval_average_precision"
-EXPECTED_AUC_METRIC = "eval_roc_auc"
+#: Version tag holding the training median of the label (the constant baseline of regression).
+TRAINING_MEDIAN_TAG = "baseline.training_median"
+#: Metric of the training run holding the gate-time (evaluation) figure ``m``: ``eval_<m>``.
+EXPECTED_METRIC = "eval_{}"
+#: The gate-time figures each task type reads from the version's training run.
+EXPECTED_METRICS: dict[TaskType, tuple[str, ...]] = {
+    TaskType.BINARY_CLASSIFICATION: ("average_precision", "roc_auc"),
+    TaskType.REGRESSION: ("mae", "rmse", "bias"),
+}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ISO_WEEK = re.compile(r"^\d{4}-W\d{2}$")
+#: Loads a registered version: ``load_model(version)`` returns an object whose ``predict(frame)``
+#: takes ``usecase.feature_frame(rows)`` and returns shape ``(n,)`` scores.
+ModelLoader = Callable[[str], Any]
 
 
 def parse_week(text: str) -> date:
@@ -58,8 +84,6 @@ def parse_week(text: str) -> date:
     Raises:
         ConfigurationError: neither form, or a date that is not a Monday.
     """
-    from rollguard.weeks import parse_iso_week
-
     value = text.strip()
     if _ISO_WEEK.match(value):
         try:
@@ -89,62 +113,69 @@ def serving_version_at(settings: Settings, cutoff: date) -> str | None:
     return max(versions, key=int) if versions else None
 
 
+def label_matured(usecase: UseCase, cutoff: date, weeks: list[str]) -> bool:
+    """Whether every ISO week the label of ``cutoff`` needs is ingested (always, for a label known
+    at once)."""
+    have = set(weeks)
+    return all(w in have for w in usecase.label_weeks(cutoff))
+
+
 @dataclass
 class Inputs:
-    """Lazy, shared inputs of one monitoring call (transactions, models, version tags)."""
+    """Lazy, shared inputs of one monitoring call (records, models, version tags).
+
+    Attributes:
+        settings: the process settings (``usecase_spec`` is the use case).
+        client: an MLflow client on the registry.
+        engine: the monitoring store.
+        rule: the live-quality rule (from the gate and guard policies; see
+            :meth:`LiveQualityRule.from_policies`).
+        load_model: loads a registered version (:data:`ModelLoader`).
+        spec: the use case; None means ``settings.usecase_spec`` (a test passes its own).
+    """
 
     settings: Settings
     client: Any
     engine: Engine
-    _tx: pd.DataFrame | None = None
+    rule: LiveQualityRule
+    load_model: ModelLoader
+    spec: UseCase | None = None
+    _records: pd.DataFrame | None = None
     _models: dict[str, Any] = field(default_factory=dict)
 
-    def transactions(self) -> pd.DataFrame:
-        from domain.warehouse import load_records
+    @property
+    def usecase(self) -> UseCase:
+        return self.spec if self.spec is not None else self.settings.usecase_spec
 
-        if self._tx is None:
-            self._tx = load_records(self.settings, engine=self.engine)
-        return self._tx
+    def records(self) -> pd.DataFrame:
+        if self._records is None:
+            self._records = load_records(self.settings, engine=self.engine)
+        return self._records
 
-    def features(self, cutoff: date) -> pd.DataFrame:
-        """Feature rows at ``cutoff``: the stored snapshot when there is one, else rebuilt."""
-        from domain.snapshots import snapshot_path
-        from usecases.cdnow.features import build_features
-
+    def rows(self, cutoff: date, *, label_available: bool = False) -> pd.DataFrame:
+        """Row frame at ``cutoff``: the stored snapshot when there is one and no label is asked
+        for, else rebuilt from the warehouse by the use case."""
         path = snapshot_path(self.settings, cutoff)
-        if path.exists():
+        if path.exists() and not label_available:
             return pd.read_parquet(path)
-        return build_features(
-            self.transactions(),
-            cutoff,
-            label_available=False,
-            horizon_days=self.settings.horizon_days,
-        )
+        return self.usecase.build_rows(self.records(), cutoff, label_available=label_available)
 
     def tags(self, version: str) -> dict[str, str]:
         mv = self.client.get_model_version(self.settings.model_name, version)
         return dict(mv.tags or {})
 
     def model(self, version: str) -> Any:
-        from registry_guard.registry import load_version
-
         if version not in self._models:
-            self._models[version] = load_version(self.client, self.settings.model_name, version)
+            self._models[version] = self.load_model(version)
         return self._models[version]
 
-    def expected_ap(self, version: str) -> float | None:
-        """The version's gate-time average precision (its run's ``eval_average_precision``)."""
-        return self._run_metric(version, EXPECTED_AP_METRIC)
-
-    def expected_auc(self, version: str) -> float | None:
-        """The version's gate-time ROC AUC (its run's ``eval_roc_auc``)."""
-        return self._run_metric(version, EXPECTED_AUC_METRIC)
-
-    def _run_metric(self, version: str, metric: str) -> float | None:
+    def expected(self, version: str) -> dict[str, float | None]:
+        """The version's gate-time figures of its task type (run metrics ``eval_<m>``)."""
         mv = self.client.get_model_version(self.settings.model_name, version)
-        if not mv.run_id:
-            return None
-        return self.client.get_run(mv.run_id).data.metrics.get(metric)
+        metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        return {
+            m: metrics.get(EXPECTED_METRIC.format(m)) for m in EXPECTED_METRICS[self.usecase.task]
+        }
 
 
 @dataclass
@@ -159,95 +190,94 @@ class Section:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _fit_cutoffs(tags: dict[str, str]) -> list[date]:
-    raw = tags.get(FIT_CUTOFFS_TAG, "")
-    return [date.fromisoformat(c) for c in raw.split(",") if c.strip()]
+def _cutoffs(tags: dict[str, str], tag: str) -> list[date]:
+    raw = tags.get(tag, "")
+    return [date.fromisoformat(c.strip()) for c in raw.split(",") if c.strip()]
+
+
+def _skipped_drift(why: str) -> compute.DriftResult:
+    figures = [
+        Figure(compute.DATA_DRIFT, m, None, "skipped", detail=why)
+        for m in ("drift_share", "drifted_features", "n_features")
+    ]
+    return compute.DriftResult(figures, None, None, ())
+
+
+def _gate_time_scores(
+    inputs: Inputs, version: str, gate_cutoffs: list[date], live: pd.DataFrame | None
+) -> tuple[np.ndarray | None, str]:
+    """The version's scores on its evaluation rows, or None and why not."""
+    week = ", ".join(c.isoformat() for c in gate_cutoffs)
+    if live is None:
+        return None, f"version {version} made no predictions for this week"
+    if not gate_cutoffs:
+        return None, f"version {version} has no tag {EVALUATION_CUTOFF_TAG}"
+    gate_rows = pd.concat([inputs.rows(c) for c in gate_cutoffs], ignore_index=True)
+    if gate_rows.empty:
+        return None, f"no rows at the gate cutoff {week}"
+    x = inputs.usecase.feature_frame(gate_rows)
+    return np.asarray(inputs.model(version).predict(x), dtype=np.float64), ""
 
 
 def monitor_drift(inputs: Inputs, cutoff: date) -> Section:
     """Data drift, score drift and run facts of week ``cutoff`` (see the module docstring)."""
-    from registry_guard.policy import load_guard_policy
-    from registry_guard.registry import read_pointer
-    from usecases.cdnow.features import FEATURE_COLUMNS
-
-    s = inputs.settings
+    s, usecase = inputs.settings, inputs.usecase
+    mapping = compute.ColumnMapping.from_usecase(usecase)
     week = cutoff.isoformat()
     kinds = (compute.DATA_DRIFT, compute.SCORE_DRIFT, RUN)
-    version = serving_version_at(s, cutoff) or read_pointer(inputs.engine, s.model_name)
+    version = serving_version_at(s, cutoff) or champion_version(inputs.engine, s.model_name)
     seed, cap = s.monitor_sample_seed, s.monitor_sample_rows
     run = [Figure(RUN, "sample_cap", float(cap), detail=f"seed {seed}")]
     if version is None:
         why = "no champion: nothing to compare with"
-        figs = [
-            Figure(compute.DATA_DRIFT, m, None, "skipped", detail=why)
-            for m in ("drift_share", "drifted_features", "n_features")
-        ] + [Figure(compute.SCORE_DRIFT, "psi", None, "skipped", detail=why)]
+        figs = _skipped_drift(why).figures
+        figs.append(Figure(compute.SCORE_DRIFT, "psi", None, "skipped", detail=why))
         return Section(week, None, figs + run, kinds, summary={"drift_share": None, "reason": why})
     tags = inputs.tags(version)
-    current = inputs.features(cutoff)
-    fit = _fit_cutoffs(tags)
+    current = inputs.rows(cutoff)
+    fit = _cutoffs(tags, FIT_CUTOFFS_TAG)
+    reference = pd.DataFrame()
     if fit:
-        reference = pd.concat([inputs.features(c) for c in fit], ignore_index=True)
-        drift = compute.data_drift_figures(
-            reference, current, FEATURE_COLUMNS, sample_rows=cap, seed=seed
-        )
+        reference = pd.concat([inputs.rows(c) for c in fit], ignore_index=True)
+        drift = compute.data_drift_figures(reference, current, mapping, sample_rows=cap, seed=seed)
     else:
-        why = f"version {version} has no tag {FIT_CUTOFFS_TAG}: its training data is unknown"
-        reference = pd.DataFrame()
-        drift = compute.DriftResult(
-            [
-                Figure(compute.DATA_DRIFT, m, None, "skipped", detail=why)
-                for m in ("drift_share", "drifted_features", "n_features")
-            ],
-            None,
-            None,
-            (),
+        drift = _skipped_drift(
+            f"version {version} has no tag {FIT_CUTOFFS_TAG}: its training data is unknown"
         )
     # Score drift: this week's production scores of `version` vs its gate-time scores.
-    from domain.scoring import load_predictions
-
     live = load_predictions(s, cutoff, version)
-    gate_cutoff = tags.get(EVALUATION_CUTOFF_TAG)
-    ref_scores = None
-    skip = ""
-    if live is None:
-        skip = f"version {version} made no predictions for {week}"
-    elif not gate_cutoff:
-        skip = f"version {version} has no tag {EVALUATION_CUTOFF_TAG}"
-    else:
-        gate_rows = inputs.features(date.fromisoformat(gate_cutoff))
-        if gate_rows.empty:
-            skip = f"no feature rows at the gate cutoff {gate_cutoff}"
-        else:
-            x = gate_rows.loc[:, list(FEATURE_COLUMNS)].astype("float64")
-            ref_scores = np.asarray(inputs.model(version).predict(x), dtype=np.float64)
+    gate_cutoffs = _cutoffs(tags, EVALUATION_CUTOFF_TAG)
+    ref_scores, skip = _gate_time_scores(inputs, version, gate_cutoffs, live)
     score = compute.score_drift_figures(
         ref_scores,
         None if live is None else live["score"].to_numpy(dtype=np.float64),
         sample_rows=cap,
         seed=seed,
-        psi_bins=load_guard_policy(s.gate_policy_path).psi_bins,
+        psi_bins=inputs.rule.psi_bins,
         skip_reason=skip,
     )
-    # The retrain rule's drift input (pipeline/decisions.py): this week's features against the
-    # version's evaluation-cutoff population, the newest one it was validated on. Training data
-    # (several cutoffs older) drifts by construction in a closed, ageing cohort such as CDNOW, so
-    # the share above would ask for a retrain every week; this one measures the change since the
-    # gate. Stored as run/retrain_drift_share.
-    retrain_share = None
-    if gate_cutoff:
-        eval_rows = inputs.features(date.fromisoformat(gate_cutoff))
-        since_gate = compute.data_drift_figures(
-            eval_rows, current, FEATURE_COLUMNS, sample_rows=cap, seed=seed
+    # The retrain rule's drift input: this week's rows against the version's evaluation-cutoff
+    # rows, the newest population it was validated on. Training data (several cutoffs older)
+    # drifts by construction in an ageing population, so the share above would ask for a retrain
+    # every week; this one measures the change since the gate. Stored as run/retrain_drift_share.
+    retrain = None
+    if gate_cutoffs:
+        eval_rows = pd.concat([inputs.rows(c) for c in gate_cutoffs], ignore_index=True)
+        retrain = compute.drift_share(
+            eval_rows,
+            current,
+            mapping,
+            threshold=s.retrain_drift_threshold,
+            sample_rows=cap,
+            seed=seed,
         )
-        retrain_share = since_gate.drift_share
         run.append(
             Figure(
                 RUN,
                 "retrain_drift_share",
-                retrain_share,
-                "ok" if retrain_share is not None else "skipped",
-                detail=f"share of features drifted since the evaluation cutoff {gate_cutoff} "
+                retrain.share,
+                "ok" if retrain.share is not None else "skipped",
+                detail=f"since the evaluation cutoff {gate_cutoffs[-1]}: {retrain.detail} "
                 "(the retrain rule's input)",
             )
         )
@@ -269,7 +299,9 @@ def monitor_drift(inputs: Inputs, cutoff: date) -> Section:
         summary={
             "drift_share": drift.drift_share,
             "drifted": list(drift.drifted),
-            "retrain_drift_share": retrain_share,
+            "retrain_drift_share": None if retrain is None else retrain.share,
+            "retrain_drift_threshold": s.retrain_drift_threshold,
+            "retrain_drift_exceeded": None if retrain is None else retrain.exceeded,
             "psi": psi,
             "reference_cutoffs": [c.isoformat() for c in fit],
             "current_rows": len(current),
@@ -286,18 +318,53 @@ def _no_value(f: Figure) -> Figure:
     return Figure(f.kind, f.metric, None, "skipped", f.feature, "not computed (see data_drift)")
 
 
+def _outcome_figures(
+    inputs: Inputs, version: str, predictions: pd.DataFrame, truth: pd.DataFrame
+) -> list[Figure]:
+    """Quality and KPI figures of one matured week, by the use case's task type."""
+    usecase, rule = inputs.usecase, inputs.rule
+    key, label, value = usecase.entity_column, usecase.label.column, usecase.value.column
+    joined = predictions.merge(truth[[key, label]], on=key, how="inner")
+    expected = inputs.expected(version)
+    if usecase.task is TaskType.REGRESSION:
+        quality = compute.regression_quality_figures(
+            joined["score"].to_numpy(dtype=np.float64),
+            joined[label].to_numpy(dtype=np.float64, na_value=np.nan),
+            expected_mae=expected.get("mae"),
+            expected_rmse=expected.get("rmse"),
+            expected_bias=expected.get("bias"),
+            rule=rule,
+        )
+        median = inputs.tags(version).get(TRAINING_MEDIAN_TAG)
+        kpis = compute.regression_kpi_figures(
+            predictions,
+            truth,
+            key=key,
+            label=label,
+            value=value,
+            baselines={b.name: b.column for b in usecase.baselines},
+            training_median=float(median) if median not in (None, "") else None,
+            unit=usecase.value.unit,
+        )
+        return quality + kpis
+    quality = compute.quality_figures(
+        joined["score"].to_numpy(dtype=np.float64),
+        joined[label].to_numpy(dtype=np.int64),
+        joined["targeted"].to_numpy(dtype=bool),
+        expected_average_precision=expected.get("average_precision"),
+        expected_roc_auc=expected.get("roc_auc"),
+        rule=rule,
+    )
+    return quality + compute.kpi_figures(predictions, truth, key=key, label=label, value=value)
+
+
 def monitor_outcomes(inputs: Inputs, cutoff: date) -> Section:
     """Realized quality and business KPIs of the predictions served at ``cutoff``."""
-    from domain.scoring import load_predictions
-    from domain.warehouse import ingested_weeks
-    from registry_guard.policy import load_policy
-    from usecases.cdnow.features import LABEL, REVENUE, build_features, label_matured
-
-    s = inputs.settings
+    s, usecase = inputs.settings, inputs.usecase
     week = cutoff.isoformat()
     kinds = (QUALITY, KPI)
-    names = [(QUALITY, m) for m in compute.QUALITY_METRICS] + [
-        (KPI, m) for m in compute.KPI_METRICS
+    names = [(QUALITY, m) for m in compute.quality_metrics(usecase.task)] + [
+        (KPI, m) for m in compute.kpi_metrics(usecase.task)
     ]
     version = serving_version_at(s, cutoff)
 
@@ -307,39 +374,31 @@ def monitor_outcomes(inputs: Inputs, cutoff: date) -> Section:
 
     if version is None:
         return every("no_data", f"no production predictions for {week}")
-    if not label_matured(cutoff, ingested_weeks(s, engine=inputs.engine), s.horizon_days):
-        return every("pending", f"the {s.horizon_days}-day label of {week} has not matured yet")
+    if not label_matured(usecase, cutoff, ingested_weeks(s, engine=inputs.engine)):
+        horizon = usecase.label.horizon_days
+        return every("pending", f"the {horizon}-day label of {week} has not matured yet")
     predictions = load_predictions(s, cutoff, version)
-    truth = build_features(
-        inputs.transactions(), cutoff, label_available=True, horizon_days=s.horizon_days
-    )
-    joined = predictions.merge(truth[["customer_id", LABEL]], on="customer_id", how="inner")
-    policy = load_policy(s.gate_policy_path)
-    quality = compute.quality_figures(
-        joined["score"].to_numpy(dtype=np.float64),
-        joined[LABEL].to_numpy(dtype=np.int64),
-        joined["targeted"].to_numpy(dtype=bool),
-        expected_average_precision=inputs.expected_ap(version),
-        expected_roc_auc=inputs.expected_auc(version),
-        auc_margin=policy.classification.auc_margin,
-        n_resamples=policy.n_resamples,
-        confidence=policy.confidence,
-        seed=policy.seed,
-        min_rows=policy.classification.min_rows,
-        min_positives=policy.classification.min_positives,
-    )
-    kpis = compute.kpi_figures(predictions, truth, label=LABEL, revenue=REVENUE)
-    value = {f.metric: f.value for f in quality + kpis}
+    truth = inputs.rows(cutoff, label_available=True)
+    figures = _outcome_figures(inputs, version, predictions, truth)
+    value = {f.metric: f.value for f in figures if not f.feature}
+    verdict = next(f for f in figures if f.kind == QUALITY and f.metric == "degraded")
+    judged = compute.JUDGED_METRIC[usecase.task]
     return Section(
         week,
         version,
-        quality + kpis,
+        figures,
         kinds,
         summary={
             "state": "ok",
-            "average_precision": value.get("average_precision"),
-            "degraded": value.get("degraded"),
-            **{m: value.get(m) for m in compute.KPI_METRICS},
+            "quality_state": verdict.state,
+            "degraded": verdict.value,
+            judged: value.get(judged),
+            **(
+                {"average_precision": value.get("average_precision")}
+                if usecase.is_classification
+                else {}
+            ),
+            **{m: value.get(m) for m in compute.kpi_metrics(usecase.task)},
         },
     )
 
@@ -353,8 +412,6 @@ def report_dir(settings: Settings, week: str) -> Path:
 def keep(inputs: Inputs, section: Section) -> dict[str, Any]:
     """Write ``section`` to the store, its HTML reports to the reports folder, and both to the
     week's MLflow monitoring run; returns ``{"rows", "html", "mlflow_run_id"}``."""
-    from monitoring.results import replace_week
-
     s = inputs.settings
     rows = replace_week(
         inputs.engine,
@@ -381,7 +438,7 @@ def keep(inputs: Inputs, section: Section) -> dict[str, Any]:
 
 def _log_to_mlflow(inputs: Inputs, section: Section, files: list[str]) -> str:
     """Log to the one run of (model, week) in the monitoring experiment (created on first use)."""
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric, RunTag  # heavy optional library, loaded when logging
 
     s, client = inputs.settings, inputs.client
     experiment = client.get_experiment_by_name(s.monitor_experiment)
@@ -404,8 +461,6 @@ def _log_to_mlflow(inputs: Inputs, section: Section, files: list[str]) -> str:
             run_name=f"monitor {s.model_name} {section.week}",
             tags={"rollguard.model_name": s.model_name, "rollguard.week": section.week},
         ).info.run_id
-    import time
-
     now = int(time.time() * 1000)
     metrics = [
         Metric(".".join(p for p in (f.kind, f.metric, f.feature) if p), float(f.value), now, 0)
@@ -418,9 +473,6 @@ def _log_to_mlflow(inputs: Inputs, section: Section, files: list[str]) -> str:
     client.log_batch(run_id, tags=tags)
     for path in files:
         client.log_artifact(run_id, path, artifact_path="monitoring")
-    import contextlib
-    import sys
-
     # MLflow prints the run's URL to stdout when a run ends; stdout belongs to `--json` output.
     with contextlib.redirect_stdout(sys.stderr):
         client.set_terminated(run_id)
@@ -428,27 +480,18 @@ def _log_to_mlflow(inputs: Inputs, section: Section, files: list[str]) -> str:
 
 
 # --- entry points -------------------------------------------------------------------------------------
-def open_inputs(settings: Settings) -> Inputs:
+def open_inputs(settings: Settings, *, rule: LiveQualityRule, load_model: ModelLoader) -> Inputs:
     """Inputs on the configured MLflow registry and monitoring store."""
-    from rollguard.mlflow_client import mlflow_client
-    from rollguard.store import open_store
-
-    return Inputs(settings, mlflow_client(settings), open_store(settings))
+    return Inputs(settings, mlflow_client(settings), open_store(settings), rule, load_model)
 
 
-def monitor_week(
-    settings: Settings, cutoff: date, *, inputs: Inputs | None = None
-) -> dict[str, Any]:
+def monitor_week(settings: Settings, cutoff: date, *, inputs: Inputs) -> dict[str, Any]:
     """Recompute week ``cutoff`` in full (drift, then quality and KPIs when its label has matured,
     ``pending`` before) and keep it; returns the figures and where they went.
 
     Raises:
         ConfigurationError: nothing ingested covers ``cutoff`` (the week before it is missing).
     """
-    from domain.warehouse import ingested_weeks
-    from rollguard.weeks import iso_week_label
-
-    inputs = inputs or open_inputs(settings)
     weeks = ingested_weeks(settings, engine=inputs.engine)
     if iso_week_label(cutoff - timedelta(days=7)) not in weeks:
         newest = weeks[-1] if weeks else "none"
@@ -467,20 +510,20 @@ def monitor_week(
     return out
 
 
-def monitor_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
+def monitor_step(settings: Settings, features: dict[str, Any], *, inputs: Inputs) -> dict[str, Any]:
     """The DAG's monitor step: drift of this week's cutoff, outcomes of the cutoff whose label
-    matured this week (``cutoff - horizon``). Returns a small JSON-ready summary (no data)."""
+    matured this week (``cutoff - horizon``; the cutoff itself when the label is known at once).
+    Returns a small JSON-ready summary (no data)."""
     cutoff_text = features.get("cutoff")
     if not cutoff_text:
         return {"drift_share": None, "reason": "no features this week"}
-    inputs = open_inputs(settings)
     cutoff = date.fromisoformat(cutoff_text)
     drift = monitor_drift(inputs, cutoff)
-    pending = monitor_outcomes(inputs, cutoff)
-    matured = cutoff - timedelta(days=settings.horizon_days)
-    outcomes = monitor_outcomes(inputs, matured)
-    kept = [keep(inputs, s) for s in (drift, pending)]
-    if outcomes.version is not None:  # never scored: nothing to record for that week
+    this_week = monitor_outcomes(inputs, cutoff)
+    matured = cutoff - timedelta(days=inputs.usecase.label.horizon_days)
+    outcomes = this_week if matured == cutoff else monitor_outcomes(inputs, matured)
+    kept = [keep(inputs, s) for s in (drift, this_week)]
+    if matured != cutoff and outcomes.version is not None:  # never scored: nothing to record
         kept.append(keep(inputs, outcomes))
     inputs.engine.dispose()
     return {
@@ -488,7 +531,15 @@ def monitor_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]
         "model_version": drift.version,
         **{
             k: drift.summary.get(k)
-            for k in ("drift_share", "drifted", "retrain_drift_share", "psi", "reason")
+            for k in (
+                "drift_share",
+                "drifted",
+                "retrain_drift_share",
+                "retrain_drift_threshold",
+                "retrain_drift_exceeded",
+                "psi",
+                "reason",
+            )
         },
         "matured_cutoff": matured.isoformat(),
         "outcomes_version": outcomes.version,

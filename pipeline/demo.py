@@ -111,8 +111,8 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
         "kpi_cutoff": monitored.get("matured_cutoff") if kpis else None,
         "live_ap": kpis.get("average_precision"),
         "lift": kpis.get("lift"),
-        "revenue_share": kpis.get("targeted_revenue_share"),
-        "random_revenue_share": kpis.get("random_revenue_share"),
+        "revenue_share": kpis.get("targeted_value_share"),
+        "random_revenue_share": kpis.get("random_value_share"),
     }
 
 

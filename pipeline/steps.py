@@ -20,13 +20,15 @@ from domain.evaluation import TrainingDataError, evaluation_rows, plan_cutoffs
 from domain.scoring import score_batch
 from domain.snapshots import build_snapshot
 from domain.warehouse import ingested_weeks
+from monitoring.compute import LiveQualityRule
 from monitoring.results import record_pipeline_run
 from monitoring.weekly import monitor_step as run_monitoring
+from monitoring.weekly import open_inputs
 from pipeline.decisions import decide_retrain
 from pipeline.ingest import ingest_landing
 from pipeline.retrain import retrain
 from registry_guard.guard import check_champion, latest_guard_state
-from registry_guard.policy import load_policy
+from registry_guard.policy import load_guard_policy, load_policy
 from registry_guard.registry import DECISION_TAG, load_version, read_pointer, run_gate
 from rollguard.db.models import IngestionDecision
 from rollguard.files import sha256_file, write_atomic
@@ -132,13 +134,31 @@ def score_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
     return {"scored": True, **result.__dict__}
 
 
+def live_quality_rule(settings: Settings) -> LiveQualityRule:
+    """The monitoring's live-quality rule (:class:`monitoring.compute.LiveQualityRule`) of the
+    configured gate and guard policies, for the use case's task type."""
+    path = settings.gate_policy_path
+    return LiveQualityRule.from_policies(
+        load_policy(path), load_guard_policy(path), settings.usecase_spec.task
+    )
+
+
+def model_loader(settings: Settings) -> Any:
+    """``load(version)``: a registered version of the configured model, loaded from the registry
+    (what monitoring needs to re-score gate-time rows)."""
+    client = mlflow_client(settings)
+    return lambda version: load_version(client, settings.model_name, version)
+
+
 def monitor_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
     """This week's monitoring (:func:`monitoring.weekly.monitor_step`): data and score drift of
     the scoring cutoff against the champion's training data and gate-time scores, realized quality
     and business KPIs of the cutoff whose label matured this week; rows go to
     ``monitoring_results``, HTML reports to ``reports/monitoring/``."""
-
-    return run_monitoring(settings, features)
+    inputs = open_inputs(
+        settings, rule=live_quality_rule(settings), load_model=model_loader(settings)
+    )
+    return run_monitoring(settings, features, inputs=inputs)
 
 
 def decide_step(

@@ -25,6 +25,7 @@ from domain import snapshots
 from monitoring.cli import register as register_monitoring
 from pipeline import demo as job
 from pipeline import feed, ingest
+from pipeline.steps import live_quality_rule, model_loader
 from pipeline.train_cli import register as register_train
 from pipeline.usecase_check import check_usecase, format_check
 from registry_guard.cli import register as register_registry_guard
@@ -329,7 +330,7 @@ def _register_parts() -> None:
     register_train(app)
     register_registry_guard(app)
     register_api(app)
-    register_monitoring(app)
+    register_monitoring(app, rule=live_quality_rule, load_model=model_loader)
 
 
 _register_parts()

@@ -1,5 +1,5 @@
-"""``python -m grafana.dashboards_src [OUT_DIR]``: render the dashboards (default
-``grafana/dashboards/``) and print the written paths."""
+"""``python -m grafana.dashboards_src [OUT_DIR]``: render the shared dashboards and those of every
+registered use case (default ``grafana/dashboards/``) and print the written paths."""
 
 from __future__ import annotations
 

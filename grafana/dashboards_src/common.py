@@ -25,14 +25,21 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from rollguard.usecase import UseCase
+
 #: Datasource uids and plugin types, as provisioned by grafana/provisioning/datasources/ (contract).
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")
 STORE = DataSourceRef(type_val="grafana-postgresql-datasource", uid="rollguard-store")
 
-#: Folder-independent dashboard uids (links and docs refer to them).
+#: Folder-independent dashboard uids (links and docs refer to them). The quality and business
+#: dashboards exist once per use case: their uid is this prefix, ``-``, the use case's name.
 SERVICE_UID = "rollguard-service"
 QUALITY_UID = "rollguard-model-quality"
 BUSINESS_UID = "rollguard-business"
+#: Grafana's unit ids of the money units it formats as currencies (others become ``suffix:<unit>``).
+CURRENCIES = frozenset(
+    {"USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN"}
+)
 
 #: Tag on every dashboard (the provider folder holds only these).
 TAG = "rollguard"
@@ -148,9 +155,46 @@ def week_pivot(kind: str, columns: dict[str, str]) -> str:
     )
 
 
+def week_pivot_pairs(
+    kind: str, columns: dict[tuple[str, str], str], *, newest_first: bool = False
+) -> str:
+    """Like :func:`week_pivot`, with columns keyed by (metric, feature): per-baseline and
+    per-feature figures beside dataset-level ones (``feature = ''``)."""
+    picks = ", ".join(
+        f"MAX(CASE WHEN metric = '{metric}' AND feature = '{feature}' THEN value END) "
+        f'AS "{label}"'
+        for (metric, feature), label in columns.items()
+    )
+    metrics = ", ".join(f"'{m}'" for m in dict.fromkeys(m for m, _ in columns))
+    order = "week DESC" if newest_first else "week"
+    return (
+        f'SELECT week AS "Week", {picks} FROM monitoring_results '
+        f"WHERE model_name = '$model' AND kind = '{kind}' "
+        f"AND metric IN ({metrics}) AND value IS NOT NULL "
+        f"GROUP BY week ORDER BY {order}"
+    )
+
+
 def grouping_to_matrix(column: str, row: str, value: str) -> DataTransformerConfig:
     """Long rows (week, feature, value) to one column per feature (Grafana transformation)."""
     return DataTransformerConfig(
         id_val="groupingToMatrix",
         options={"columnField": column, "rowField": row, "valueField": value},
     )
+
+
+def usecase_uid(prefix: str, usecase: UseCase) -> str:
+    """The uid of a per-use-case dashboard: ``<prefix>-<use case name>`` (Grafana allows 40
+    characters)."""
+    uid = f"{prefix}-{usecase.name}"
+    if len(uid) > 40:
+        raise ValueError(f"dashboard uid {uid!r} is longer than Grafana's 40 characters")
+    return uid
+
+
+def grafana_unit(unit: str) -> str:
+    """Grafana's unit id of a declared unit: ``currencyEUR`` for a known money unit, ``none``
+    when empty, else a custom suffix (``suffix: days``)."""
+    if unit.upper() in CURRENCIES:
+        return f"currency{unit.upper()}"
+    return f"suffix: {unit}" if unit else "none"

@@ -1,6 +1,8 @@
-"""The ML engineers' dashboard: drift of the features and of the scores week by week, realized
-quality against what the gate expected, the live guard's state, and every champion move and gate
-decision with its reason (as annotations and tables).
+"""The ML engineers' dashboard, one per use case: drift of the features and of the scores week by
+week, realized quality against what the gate expected (average precision and ROC AUC for binary
+classification; MAE, RMSE and bias in the label's unit for regression), the live guard's state, and
+every champion move and gate decision with its reason (as annotations and tables). Titles, units,
+metric names and the feature list come from the use case's declarations.
 
 Week-based panels read the monitoring store (uid ``rollguard-store``; one bar per monitored week,
 the week being the cutoff ``YYYY-MM-DD``); the newest-week and guard panels read Prometheus, which
@@ -9,9 +11,10 @@ scrapes the guard's store exporter.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import barchart, stat, table, timeseries
+from grafana_foundation_sdk.builders import barchart, stat, table, text, timeseries
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.text import TextMode
 
 from grafana.dashboards_src.common import (
     PROMETHEUS,
@@ -19,12 +22,33 @@ from grafana.dashboards_src.common import (
     STORE,
     TAG,
     Sql,
+    grafana_unit,
     grouping_to_matrix,
     model_variable,
     promql,
     sql_annotation,
+    usecase_uid,
     week_pivot,
 )
+from rollguard.usecase import UseCase
+
+#: Realized-quality figures per task: (metric name in the store, display name), and the metric
+#: the degraded rule judges with its words.
+_QUALITY = {
+    "binary_classification": (
+        (
+            ("average_precision", "average precision"),
+            ("roc_auc", "ROC AUC"),
+        ),
+        "ROC AUC",
+        "lie below the gate-time ROC AUC minus the policy margin",
+    ),
+    "regression": (
+        (("mae", "MAE"), ("rmse", "RMSE"), ("bias", "bias")),
+        "MAE",
+        "lie above the gate-time MAE times one plus the policy's relative margin",
+    ),
+}
 
 #: Annotation texts: what moved, who moved it and why (alias_audit), what the gate said.
 CHAMPION_MOVES_SQL = """
@@ -81,8 +105,104 @@ def _table(title: str, question: str, raw_sql: str) -> table.Panel:
     )
 
 
-def build() -> dash.Dashboard:
-    """The model quality and drift dashboard (uid ``rollguard-model-quality``)."""
+def features_markdown(usecase: UseCase) -> str:
+    """The declared features as a Markdown table (name, kind, unit, description)."""
+    lines = [
+        f"**{usecase.title}**: {len(usecase.features)} features, compared for drift by kind "
+        "(numerical: Kolmogorov-Smirnov / Wasserstein; categorical: chi-squared / "
+        "Jensen-Shannon, Evidently's defaults).",
+        "",
+        "| feature | kind | unit | description |",
+        "|---|---|---|---|",
+    ]
+    for f in usecase.features:
+        kind = f"categorical ({', '.join(f.categories)})" if f.is_categorical else "numerical"
+        lines.append(f"| `{f.name}` | {kind} | {f.unit or '-'} | {f.description} |")
+    return "\n".join(lines) + "\n"
+
+
+def _quality_words(usecase: UseCase) -> tuple[tuple[tuple[str, str], ...], str, str, str]:
+    """(metrics, judged metric's name, the degraded rule in words, panel unit)."""
+    metrics, judged, rule = _QUALITY[usecase.task.value]
+    unit = grafana_unit(usecase.label.unit) if not usecase.is_classification else "none"
+    return metrics, judged, rule, unit
+
+
+def _realized_quality(board: dash.Dashboard, usecase: UseCase) -> dash.Dashboard:
+    """Rows "Realized quality" (store) and the live quality panel (Prometheus)."""
+    metrics, judged, rule, unit = _quality_words(usecase)
+    columns: dict[str, str] = {}
+    for metric, name in metrics:
+        columns[metric] = f"Live {name}"
+        columns[f"expected_{metric}"] = f"Gate-time {name}"
+    names = ", ".join(name for _, name in metrics)
+    weekly = (
+        _weekly(
+            "Live quality vs gate expectation by week",
+            f"Once labels are known, are the champion's realized {names} (the rule judges "
+            f"{judged}) as good as what the gate measured?",
+            unit,
+        )
+        .with_target(Sql(week_pivot("quality", columns)))
+        .span(16)
+    )
+    if usecase.is_classification:
+        weekly = weekly.max(1)
+    return (
+        board.with_row(dash.Row("Realized quality (store, matured labels)"))
+        .with_panel(weekly)
+        .with_panel(
+            table.Panel()
+            .title("Degraded weeks")
+            .description(
+                f"In which weeks did the live {judged} interval {rule} (1), and which weeks had "
+                "too little evidence for a verdict (inconclusive)?"
+            )
+            .datasource(STORE)
+            .with_target(
+                Sql(
+                    'SELECT week AS "Week", value AS "Degraded", state AS "State", '
+                    "detail AS \"Detail\" FROM monitoring_results WHERE model_name = '$model' "
+                    "AND kind = 'quality' AND metric = 'degraded' ORDER BY week DESC"
+                )
+            )
+            .height(8)
+            .span(8)
+        )
+    )
+
+
+def _live_quality(usecase: UseCase) -> timeseries.Panel:
+    metrics, _, _, unit = _quality_words(usecase)
+    pick = "|".join(m for m, _ in metrics)
+    panel = (
+        _live(
+            "Live quality vs gate expectation",
+            "What do the newest matured figures say right now, next to the gate's "
+            "expectation, and when did the champion change?",
+            unit,
+        )
+        .with_target(
+            promql(
+                f'max by (metric) (rollguard_live_quality{{metric=~"{pick}"}})',
+                "live {{metric}}",
+                "A",
+            )
+        )
+        .with_target(
+            promql(
+                f'max by (metric) (rollguard_expected_quality{{metric=~"{pick}"}})',
+                "gate-time {{metric}}",
+                "B",
+            )
+        )
+    )
+    return panel.min(0).max(1) if usecase.is_classification else panel
+
+
+def build(usecase: UseCase) -> dash.Dashboard:
+    """The model quality and drift dashboard of ``usecase`` (uid
+    ``rollguard-model-quality-<use case>``)."""
     feature = (
         dash.QueryVariable("feature")
         .label("Feature")
@@ -96,13 +216,15 @@ def build() -> dash.Dashboard:
         .multi(True)
         .include_all(True)
     )
-    return (
-        dash.Dashboard("Rollguard / Model quality and drift")
-        .uid(QUALITY_UID)
-        .tags([TAG, "model"])
+    score_unit = "percentunit" if usecase.is_classification else grafana_unit(usecase.label.unit)
+    board = (
+        dash.Dashboard(f"Rollguard / {usecase.title} / Model quality and drift")
+        .uid(usecase_uid(QUALITY_UID, usecase))
+        .tags([TAG, "model", usecase.name])
         .description(
-            "Are the inputs and the scores still like the ones the champion was trained on, and "
-            "is its realized quality what the gate promised?"
+            f"{usecase.title} ({usecase.task.value.replace('_', ' ')}): are the inputs and the "
+            "scores still like the ones the champion was trained on, and is its realized quality "
+            "what the gate promised?"
         )
         .time("now-7d", "now")
         .refresh("5m")
@@ -176,6 +298,15 @@ def build() -> dash.Dashboard:
         )
         .with_row(dash.Row("Drift by week (store)"))
         .with_panel(
+            text.Panel()
+            .title("Features monitored")
+            .description("Which features does the model use, of which kind and unit?")
+            .mode(TextMode.MARKDOWN)
+            .content(features_markdown(usecase))
+            .span(24)
+            .height(min(4 + len(usecase.features), 24))
+        )
+        .with_panel(
             _weekly(
                 "Dataset drift share by week",
                 "Which share of the features drifted, week after week?",
@@ -227,7 +358,7 @@ def build() -> dash.Dashboard:
             _weekly(
                 "Score distribution by week",
                 "How are the champion's scores spread each week (mean and quantiles)?",
-                "percentunit",
+                score_unit,
             ).with_target(
                 Sql(
                     week_pivot(
@@ -257,69 +388,13 @@ def build() -> dash.Dashboard:
                 )
             )
         )
-        .with_row(dash.Row("Realized quality (store, matured labels)"))
-        .with_panel(
-            _weekly(
-                "Live quality vs gate expectation by week",
-                "Once labels have matured, are the champion's realized average precision and ROC "
-                "AUC (the figure the degraded rule judges) as good as what the gate measured?",
-                "none",
-            )
-            .with_target(
-                Sql(
-                    week_pivot(
-                        "quality",
-                        {
-                            "average_precision": "Live average precision",
-                            "expected_average_precision": "Gate-time average precision",
-                            "roc_auc": "Live ROC AUC",
-                            "expected_roc_auc": "Gate-time ROC AUC",
-                        },
-                    )
-                )
-            )
-            .max(1)
-            .span(16)
+    )
+    board = _realized_quality(board, usecase)
+    return (
+        board.with_row(
+            dash.Row("Live (Prometheus; annotations: champion moves and gate decisions)")
         )
-        .with_panel(
-            table.Panel()
-            .title("Degraded weeks")
-            .description(
-                "In which weeks did the live ROC AUC interval lie below the gate-time ROC AUC "
-                "minus the policy margin (1), and why is a week without a verdict?"
-            )
-            .datasource(STORE)
-            .with_target(
-                Sql(
-                    'SELECT week AS "Week", value AS "Degraded", state AS "State", '
-                    "detail AS \"Detail\" FROM monitoring_results WHERE model_name = '$model' "
-                    "AND kind = 'quality' AND metric = 'degraded' ORDER BY week DESC"
-                )
-            )
-            .height(8)
-            .span(8)
-        )
-        .with_row(dash.Row("Live (Prometheus; annotations: champion moves and gate decisions)"))
-        .with_panel(
-            _live(
-                "Live quality vs gate expectation",
-                "What do the newest matured figures say right now, next to the gate's "
-                "expectation, and when did the champion change?",
-                "none",
-            )
-            .with_target(
-                promql("max(rollguard_live_average_precision)", "live average precision", "A")
-            )
-            .with_target(
-                promql(
-                    "max(rollguard_expected_average_precision)", "gate-time average precision", "B"
-                )
-            )
-            .with_target(promql("max(rollguard_live_roc_auc)", "live ROC AUC", "C"))
-            .with_target(promql("max(rollguard_expected_roc_auc)", "gate-time ROC AUC", "D"))
-            .min(0)
-            .max(1)
-        )
+        .with_panel(_live_quality(usecase))
         .with_panel(
             _live(
                 "Score quantiles and guard state",
@@ -332,7 +407,16 @@ def build() -> dash.Dashboard:
             )
             .with_target(promql("max by (state) (rollguard_guard_state)", "guard {{state}}", "B"))
             .with_target(
-                promql("max(rollguard_live_quality_degraded)", "live quality degraded", "C")
+                promql(
+                    "max by (metric) (rollguard_live_quality_degraded)",
+                    "live {{metric}} below expectation",
+                    "C",
+                )
+            )
+            .with_target(
+                promql(
+                    "max by (state) (rollguard_live_quality_state)", "live quality {{state}}", "D"
+                )
             )
         )
         .with_panel(

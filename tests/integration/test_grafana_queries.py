@@ -35,7 +35,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine, insert, select
 
-from grafana.dashboards_src import DASHBOARDS, DEFAULT_OUT
+from grafana.dashboards_src import DEFAULT_OUT, PER_USECASE, SHARED
 from grafana.dashboards_src.inventory import Query, load, queries
 from rollguard.settings import Settings
 from tests.support.grafana_queries import (
@@ -67,7 +67,11 @@ MAY_BE_NULL = {
     "Rolled back to": "the replay's guard check finds a healthy champion and rolls nothing back",
 }
 
-DOCS = {name: load(DEFAULT_OUT / name) for name in DASHBOARDS}
+#: The replay runs the default use case: the shared dashboards and that use case's.
+DEFAULT_USECASE = Settings.model_fields["usecase"].default
+DOCS = {name: load(DEFAULT_OUT / name) for name in SHARED} | {
+    name: load(DEFAULT_OUT / DEFAULT_USECASE / name) for name in PER_USECASE
+}
 ALL = [q for doc in DOCS.values() for q in queries(doc)]
 PROMQL = [q for q in ALL if q.language == "promql"]
 SQL = [q for q in ALL if q.language == "sql"]
@@ -96,9 +100,8 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     if reason:
         pytest.skip(reason)
     from domain.scoring import score_batch
-    from domain.warehouse import load_transactions
-    from monitoring.weekly import monitor_step
-    from pipeline.steps import report_step, scoring_cutoff
+    from domain.warehouse import load_records
+    from pipeline.steps import monitor_step, report_step, scoring_cutoff
     from registry_guard import registry
     from registry_guard.guard import check_champion
     from rollguard.mlflow_client import mlflow_client
@@ -109,7 +112,6 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
         ingest,
         train_version,
     )
-    from usecases.cdnow.features import build_features
 
     extra = {"monitor_sample_rows": 5000} if "monitor_sample_rows" in Settings.model_fields else {}
     settings = Settings(  # type: ignore[call-arg]
@@ -127,8 +129,8 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
 
     def score(version: str) -> Any:
         cutoff = scoring_cutoff(settings)
-        features = build_features(
-            load_transactions(settings, engine=engine), cutoff, label_available=False
+        features = settings.usecase_spec.build_rows(
+            load_records(settings, engine=engine), cutoff, label_available=False
         )
         model = registry.load_version(client, name, version)
         score_batch(

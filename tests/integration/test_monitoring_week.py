@@ -18,16 +18,14 @@ import pytest
 from sqlalchemy import Engine
 
 from domain.scoring import score_batch
-from domain.warehouse import load_transactions
+from domain.warehouse import load_records
 from monitoring.results import week_rows
-from monitoring.weekly import monitor_step
-from pipeline.steps import scoring_cutoff
+from pipeline.steps import monitor_step, scoring_cutoff
 from registry_guard import registry
 from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from tests.integration.test_guard_rollback import evaluation_cutoff, gate, ingest, train_version
-from usecases.cdnow.features import build_features
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,8 +53,8 @@ def score(settings: Settings, engine: Engine, client: Any, version: str) -> date
     """The DAG's batch scoring of ``version`` at the scoring cutoff (after the newest week)."""
     cutoff = scoring_cutoff(settings)
     assert cutoff is not None
-    features = build_features(
-        load_transactions(settings, engine=engine), cutoff, label_available=False
+    features = settings.usecase_spec.build_rows(
+        load_records(settings, engine=engine), cutoff, label_available=False
     )
     model = registry.load_version(client, settings.model_name, version)
     score_batch(settings, cutoff, model_version=version, predict=model.predict, features=features)
@@ -93,6 +91,10 @@ def test_monitor_step_on_a_real_replay(settings: Settings, engine: Engine) -> No
     assert out["model_version"] == version and out["matured_cutoff"] == first.isoformat()
     assert 0.0 <= out["drift_share"] <= 1.0 and out["psi"] >= 0.0
     assert 0.0 <= out["retrain_drift_share"] <= 1.0
+    assert out["retrain_drift_exceeded"] == (
+        out["retrain_drift_share"] > settings.retrain_drift_threshold
+    )
+    assert out["outcomes"]["quality_state"] == "degraded"
     json.dumps(out)  # XCom-ready
 
     now = rows_by_key(engine, settings, second)
@@ -134,9 +136,9 @@ def test_monitor_step_on_a_real_replay(settings: Settings, engine: Engine) -> No
     assert f"{high:.4f}" in degraded["detail"]
     kpi = {k[1]: r["value"] for k, r in matured.items() if k[0] == "kpi"}
     assert kpi["random_lift"] == 1.0 and kpi["lift"] > 1.0  # a real model beats random targeting
-    assert kpi["lift"] == pytest.approx(kpi["targeted_repurchase_rate"] / kpi["base_rate"])
-    assert kpi["targeted_revenue_share"] > kpi["random_revenue_share"]
-    assert kpi["targeted_customers"] == pytest.approx(0.1 * ap["sample_size"], abs=1)
+    assert kpi["lift"] == pytest.approx(kpi["targeted_positive_rate"] / kpi["base_rate"])
+    assert kpi["targeted_value_share"] > kpi["random_value_share"]
+    assert kpi["targeted_count"] == pytest.approx(0.1 * ap["sample_size"], abs=1)
 
     folder = settings.reports_dir / "monitoring" / name / second.isoformat()
     assert (folder / "data_drift.html").stat().st_size > 10_000

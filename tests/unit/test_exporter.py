@@ -65,7 +65,7 @@ def fill(engine: Engine) -> None:
         result("1997-05-12", "score_drift", "score_p50", 0.1),
         result("1997-05-12", "score_drift", "score_p90", 0.4),
         result("1997-05-12", "score_drift", "score_p99", 0.8),
-        result("1997-05-12", "kpi", "targeted_customers", 2357.0),
+        result("1997-05-12", "kpi", "targeted_count", 2357.0),
         result("1997-05-12", "kpi", "lift", 3.1),
         result("1997-05-12", "kpi", "random_lift", 1.0),
         result("1997-05-12", "kpi", "base_rate", 0.12),
@@ -74,6 +74,7 @@ def fill(engine: Engine) -> None:
         result("1997-04-14", "quality", "expected_average_precision", 0.45),
         result("1997-04-14", "quality", "expected_roc_auc", 0.74),
         result("1997-04-14", "quality", "degraded", 0.0),
+        result("1997-04-14", "quality", "roc_auc_ci_high", 0.76),
         result("1997-04-14", "quality", "roc_auc", None, state="pending"),
         result("1997-05-12", "data_drift", "drift_share", 0.7, model_name="other"),
     ]
@@ -155,15 +156,21 @@ def check_exported(got: dict[tuple[str, tuple], float]) -> None:
     assert got[("rollguard_feature_drifted", (("feature", "recency_days"),))] == 1
     assert got[("rollguard_score_drift_psi", ())] == 0.31
     assert got[("rollguard_score_quantile", (("quantile", "0.99"),))] == 0.8
-    assert got[("rollguard_live_average_precision", ())] == 0.41
-    assert got[("rollguard_expected_average_precision", ())] == 0.45
-    assert got[("rollguard_expected_roc_auc", ())] == 0.74
-    assert got[("rollguard_live_quality_degraded", ())] == 0  # the newest quality week's row
-    assert ("rollguard_live_roc_auc", ()) not in got  # pending: no sample
+    ap = (("metric", "average_precision"),)
+    assert got[("rollguard_live_quality", ap)] == 0.41
+    assert got[("rollguard_expected_quality", ap)] == 0.45
+    assert got[("rollguard_expected_quality", (("metric", "roc_auc"),))] == 0.74
+    ci = (("bound", "high"), ("metric", "roc_auc"))
+    assert got[("rollguard_live_quality_ci", ci)] == 0.76
+    # the newest quality week's row, labelled with the metric the rule judges
+    assert got[("rollguard_live_quality_degraded", (("metric", "roc_auc"),))] == 0
+    assert got[("rollguard_live_quality_state", (("state", "ok"),))] == 1
+    assert got[("rollguard_live_quality_state", (("state", "inconclusive"),))] == 0
+    assert ("rollguard_live_quality", (("metric", "roc_auc"),)) not in got  # pending: no sample
     kpi = (("kpi", "lift"), ("targeting", "model"))
     assert got[("rollguard_business_kpi", kpi)] == 3.1
     assert got[("rollguard_business_kpi", (("kpi", "lift"), ("targeting", "random")))] == 1.0
-    tc = (("kpi", "targeted_customers"), ("targeting", "random"))
+    tc = (("kpi", "targeted_count"), ("targeting", "random"))
     assert got[("rollguard_business_kpi", tc)] == 2357
     assert got[("rollguard_base_rate", ())] == 0.12
     week = datetime(1997, 5, 12, tzinfo=UTC).timestamp()
@@ -189,6 +196,42 @@ def test_empty_store_exports_zero_counters_and_no_figures(settings: Settings) ->
     assert got[("rollguard_rollbacks_total", (("actor", "human"),))] == 0
     assert got[("rollguard_guard_state", (("state", "ok"),))] == 0
     assert not any(name == "rollguard_live_quality_degraded" for name, _ in got)
+    assert got[("rollguard_live_quality_state", (("state", "inconclusive"),))] == 0
+
+
+def test_regression_week_exports_mae_baselines_and_an_inconclusive_verdict(
+    settings: Settings,
+) -> None:
+    """One rule and one dashboard query serve both task types: the metric is a label."""
+    engine = open_store(settings)
+    rows = [
+        result("2024-03-04", "quality", "mae", 24.5),
+        result("2024-03-04", "quality", "expected_mae", 23.0),
+        result("2024-03-04", "quality", "mae_ci_low", 22.0),
+        result("2024-03-04", "quality", "mae_ci_high", 27.0),
+        result("2024-03-04", "quality", "degraded", 0.0),
+        # the newest week had too few rows: no 0/1 figure, state inconclusive
+        result("2024-03-11", "quality", "mae", 31.0),
+        result("2024-03-11", "quality", "degraded", None, state="inconclusive"),
+        result("2024-03-11", "kpi", "mae", 31.0),
+        result("2024-03-11", "kpi", "realized_total", 9000.0),
+        result("2024-03-11", "kpi", "baseline_mae", 50.0, "historical"),
+        result("2024-03-11", "kpi", "baseline_mae", 99.0, "training_median"),
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(MonitoringResult), rows)
+    got = samples(lambda: engine)
+    assert got[("rollguard_live_quality", (("metric", "mae"),))] == 31.0
+    assert got[("rollguard_live_quality_state", (("state", "inconclusive"),))] == 1
+    assert got[("rollguard_live_quality_state", (("state", "ok"),))] == 0
+    # the newest verdict is inconclusive, so no degraded sample from that week
+    assert not any(name == "rollguard_live_quality_degraded" for name, _ in got)
+    kpi = "rollguard_business_kpi"
+    assert got[(kpi, (("kpi", "mae"), ("targeting", "model")))] == 31.0
+    assert got[(kpi, (("kpi", "mae"), ("targeting", "historical")))] == 50.0
+    assert got[(kpi, (("kpi", "mae"), ("targeting", "training_median")))] == 99.0
+    assert got[(kpi, (("kpi", "total"), ("targeting", "realized")))] == 9000.0
+    assert ("rollguard_base_rate", ()) not in got
 
 
 def test_unreadable_store_is_store_up_zero_not_an_error(tmp_path: Path) -> None:

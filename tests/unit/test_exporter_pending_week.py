@@ -26,7 +26,7 @@ def test_a_pending_newer_week_does_not_hide_the_matured_figures(settings: Settin
     matured, pending = "1997-05-05", "1997-06-02"
     rows = [
         row(matured, "quality", "average_precision", 0.41),
-        row(matured, "quality", "degraded", 1.0),
+        row(matured, "quality", "degraded", 1.0, "degraded"),
         row(matured, "kpi", "lift", 3.2),
         row(pending, "quality", "average_precision", None, "pending"),
         row(pending, "quality", "degraded", None, "pending"),
@@ -42,8 +42,10 @@ def test_a_pending_newer_week_does_not_hide_the_matured_figures(settings: Settin
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    assert got[("rollguard_live_average_precision", ())] == 0.41
-    assert got[("rollguard_live_quality_degraded", ())] == 1.0  # the rollback alert can fire
+    assert got[("rollguard_live_quality", (("metric", "average_precision"),))] == 0.41
+    # the below-expectation warning can fire
+    assert got[("rollguard_live_quality_degraded", (("metric", "roc_auc"),))] == 1.0
+    assert got[("rollguard_live_quality_state", (("state", "degraded"),))] == 1
     assert got[("rollguard_business_kpi", (("kpi", "lift"), ("targeting", "model")))] == 3.2
     assert got[("rollguard_dataset_drift_share", ())] == 0.25
     week = datetime(1997, 6, 2, tzinfo=UTC).timestamp()

@@ -12,14 +12,19 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from domain.metrics import population_stability_index
 from monitoring import compute
 from monitoring.compute import Figure
 from monitoring.results import record_pipeline_run, replace_week, week_rows
 from monitoring.weekly import parse_week
 from rollguard import db
 from rollguard.errors import ConfigurationError
+from tests.support.regression_usecase import USECASE as TOY
+from tests.support.regression_usecase import make_records
 
 COLS = ("a", "b", "c")
+#: The three numerical features; ``customer_id`` is a key column, never compared.
+MAPPING = compute.ColumnMapping(COLS, keys=("customer_id",))
 
 
 def frame(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
@@ -40,7 +45,7 @@ def by_key(figures: list[Figure]) -> dict[tuple[str, str], Figure]:
 
 def test_drift_found_on_a_shifted_feature_and_not_on_a_copy() -> None:
     ref = frame(5000, 1)
-    same = compute.data_drift_figures(ref, ref.copy(), COLS, sample_rows=50_000, seed=0)
+    same = compute.data_drift_figures(ref, ref.copy(), MAPPING, sample_rows=50_000, seed=0)
     got = by_key(same.figures)
     assert same.drift_share == 0.0 and same.drifted == ()
     assert all(got[("drifted", c)].value == 0.0 for c in COLS)
@@ -48,7 +53,7 @@ def test_drift_found_on_a_shifted_feature_and_not_on_a_copy() -> None:
     assert got[("schema", "")].state == "ok"
 
     moved = compute.data_drift_figures(
-        ref, frame(5000, 2, shift=15.0), COLS, sample_rows=50_000, seed=0
+        ref, frame(5000, 2, shift=15.0), MAPPING, sample_rows=50_000, seed=0
     )
     got = by_key(moved.figures)
     assert moved.drifted == ("a",)
@@ -63,7 +68,7 @@ def test_drift_found_on_a_shifted_feature_and_not_on_a_copy() -> None:
 
 def test_no_rows_in_the_window_is_no_data() -> None:
     ref = frame(100, 1)
-    result = compute.data_drift_figures(ref, ref.iloc[:0], COLS, sample_rows=1000, seed=0)
+    result = compute.data_drift_figures(ref, ref.iloc[:0], MAPPING, sample_rows=1000, seed=0)
     got = by_key(result.figures)
     for metric in ("drift_share", "drifted_features", "n_features"):
         assert got[(metric, "")].state == "no_data" and got[(metric, "")].value is None
@@ -78,7 +83,7 @@ def test_constant_or_empty_column_is_skipped_and_raises_no_alert(fill: float, re
     ref, cur = frame(3000, 1), frame(3000, 2)
     ref["c"] = fill
     cur["c"] = 99.0 if np.isfinite(fill) else np.nan  # a "shift" that must not count
-    result = compute.data_drift_figures(ref, cur, COLS, sample_rows=50_000, seed=0)
+    result = compute.data_drift_figures(ref, cur, MAPPING, sample_rows=50_000, seed=0)
     got = by_key(result.figures)
     for metric in ("drift_score", "drifted"):
         assert got[(metric, "c")].state == "skipped" and got[(metric, "c")].value is None
@@ -91,7 +96,7 @@ def test_constant_or_empty_column_is_skipped_and_raises_no_alert(fill: float, re
 def test_every_column_unusable_is_skipped_not_an_error() -> None:
     ref = frame(200, 1)
     ref[list(COLS)] = 1.0
-    result = compute.data_drift_figures(ref, ref.copy(), COLS, sample_rows=1000, seed=0)
+    result = compute.data_drift_figures(ref, ref.copy(), MAPPING, sample_rows=1000, seed=0)
     got = by_key(result.figures)
     assert got[("drift_share", "")].state == "skipped" and got[("drift_share", "")].value is None
 
@@ -99,7 +104,7 @@ def test_every_column_unusable_is_skipped_not_an_error() -> None:
 def test_missing_and_extra_columns_are_a_named_schema_mismatch() -> None:
     ref, cur = frame(2000, 1), frame(2000, 2).drop(columns=["b"])
     cur["surprise"] = 1.0
-    result = compute.data_drift_figures(ref, cur, COLS, sample_rows=50_000, seed=0)
+    result = compute.data_drift_figures(ref, cur, MAPPING, sample_rows=50_000, seed=0)
     got = by_key(result.figures)
     schema = got[("schema", "")]
     assert schema.state == "schema_mismatch" and schema.value == 1.0
@@ -112,9 +117,9 @@ def test_missing_and_extra_columns_are_a_named_schema_mismatch() -> None:
 
 def test_sampling_is_capped_recorded_and_deterministic() -> None:
     ref, cur = frame(20_000, 1), frame(20_000, 2)
-    one = compute.data_drift_figures(ref, cur, COLS, sample_rows=3000, seed=5)
-    two = compute.data_drift_figures(ref, cur, COLS, sample_rows=3000, seed=5)
-    other = compute.data_drift_figures(ref, cur, COLS, sample_rows=3000, seed=6)
+    one = compute.data_drift_figures(ref, cur, MAPPING, sample_rows=3000, seed=5)
+    two = compute.data_drift_figures(ref, cur, MAPPING, sample_rows=3000, seed=5)
+    other = compute.data_drift_figures(ref, cur, MAPPING, sample_rows=3000, seed=6)
     share = by_key(one.figures)[("drift_share", "")]
     assert share.sample_size == 3000 and share.reference_size == 3000
     scores = [by_key(r.figures)[("drift_score", "a")].value for r in (one, two, other)]
@@ -126,8 +131,6 @@ def test_sampling_is_capped_recorded_and_deterministic() -> None:
 
 
 def test_score_drift_psi_matches_the_guard_and_flags_a_shift() -> None:
-    from registry_guard.guard import population_stability_index
-
     rng = np.random.default_rng(3)
     ref = rng.beta(2, 8, 4000)
     same = compute.score_drift_figures(ref, ref.copy(), sample_rows=10_000, seed=0)
@@ -163,18 +166,21 @@ def test_kpis_by_hand() -> None:
             "rev": [30.0 if i == 1 else (10.0 if i in (3, 5, 7) else 0.0) for i in range(1, 11)],
         }
     )
-    got = {f.metric: f.value for f in compute.kpi_figures(preds, truth, label="y", revenue="rev")}
+    got = {
+        f.metric: f.value
+        for f in compute.kpi_figures(preds, truth, key="customer_id", label="y", value="rev")
+    }
     assert got == pytest.approx(
         {
-            "targeted_customers": 2,
-            "targeted_repurchase_rate": 0.5,
+            "targeted_count": 2,
+            "targeted_positive_rate": 0.5,
             "base_rate": 0.4,
             "lift": 1.25,
-            "targeted_revenue_dollars": 30.0,
-            "targeted_revenue_share": 0.5,
-            "random_repurchase_rate": 0.4,
-            "random_revenue_dollars": 12.0,
-            "random_revenue_share": 0.2,
+            "targeted_value": 30.0,
+            "targeted_value_share": 0.5,
+            "random_positive_rate": 0.4,
+            "random_value": 12.0,
+            "random_value_share": 0.2,
             "random_lift": 1.0,
         }
     )
@@ -184,7 +190,11 @@ def test_kpis_by_hand() -> None:
 def test_kpis_edge_states() -> None:
     preds = pd.DataFrame({"customer_id": [1, 2], "targeted": [True, False]})
     none = compute.kpi_figures(
-        preds, pd.DataFrame({"customer_id": [9], "y": [1], "rev": [1.0]}), label="y", revenue="rev"
+        preds,
+        pd.DataFrame({"customer_id": [9], "y": [1], "rev": [1.0]}),
+        key="customer_id",
+        label="y",
+        value="rev",
     )
     assert {f.state for f in none} == {"no_data"}
     zero = {
@@ -192,12 +202,13 @@ def test_kpis_edge_states() -> None:
         for f in compute.kpi_figures(
             preds,
             pd.DataFrame({"customer_id": [1, 2], "y": [0, 0], "rev": [0.0, 0.0]}),
+            key="customer_id",
             label="y",
-            revenue="rev",
+            value="rev",
         )
     }
     assert zero["lift"].state == "skipped" and "base rate is 0" in (zero["lift"].detail or "")
-    assert zero["targeted_revenue_share"].value is None
+    assert zero["targeted_value_share"].value is None
     assert zero["base_rate"].value == 0.0
 
 
@@ -215,8 +226,7 @@ def test_quality_by_hand() -> None:
             targeted,
             expected_average_precision=0.9,
             expected_roc_auc=0.9,
-            min_rows=2000,
-            min_positives=100,
+            rule=compute.LiveQualityRule(min_rows=2000, min_positives=100),
         )
     )
     assert got[("average_precision", "")].value == pytest.approx(5 / 6)
@@ -226,7 +236,8 @@ def test_quality_by_hand() -> None:
     assert got[("expected_average_precision", "")].value == 0.9
     assert got[("expected_roc_auc", "")].value == 0.9
     thin = got[("degraded", "")]
-    assert thin.state == "skipped" and "too little evidence" in (thin.detail or "")
+    assert thin.state == "inconclusive" and thin.value is None
+    assert "too little evidence" in (thin.detail or "")
     assert got[("roc_auc_ci_low", "")].value is None
 
 
@@ -242,10 +253,11 @@ def _informative(n: int, seed: int, shuffle: bool = False) -> tuple[np.ndarray, 
 def test_degraded_rule_uses_the_roc_auc_interval_not_a_point_estimate() -> None:
     scores, labels, targeted = _informative(6000, seed=3)
     live_auc = compute.quality_figures(
-        scores, labels, targeted, expected_average_precision=None, min_rows=1, min_positives=1
+        scores, labels, targeted, expected_average_precision=None, rule=compute.LiveQualityRule()
     )
     auc = by_key(live_auc)[("roc_auc", "")].value
-    kw = dict(expected_average_precision=0.5, min_rows=2000, min_positives=100, seed=7)
+    rule = compute.LiveQualityRule(min_rows=2000, min_positives=100, seed=7)
+    kw = dict(expected_average_precision=0.5, rule=rule)
 
     # Live AUC slightly below the expectation, within margin and noise: not degraded.
     close = by_key(
@@ -280,10 +292,167 @@ def test_quality_of_an_empty_week_is_no_data() -> None:
         np.array([]),
         np.array([], bool),
         expected_average_precision=None,
-        min_rows=1,
-        min_positives=1,
+        rule=compute.LiveQualityRule(),
     )
     assert {f.state for f in empty} == {"no_data"} and len(empty) == len(compute.QUALITY_METRICS)
+
+
+# --- use-case declarations and regression ---------------------------------------------------------
+def _toy_rows(weeks: int, per_week: int, seed: int, *, shift: bool = False) -> pd.DataFrame:
+    from datetime import date, timedelta
+
+    first = date(2024, 1, 1)
+    records = make_records(weeks, per_week, seed=seed, first=first, shift=shift)
+    cutoffs = [first + timedelta(days=7 * (i + 1)) for i in range(weeks)]
+    return pd.concat(
+        [TOY.build_rows(records, c, label_available=True) for c in cutoffs], ignore_index=True
+    )
+
+
+def test_column_mapping_follows_the_declarations() -> None:
+    mapping = compute.ColumnMapping.from_usecase(TOY)
+    assert mapping.features == ("nights", "lead_days", "segment", "meal")
+    assert mapping.categorical == ("segment", "meal")
+    assert mapping.numerical == ("nights", "lead_days")
+    for key in ("booking_id", "cutoff", "rate", "room_revenue", "label_available", "last_rate"):
+        assert key in mapping.keys
+    rows = _toy_rows(2, 300, seed=1)
+    result = compute.data_drift_figures(rows, rows.copy(), mapping, sample_rows=10_000, seed=0)
+    got = by_key(result.figures)
+    assert got[("schema", "")].state == "ok"  # key columns are expected, not "extra"
+    assert result.drift_share == 0.0
+
+
+def test_evidently_drift_on_a_categorical_column() -> None:
+    mapping = compute.ColumnMapping.from_usecase(TOY)
+    reference = _toy_rows(4, 400, seed=1)  # 1,600 rows: Evidently's large-sample tests
+    moved = _toy_rows(2, 400, seed=2, shift=True)
+    result = compute.data_drift_figures(reference, moved, mapping, sample_rows=10_000, seed=0)
+    got = by_key(result.figures)
+    # The segment mix moved (0.3/0.6/0.1 -> 0.2/0.3/0.5) and lead times doubled; meal and nights
+    # did not move.
+    assert "segment" in result.drifted and "lead_days" in result.drifted
+    assert got[("drifted", "meal")].value == 0.0 and got[("drifted", "nights")].value == 0.0
+    assert "Jensen-Shannon" in (got[("drift_score", "segment")].detail or "")
+    assert got[("drift_share", "")].value == pytest.approx(2 / 4)
+    small = compute.data_drift_figures(
+        reference.iloc[:300], moved.iloc[:300], mapping, sample_rows=10_000, seed=0
+    )
+    assert "segment" in small.drifted  # chi-squared p-value on small samples
+    assert "chi" in (by_key(small.figures)[("drift_score", "segment")].detail or "").lower()
+    one_level = reference.assign(meal="BB")
+    skipped = by_key(
+        compute.data_drift_figures(
+            one_level, one_level.copy(), mapping, sample_rows=10_000, seed=0
+        ).figures
+    )
+    assert skipped[("drifted", "meal")].state == "skipped"
+    assert "one level" in (skipped[("drifted", "meal")].detail or "")
+
+
+def test_drift_share_is_the_retrain_rule_input() -> None:
+    mapping = compute.ColumnMapping.from_usecase(TOY)
+    reference = _toy_rows(4, 400, seed=1)
+    moved = _toy_rows(2, 400, seed=2, shift=True)
+    kw = dict(sample_rows=10_000, seed=0)
+    above = compute.drift_share(reference, moved, mapping, threshold=0.4, **kw)
+    assert above.share == pytest.approx(0.5) and above.exceeded
+    assert above.drifted == ("lead_days", "segment") and above.n_features == 4
+    at = compute.drift_share(reference, moved, mapping, threshold=0.5, **kw)
+    assert not at.exceeded  # the rule is "above the threshold"
+    none = compute.drift_share(reference, moved.iloc[:0], mapping, threshold=0.1, **kw)
+    assert none.share is None and not none.exceeded
+    with pytest.raises(ValueError):
+        compute.drift_share(reference, moved, mapping, threshold=1.5, **kw)
+
+
+def test_regression_quality_by_hand_and_inconclusive_on_few_rows() -> None:
+    predictions = np.array([100.0, 80.0, 120.0, 50.0])
+    labels = np.array([110.0, 80.0, 100.0, 60.0])
+    # errors -10, 0, 20, -10: MAE 10, RMSE sqrt((100 + 0 + 400 + 100) / 4) = sqrt(150), bias 0
+    rule = compute.LiveQualityRule(min_rows=500, relative_margin=0.05)
+    got = by_key(
+        compute.regression_quality_figures(
+            predictions, labels, expected_mae=9.0, expected_rmse=12.0, expected_bias=0.5, rule=rule
+        )
+    )
+    assert got[("mae", "")].value == pytest.approx(10.0)
+    assert got[("rmse", "")].value == pytest.approx(np.sqrt(150.0))
+    assert got[("bias", "")].value == pytest.approx(0.0)
+    assert got[("expected_mae", "")].value == 9.0
+    assert got[("degraded", "")].state == "inconclusive"
+    assert got[("degraded", "")].value is None
+    assert "4 rows: too little evidence (needs 500)" in (got[("degraded", "")].detail or "")
+    assert got[("mae_ci_low", "")].value is None
+    assert set(m for m, _ in got) == set(compute.REGRESSION_QUALITY_METRICS)
+    empty = compute.regression_quality_figures(
+        np.array([np.nan]), np.array([1.0]), expected_mae=1.0, rule=rule
+    )
+    assert {f.state for f in empty} == {"no_data"}
+
+
+def test_regression_degraded_rule_uses_the_mae_interval() -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.gamma(9.0, 11.0, 2000)
+    good = labels + rng.normal(0, 12.0, labels.size)  # MAE about 9.6
+    rule = compute.LiveQualityRule(min_rows=500, relative_margin=0.05, seed=11)
+    mae = float(np.mean(np.abs(good - labels)))
+    fine = by_key(compute.regression_quality_figures(good, labels, expected_mae=mae, rule=rule))
+    low, high = fine[("mae_ci_low", "")].value, fine[("mae_ci_high", "")].value
+    assert low < mae < high and high - low < 0.2 * mae
+    assert fine[("degraded", "")].value == 0.0 and fine[("degraded", "")].state == "ok"
+    # A model whose errors doubled (noise sd 24) against the same expectation: degraded.
+    bad = labels + rng.normal(0, 24.0, labels.size)
+    worse = by_key(compute.regression_quality_figures(bad, labels, expected_mae=mae, rule=rule))
+    assert worse[("degraded", "")].value == 1.0 and worse[("degraded", "")].state == "degraded"
+    assert "CI [" in (worse[("degraded", "")].detail or "")
+    again = by_key(compute.regression_quality_figures(good, labels, expected_mae=mae, rule=rule))
+    assert again[("mae_ci_low", "")].value == low  # same rows and seed, same interval
+    unknown = by_key(compute.regression_quality_figures(good, labels, expected_mae=None, rule=rule))
+    assert unknown[("degraded", "")].state == "skipped"
+
+
+def test_regression_kpis_with_baselines_by_hand() -> None:
+    preds = pd.DataFrame({"booking_id": [1, 2, 3, 4], "score": [100.0, 80.0, 120.0, 50.0]})
+    truth = pd.DataFrame(
+        {
+            "booking_id": [1, 2, 3, 4, 5],
+            "rate": [110.0, 80.0, 100.0, 60.0, 70.0],
+            "room_revenue": [220.0, 80.0, 300.0, 0.0, 70.0],
+            "last_rate": [100.0, np.nan, 130.0, 60.0, 1.0],
+        }
+    )
+    figures = compute.regression_kpi_figures(
+        preds,
+        truth,
+        key="booking_id",
+        label="rate",
+        value="room_revenue",
+        baselines={"last_rate": "last_rate"},
+        training_median=90.0,
+        unit="EUR",
+    )
+    got = {(f.metric, f.feature): f.value for f in figures}
+    # errors -10, 0, 20, -10 on 4 joined rows (booking 5 has no prediction)
+    assert got[("rows", "")] == 4
+    assert got[("mae", "")] == pytest.approx(10.0)
+    assert got[("bias", "")] == pytest.approx(0.0)
+    # value-weighted: (10*220 + 0*80 + 20*300 + 10*0) / 600 = 8200 / 600
+    assert got[("value_weighted_mae", "")] == pytest.approx(8200 / 600)
+    assert got[("predicted_total", "")] == 350.0 and got[("realized_total", "")] == 350.0
+    assert got[("value_total", "")] == 600.0
+    # last_rate on rows 1, 3, 4 (row 2 missing): errors -10, 30, 0
+    assert got[("baseline_mae", "last_rate")] == pytest.approx(40 / 3)
+    assert got[("baseline_bias", "last_rate")] == pytest.approx(20 / 3)
+    # training median 90: errors -20, 10, -10, 30
+    assert got[("baseline_mae", "training_median")] == pytest.approx(17.5)
+    assert got[("baseline_bias", "training_median")] == pytest.approx(2.5)
+    sizes = {(f.metric, f.feature): f.sample_size for f in figures}
+    assert sizes[("baseline_mae", "last_rate")] == 3
+    none = compute.regression_kpi_figures(
+        preds.iloc[:0], truth, key="booking_id", label="rate", value="room_revenue"
+    )
+    assert {f.state for f in none} == {"no_data"}
 
 
 def test_parse_week() -> None:
