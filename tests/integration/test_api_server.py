@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from api.schemas import EXAMPLE_ROW
+from tests.support.api_models import EXAMPLE_ROW
 from tests.support.api_models import (
     cdnow_features,
     example_frame,

@@ -10,7 +10,13 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from api.schemas import example_row
+from rollguard.usecase import load_usecase
 from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, build_features
+
+#: The CDNOW use case and its declared example row (the API's OpenAPI example).
+CDNOW = load_usecase("cdnow")
+EXAMPLE_ROW: dict[str, float] = example_row(CDNOW)  # type: ignore[assignment]
 
 CUTOFFS = (date(1997, 5, 5), date(1997, 6, 2))
 

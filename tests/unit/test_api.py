@@ -19,7 +19,7 @@ from api.app import create_app
 from api.lifecycle import ModelManager
 from api.metrics import MultipleWorkersError, ServingMetrics, check_single_process
 from api.model import ModelRefused, ServingModel, check_features, load_model_dir
-from api.schemas import EXAMPLE_ROW
+from tests.support.api_models import EXAMPLE_ROW
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
 from rollguard.settings import Settings

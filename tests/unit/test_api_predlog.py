@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 
 from api.metrics import ServingMetrics
 from api.predlog import LoggedRequest, PredictionLog, insert_records, to_records
-from api.schemas import EXAMPLE_ROW
+from tests.support.api_models import EXAMPLE_ROW
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
 from tests.support.servers import free_port
@@ -63,9 +63,12 @@ def test_store_outage_spools_then_replays_everything(tmp_path: Path) -> None:
     sizes = [1, 3, 10, 2, 25]
     for n in sizes:
         plog.submit(request(n))
-    wait_until(lambda: plog.spooled_rows() == sum(sizes))
+    # The counter moves just after each fsync: wait for both (the writer may be mid-batch).
+    wait_until(
+        lambda: plog.spooled_rows() == sum(sizes)
+        and metrics.log_spooled_rows._value.get() == sum(sizes)
+    )
     assert plog.status()["store_reachable"] is False
-    assert metrics.log_spooled_rows._value.get() == sum(sizes)
 
     target["url"] = good
     for n in sizes:
