@@ -20,8 +20,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.api_models import EXAMPLE_ROW
 from tests.support.api_models import (
+    EXAMPLE_ROW,
     cdnow_features,
     example_frame,
     log_registered_version,

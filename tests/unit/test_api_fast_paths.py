@@ -23,11 +23,10 @@ from sqlalchemy import insert, select
 from api.app import MAX_BODY_ERRORS, UnsupportedMediaType, parse_rows_body
 from api.predlog import LoggedRequest, insert_records, to_records
 from api.schemas import predict_request_model
-from tests.support.api_models import CDNOW, EXAMPLE_ROW
 from api.xgb_dense import dense_predictor
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
-from tests.support.api_models import cdnow_features, nan_booster, train_booster
+from tests.support.api_models import CDNOW, EXAMPLE_ROW, cdnow_features, nan_booster, train_booster
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 

@@ -16,9 +16,9 @@ from sqlalchemy import Engine, func, select
 
 from api.metrics import ServingMetrics
 from api.predlog import LoggedRequest, PredictionLog, insert_records, to_records
-from tests.support.api_models import EXAMPLE_ROW
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
+from tests.support.api_models import EXAMPLE_ROW
 from tests.support.servers import free_port
 
 
@@ -65,8 +65,10 @@ def test_store_outage_spools_then_replays_everything(tmp_path: Path) -> None:
         plog.submit(request(n))
     # The counter moves just after each fsync: wait for both (the writer may be mid-batch).
     wait_until(
-        lambda: plog.spooled_rows() == sum(sizes)
-        and metrics.log_spooled_rows._value.get() == sum(sizes)
+        lambda: (
+            plog.spooled_rows() == sum(sizes)
+            and metrics.log_spooled_rows._value.get() == sum(sizes)
+        )
     )
     assert plog.status()["store_reachable"] is False
 
