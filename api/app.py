@@ -3,7 +3,7 @@ call one core function, record the result).
 
 Routes (see docs/api.md): ``POST /v1/predict``, ``POST /v1/explain``, ``GET /v1/usecase``,
 ``GET /v1/{subject}/{id}/prediction`` and ``GET /v1/{subject}/{id}/history`` (named by the use
-case: ``/v1/customers/{customer_id}/...`` for CDNOW), ``GET /v1/model``, ``GET /v1/model/history``,
+case: ``/v1/customers/{customer_id}/...`` for a use case whose subject is customers), ``GET /v1/model``, ``GET /v1/model/history``,
 ``POST /v1/admin/reload`` (bearer token), ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
 Request and response bodies are generated from the use case (``settings.usecase_spec``;
 :func:`api.schemas.api_contract`); nothing here names a use case's column.
@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from api.batching import MicroBatcher
-from api.customers import NoSnapshot, SnapshotFeatures, Targeting, UnknownEntity
+from api.entities import NoSnapshot, SnapshotFeatures, Targeting, UnknownEntity
 from api.history import NoRecords, RecordHistory, StoreUnavailable, recent_alias_moves
 from api.lifecycle import ModelManager, configure_mlflow_http
 from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
