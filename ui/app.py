@@ -18,6 +18,7 @@ The callbacks are thin: gather inputs, call :class:`ui.client.RollguardClient`, 
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -170,26 +171,38 @@ def model_page(client: RollguardClient) -> dict[str, Any]:
 
 
 # --- the Blocks app ------------------------------------------------------------------------------
-def load_view(client: RollguardClient) -> UseCaseView:
-    """The use case's declarations from the API (``GET /v1/usecase``).
+#: How long :func:`load_view` waits for an API that refuses connections (one starting up), s.
+STARTUP_WAIT_SECONDS = 60.0
+
+
+def load_view(client: RollguardClient, wait_seconds: float = 0.0) -> UseCaseView:
+    """The use case's declarations from the API (``GET /v1/usecase``), retrying once a second
+    for up to ``wait_seconds`` while nothing listens at the API's address (it may be starting).
 
     Raises:
         ApiError: the API did not answer them (the page then says so; see :func:`build_app`).
     """
-    return UseCaseView(client.usecase())
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return UseCaseView(client.usecase())
+        except ApiError as exc:
+            if exc.kind != "unreachable" or time.monotonic() >= deadline:
+                raise
+        time.sleep(1.0)
 
 
 def build_app(settings: Settings, client: RollguardClient | None = None) -> Any:
     """The Gradio Blocks app, wired to ``client`` (default: one on ``settings.ui_api_url`` with
     ``settings.ui_timeout_seconds``), its pages built from the API's use case declarations.
-    When the API cannot give them at start, the app is one page saying so (restart the UI once
-    the API answers). Returns ``gradio.Blocks``; launch it with :func:`launch_options`."""
+    An API that refuses connections is waited for (:data:`STARTUP_WAIT_SECONDS`); when it still
+    cannot give them, the app is one page saying why (restart the UI once the API answers). Returns ``gradio.Blocks``; launch it with :func:`launch_options`."""
     import gradio as gr
 
     client = client or RollguardClient(settings.ui_api_url, settings.ui_timeout_seconds)
     out_dir = Path(tempfile.mkdtemp(prefix="rollguard-ui-"))
     try:
-        view = load_view(client)
+        view = load_view(client, STARTUP_WAIT_SECONDS)
     except ApiError as exc:
         with gr.Blocks(title="Rollguard", analytics_enabled=False) as demo:
             gr.Markdown("# Rollguard", elem_id="header")
