@@ -129,7 +129,9 @@ def score_csv(
 
     A chunk the API refuses with row-level validation errors is sent again without those rows
     (at most once per refused row, so this ends). Returns the table with ``score`` (a probability
-    or a predicted value, as the use case says; empty for rows in error), ``model_version`` and ``error`` columns.
+    or a predicted value, as the use case says; empty for rows in error), ``model_version``, for a
+    use case with categorical features ``warning`` (an unseen category scored as missing), and
+    ``error`` columns.
 
     Raises:
         BatchFileError: the file as a whole is unusable.
@@ -140,6 +142,7 @@ def score_csv(
     rows, errors = parse_rows(frame, view)
     scores: dict[int, float] = {}
     versions: dict[int, str] = {}
+    warnings: dict[int, list[str]] = {}
     positions = sorted(rows)
     for start in range(0, len(positions), chunk_rows):
         pending = positions[start : start + chunk_rows]
@@ -159,6 +162,11 @@ def score_csv(
             for p, s in zip(pending, answer["scores"], strict=True):
                 scores[p] = float(s)
                 versions[p] = str(answer["model_version"])
+            for w in answer.get("warnings") or []:
+                located_warning = _row_of(w["field"], pending)
+                if located_warning is not None:
+                    position, name = located_warning
+                    warnings.setdefault(position, []).append(f"{name}: {w['problem']}")
             break
     errors.sort(key=lambda e: (e.row, e.field))
     by_row: dict[int, list[str]] = {}
@@ -167,6 +175,9 @@ def score_csv(
     table = frame.copy()
     table["score"] = [scores.get(i) for i in range(len(frame))]
     table["model_version"] = [versions.get(i, "") for i in range(len(frame))]
+    if any(f["kind"] == "categorical" for f in view.features):
+        # Scored rows the API warned about (an unseen category scored as missing).
+        table["warning"] = ["; ".join(warnings.get(i, [])) for i in range(len(frame))]
     table["error"] = ["; ".join(by_row.get(i, [])) for i in range(len(frame))]
     return BatchResult(table, errors, sorted(set(versions.values())))
 
