@@ -885,27 +885,13 @@ def _install_openapi(app: FastAPI, request_model: type[BaseModel]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(
+def _server(
     settings: Settings,
-    *,
-    manager: ModelManager | None = None,
-    prediction_log: PredictionLog | None = None,
-    metrics: ServingMetrics | None = None,
-) -> FastAPI:
-    """Build the model server for the use case of ``settings`` (``settings.usecase_spec``).
-
-    Args:
-        settings: use case, limits, model name, registry and store locations, admin token, CORS.
-        manager: the model manager; default: one watching ``settings.model_name@champion`` in the
-            registry at ``settings.tracking_uri``.
-        prediction_log: the prediction log; default: the monitoring store of ``settings`` with
-            its spool under ``settings.home / "spool"``.
-        metrics: Prometheus metrics; default: a fresh registry.
-
-    Raises:
-        api.metrics.MultipleWorkersError: at start-up, when several workers are configured.
-        rollguard.usecase.UseCaseError: the use case is not registered or is malformed.
-    """
+    manager: ModelManager | None,
+    prediction_log: PredictionLog | None,
+    metrics: ServingMetrics | None,
+) -> _Server:
+    """The routers' shared state for ``settings`` (defaults as :func:`create_app` documents)."""
     usecase = settings.usecase_spec
     contract = api_contract(usecase, settings.api_max_rows)
     if metrics is None:
@@ -931,7 +917,7 @@ def create_app(
         )
     snapshots = SnapshotFeatures(settings.warehouse_dir / "features", usecase)
     store = _LazyStore(settings)
-    srv = _Server(
+    return _Server(
         settings=settings,
         contract=contract,
         manager=manager,
@@ -943,6 +929,32 @@ def create_app(
         records=RecordHistory(store.engine, settings, usecase),
         store=store,
     )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    manager: ModelManager | None = None,
+    prediction_log: PredictionLog | None = None,
+    metrics: ServingMetrics | None = None,
+) -> FastAPI:
+    """Build the model server for the use case of ``settings`` (``settings.usecase_spec``).
+
+    Args:
+        settings: use case, limits, model name, registry and store locations, admin token, CORS.
+        manager: the model manager; default: one watching ``settings.model_name@champion`` in the
+            registry at ``settings.tracking_uri``.
+        prediction_log: the prediction log; default: the monitoring store of ``settings`` with
+            its spool under ``settings.home / "spool"``.
+        metrics: Prometheus metrics; default: a fresh registry.
+
+    Raises:
+        api.metrics.MultipleWorkersError: at start-up, when several workers are configured.
+        rollguard.usecase.UseCaseError: the use case is not registered or is malformed.
+    """
+    srv = _server(settings, manager, prediction_log, metrics)
+    contract, manager, metrics = srv.contract, srv.manager, srv.metrics
+    usecase = contract.usecase
     token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
 
     @asynccontextmanager
@@ -967,7 +979,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.manager = manager
-    app.state.prediction_log = prediction_log
+    app.state.prediction_log = srv.prediction_log
     app.state.metrics = metrics
     app.state.contract = contract
     _install_error_handlers(app, metrics)
