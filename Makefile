@@ -22,14 +22,16 @@ setup: $(UV) ## Create .venv with every dependency group from the lock file
 demo: setup ## Set up, then run the main job (replay CDNOW through the loop)
 	$(RUN) rollguard demo
 
-test: setup ## Set up, then run the linters and the whole test suite
+test: setup ## Set up, then run the linters, the import layers and the whole test suite
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 	$(RUN) pytest $(PYTEST_ARGS)
 
-lint: setup ## Linters and type checks only
+lint: setup ## Linters, the import layers (docs/design.md, "Layers") and type checks only
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 	$(RUN) mypy rollguard
 
 format: setup ## Apply the formatter and safe lint fixes

@@ -1,10 +1,12 @@
 """The FastAPI application of the model server (routes are thin: read the serving model once,
 call one core function, record the result).
 
-Routes (see docs/api.md): ``POST /v1/predict``, ``GET /v1/customers/{customer_id}/prediction``,
-``GET /v1/customers/{customer_id}/history``, ``POST /v1/explain``, ``GET /v1/model``,
-``GET /v1/model/history``, ``POST /v1/admin/reload`` (bearer token),
-``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+Routes (see docs/api.md): ``POST /v1/predict``, ``POST /v1/explain``, ``GET /v1/usecase``,
+``GET /v1/{subject}/{id}/prediction`` and ``GET /v1/{subject}/{id}/history`` (named by the use
+case: ``/v1/customers/{customer_id}/...`` for a use case whose subject is customers), ``GET /v1/model``, ``GET /v1/model/history``,
+``POST /v1/admin/reload`` (bearer token), ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+Request and response bodies are generated from the use case (``settings.usecase_spec``;
+:func:`api.schemas.api_contract`); nothing here names a use case's column.
 
 Errors are JSON (:class:`api.schemas.ErrorResponse`) with a machine-readable ``error``, a
 ``message`` and per-field ``details``; no response carries a stack trace.
@@ -21,12 +23,13 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
 import pydantic_core
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -37,28 +40,29 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from api.batching import MicroBatcher
-from api.customers import NoSnapshot, SnapshotFeatures, Targeting, UnknownCustomer
-from api.history import NoPurchases, PurchaseHistory, StoreUnavailable, recent_alias_moves
+from api.entities import NoSnapshot, SnapshotFeatures, Targeting, UnknownEntity
+from api.history import NoRecords, RecordHistory, StoreUnavailable, recent_alias_moves
 from api.lifecycle import ModelManager, configure_mlflow_http
 from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
-from api.model import NonFiniteScore, ServingModel
+from api.model import NonFiniteScore, ServingModel, Unseen
 from api.predlog import LoggedRequest, PredictionLog
 from api.schemas import (
-    CustomerHistoryResponse,
-    CustomerPredictionResponse,
+    MAX_FEATURE_VALUE,
+    MAX_WARNINGS,
+    ApiContract,
     ErrorResponse,
-    ExplainResponse,
-    FeatureRow,
     ModelHistoryResponse,
     ModelInfo,
-    PredictResponse,
     Readiness,
     ReloadResponse,
-    predict_request_model,
+    UseCaseInfo,
+    api_contract,
+    contribution_unit,
+    count_field,
+    score_description,
 )
 from rollguard.settings import Settings
-from usecases.cdnow.features import FEATURE_COLUMNS
 
 log = logging.getLogger("rollguard.api")
 
@@ -77,11 +81,29 @@ _PROBLEMS = {
     "missing": "field required",
     "extra_forbidden": "unexpected field (not a model feature)",
     "finite_number": "must be a finite number (no NaN or infinity)",
-    "greater_than_equal": "must be >= 0",
-    "less_than_equal": "must be <= 3e38 (the model scores float32 values)",
     "float_type": "must be a JSON number",
+    "string_type": "must be a JSON string (a category)",
     "too_short": "must hold at least one row",
 }
+
+
+def _bound_problem(error: dict[str, Any]) -> str | None:
+    """The feature-bound wording: the declared bound, and why 3e38 when that is the limit."""
+    ctx = error.get("ctx") or {}
+    kind = error.get("type", "")
+    if kind == "greater_than_equal":
+        bound = float(ctx.get("ge", 0))
+        if bound <= -MAX_FEATURE_VALUE:
+            return "must be >= -3e38 (the model scores float32 values)"
+        return f"must be >= {bound:g}"
+    if kind == "less_than_equal":
+        bound = float(ctx.get("le", MAX_FEATURE_VALUE))
+        if bound >= MAX_FEATURE_VALUE:
+            return "must be <= 3e38 (the model scores float32 values)"
+        return f"must be <= {bound:g}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    return None
 
 
 def error_body(
@@ -119,7 +141,7 @@ def validation_details(errors: list[dict[str, Any]], limit: int = 50) -> list[di
         # The feature-row wording (float32 range, >= 0) is for the body's features only; path and
         # query parameters keep pydantic's message, which states their real bounds.
         problem = (
-            _PROBLEMS.get(e.get("type", ""), e.get("msg", "invalid"))
+            _bound_problem(e) or _PROBLEMS.get(e.get("type", ""), e.get("msg", "invalid"))
             if in_body
             else str(e.get("msg", "invalid"))
         )
@@ -193,13 +215,18 @@ def _envelope(model: type[BaseModel]) -> type[BaseModel]:
     )
 
 
-_ROW_ADAPTER: TypeAdapter[Any] = TypeAdapter(FeatureRow)
+@functools.lru_cache(maxsize=8)
+def _row_adapter(model: type[BaseModel]) -> tuple[TypeAdapter[Any], int]:
+    """The row validator of ``model`` (its ``rows`` items) and the number of features per row."""
+    row_type = model.model_fields["rows"].annotation.__args__[0]  # type: ignore[union-attr]
+    return TypeAdapter(row_type), len(row_type.__annotations__)
 
 
 def parse_rows_body(
     model: type[BaseModel], body: bytes, content_type: str | None
-) -> list[dict[str, float]]:
-    """Validate a predict/explain body and return its rows (dicts of feature name to float).
+) -> list[dict[str, Any]]:
+    """Validate a predict/explain body and return its rows (dicts of feature name to a float, or
+    a string for a categorical feature).
 
     Fast path: pydantic-core parses and validates the JSON bytes in one pass (for a 10,000-row
     body about half the time of ``json.loads`` followed by validation, as FastAPI does; see
@@ -223,7 +250,9 @@ def parse_rows_body(
     # pydantic reports every unknown key of an object, so one object of 700,000 keys (an 8 MB
     # body) costs seconds of error building. Such bodies skip the fast path: a key/value pair per
     # ':' and an object per '{' (a valid body has rows * 18 + 1 and rows + 1) is a cheap bound.
-    if body.count(b":") <= (len(FEATURE_COLUMNS) + 1) * body.count(b"{") + MAX_BODY_ERRORS:
+    adapter, n_features = _row_adapter(model)
+    # (A ':' or '{' inside a categorical string only makes a body take the standard path.)
+    if body.count(b":") <= (n_features + 1) * body.count(b"{") + MAX_BODY_ERRORS:
         try:
             return model.model_validate_json(body).rows  # type: ignore[attr-defined,no-any-return]
         except ValidationError:
@@ -250,11 +279,11 @@ def parse_rows_body(
     for i, row in enumerate(rows):
         if len(errors) >= MAX_BODY_ERRORS:
             break
-        if isinstance(row, dict) and len(row) > len(FEATURE_COLUMNS) + MAX_BODY_ERRORS:
-            errors.append(_too_many_fields(("rows", i), len(row), len(FEATURE_COLUMNS)))
+        if isinstance(row, dict) and len(row) > n_features + MAX_BODY_ERRORS:
+            errors.append(_too_many_fields(("rows", i), len(row), n_features))
             continue
         try:
-            _ROW_ADAPTER.validate_python(row)
+            adapter.validate_python(row)
         except ValidationError as exc:
             errors.extend(
                 {**e, "loc": ("rows", i, *e["loc"])}
@@ -321,83 +350,478 @@ class _LazyStore:
         return self._engine
 
 
-def create_app(
-    settings: Settings,
-    *,
-    manager: ModelManager | None = None,
-    prediction_log: PredictionLog | None = None,
-    metrics: ServingMetrics | None = None,
-) -> FastAPI:
-    """Build the model server.
+@dataclass
+class _Server:
+    """What the routers share: settings, the use case's contract, the model manager, the
+    prediction log, metrics, and the readers of snapshots, records and the store."""
 
-    Args:
-        settings: limits, model name, registry and store locations, admin token, CORS origins.
-        manager: the model manager; default: one watching ``settings.model_name@champion`` in the
-            registry at ``settings.tracking_uri``.
-        prediction_log: the prediction log; default: the monitoring store of ``settings`` with
-            its spool under ``settings.home / "spool"``.
-        metrics: Prometheus metrics; default: a fresh registry.
+    settings: Settings
+    contract: ApiContract
+    manager: ModelManager
+    prediction_log: PredictionLog
+    metrics: ServingMetrics
+    batcher: MicroBatcher
+    snapshots: SnapshotFeatures
+    targeting: Targeting
+    records: RecordHistory
+    store: _LazyStore
 
-    Raises:
-        api.metrics.MultipleWorkersError: at start-up, when several workers are configured.
-    """
-    if metrics is None:
-        metrics = manager.metrics if manager is not None else ServingMetrics.create()
-    if manager is None:
-        manager = ModelManager(
-            settings.model_name,
-            metrics,
-            tracking_uri=settings.tracking_uri,
-            poll_seconds=settings.api_poll_seconds,
-            shadow=settings.api_shadow,
+    async def read_rows(self, request: Request) -> list[dict[str, Any]]:
+        """The validated ``rows`` of a predict/explain body (see :func:`parse_rows_body`)."""
+        return parse_rows_body(
+            self.contract.request, await request.body(), request.headers.get("content-type")
         )
-    if prediction_log is None:
-        from rollguard.store import open_store
 
-        prediction_log = PredictionLog(
-            lambda: open_store(settings),
-            settings.home / "spool",
-            metrics,
-            max_queue_rows=settings.api_log_queue_rows,
-            challenger=lambda: manager.challenger,
+    def not_ready(self) -> JSONResponse:
+        self.metrics.prediction_errors.labels(reason="not_ready").inc()
+        detail = self.manager.registry_error or "no champion version loaded yet"
+        return error_body(
+            503,
+            "not_ready",
+            f"no model is serving yet ({self.settings.model_name}@champion): {detail}",
+            headers={"Retry-After": str(max(1, math.ceil(self.settings.api_poll_seconds)))},
         )
-    batcher = MicroBatcher()
-    snapshots = SnapshotFeatures(settings.warehouse_dir / "features")
-    targeting = Targeting(snapshots, settings.targeting_budget)
-    store = _LazyStore(settings)
-    purchases = PurchaseHistory(store.engine, settings)
-    PredictRequest = predict_request_model(settings.api_max_rows)  # noqa: N806
+
+    def invalid_score(self, model: ServingModel, exc: Exception, request_id: str) -> JSONResponse:
+        self.metrics.prediction_errors.labels(reason="non_finite_score").inc()
+        log.error("model %s returned an invalid score: %s", model.version, exc)
+        return error_body(
+            500,
+            "invalid_model_output",
+            f"model version {model.version} returned an invalid score",
+            request_id=request_id,
+        )
+
+
+def unseen_warnings(unseen: list[Unseen], model: ServingModel) -> list[dict[str, str]]:
+    """Warnings for unseen categories: field ``rows.<i>.<feature>`` and the value; at most
+    :data:`api.schemas.MAX_WARNINGS`, then one line counting the rest."""
+    out = []
+    for i, name, value in unseen[:MAX_WARNINGS]:
+        known = (model.categories or {}).get(name, ())
+        shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        out.append(
+            {
+                "field": f"rows.{i}.{name}",
+                "problem": f"unseen category {value[:60]!r}, scored as missing (known: {shown})",
+            }
+        )
+    if len(unseen) > MAX_WARNINGS:
+        out.append(
+            {"field": "rows", "problem": f"{len(unseen) - MAX_WARNINGS} more unseen categories"}
+        )
+    return out
+
+
+def _json_response(payload: dict[str, Any], model: ServingModel) -> Response:
+    return Response(
+        pydantic_core.to_json(payload),
+        media_type="application/json",
+        headers={"X-Model-Version": model.version, "X-Request-ID": payload["request_id"]},
+    )
+
+
+def _direct_post(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """``@router.post`` for an endpoint served through :class:`DirectRoute`."""
+
+    def register(endpoint: Any) -> Any:
+        router.add_api_route(
+            path, endpoint, methods=["POST"], route_class_override=DirectRoute, **kwargs
+        )
+        return endpoint
+
+    return register
+
+
+_ROWS_BODY_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+        },
+    }
+}
+
+
+def scoring_router(srv: _Server) -> APIRouter:
+    """``POST /v1/predict`` and ``POST /v1/explain`` (bodies parsed by :func:`parse_rows_body`)."""
+    router = APIRouter(tags=["predictions"])
+    contract, manager = srv.contract, srv.manager
+    uc = contract.usecase
+
+    @_direct_post(
+        router,
+        "/v1/predict",
+        response_model=contract.predict_response,
+        responses=_ERRORS,
+        summary="Score one or many feature rows",
+        openapi_extra=_ROWS_BODY_OPENAPI,
+        description=f"{score_description(uc)} Features are matched by name; the response names "
+        "the model version that produced every score.",
+    )
+    async def predict(request: Request) -> Response:
+        rows = await srv.read_rows(request)
+        model = manager.current
+        if model is None:
+            return srv.not_ready()
+        request_id = uuid.uuid4().hex
+        matrix, unseen = model.encode(rows)
+        try:
+            scores = await srv.batcher.predict(model, matrix)
+        except NonFiniteScore as exc:
+            return srv.invalid_score(model, exc, request_id)
+        srv.prediction_log.submit(
+            LoggedRequest(request_id, datetime.now(UTC), model.name, model.version, rows, scores)
+        )
+        srv.metrics.predictions.labels(model_version=model.version).inc(len(rows))
+        return _json_response(
+            {
+                "request_id": request_id,
+                "model_name": model.name,
+                "model_version": model.version,
+                "scores": scores.tolist(),
+                "warnings": unseen_warnings(unseen, model) if unseen else [],
+            },
+            model,
+        )
+
+    @_direct_post(
+        router,
+        "/v1/explain",
+        response_model=contract.explain_response,
+        responses=_ERRORS,
+        summary=f"Per-feature contributions (XGBoost pred_contribs, {contribution_unit(uc)})",
+        openapi_extra=_ROWS_BODY_OPENAPI,
+        description=f"For each row: score, base value and one contribution per feature, in "
+        f"{contribution_unit(uc)}; ``base_value + sum(contributions)`` is the row's margin "
+        "(TreeSHAP values computed by XGBoost itself, Lundberg et al. 2020; categorical "
+        "features included). Explanations are not written to the prediction log.",
+    )
+    async def explain(request: Request) -> Response:
+        rows = await srv.read_rows(request)
+        model = manager.current
+        if model is None:
+            return srv.not_ready()
+        request_id = uuid.uuid4().hex
+        matrix, unseen = model.encode(rows)
+        try:
+            contribs, bias = model.explain(matrix)
+            scores = model.predict(matrix)
+        except NonFiniteScore as exc:
+            return srv.invalid_score(model, exc, request_id)
+        names = model.feature_names
+        explanations = [
+            {"score": s, "base_value": b, "contributions": dict(zip(names, c, strict=True))}
+            for s, b, c in zip(scores.tolist(), bias.tolist(), contribs.tolist(), strict=True)
+        ]
+        return _json_response(
+            {
+                "request_id": request_id,
+                "model_name": model.name,
+                "model_version": model.version,
+                "explanations": explanations,
+                "warnings": unseen_warnings(unseen, model) if unseen else [],
+            },
+            model,
+        )
+
+    return router
+
+
+def _entity_payload(srv: _Server, found: Any, model: ServingModel) -> dict[str, Any]:
+    """The use-case fields of the entity route: targeting (classification) or the realized
+    label (regression)."""
+    uc = srv.contract.usecase
+    if not uc.is_classification:
+        return {"label_available": found.label_available, uc.label.column: found.label}
+    position = srv.targeting.position(found.entity_id, model)
+    return {
+        "rank": position.rank,
+        count_field(uc): position.n_entities,
+        "n_targeted": position.n_targeted,
+        "targeted": position.targeted,
+        "targeting_budget": position.budget,
+    }
+
+
+def entity_router(srv: _Server) -> APIRouter:
+    """``GET /v1/{subject}/{id}/prediction`` (``entity_at_cutoff`` and ``event`` use cases alike:
+    the row of the newest snapshot) and ``GET /v1/{subject}/{id}/history`` (when the raw records
+    carry the entity key)."""
+    router = APIRouter()
+    contract, manager = srv.contract, srv.manager
+    uc = contract.usecase
+    key = uc.entity_column
+    subject = uc.targeting.subject
+    entity_id_type = Annotated[int, Path(ge=0, le=2**62, description=f"The {key} of one row.")]
+    unknown_kind = "unknown_" + count_field(uc).removeprefix("n_").rstrip("s")
+
+    def prediction(entity_id: int) -> Response:
+        model = manager.current
+        if model is None:
+            return srv.not_ready()
+        try:
+            found = srv.snapshots.lookup(entity_id)
+        except NoSnapshot as exc:
+            return error_body(503, "no_snapshot", str(exc))
+        except UnknownEntity as exc:
+            problem = "not in the newest snapshot"
+            return error_body(404, unknown_kind, str(exc), [{"field": key, "problem": problem}])
+        request_id = uuid.uuid4().hex
+        rows = [found.features]
+        matrix, unseen = model.encode(rows)
+        try:
+            scores = model.predict(matrix)
+            extra = _entity_payload(srv, found, model)
+        except NonFiniteScore as exc:
+            return srv.invalid_score(model, exc, request_id)
+        srv.prediction_log.submit(
+            LoggedRequest(
+                request_id,
+                datetime.now(UTC),
+                model.name,
+                model.version,
+                rows,
+                scores,
+                entity_ids=(found.entity_id,),
+            )
+        )
+        srv.metrics.predictions.labels(model_version=model.version).inc(1)
+        payload = {
+            "request_id": request_id,
+            "model_name": model.name,
+            "model_version": model.version,
+            "scores": scores.tolist(),
+            "warnings": unseen_warnings(unseen, model) if unseen else [],
+            key: found.entity_id,
+            "cutoff": found.cutoff,
+            "features": found.features,
+            **extra,
+        }
+        return _json_response(payload, model)
+
+    # The path parameter is named after the entity column (``{customer_id}``), so the endpoint
+    # signature is built for it.
+    prediction_endpoint = _with_path_parameter(prediction, key, entity_id_type)
+    router.add_api_route(
+        contract.entity_route,
+        prediction_endpoint,
+        methods=["GET"],
+        response_model=contract.entity_response,
+        responses={404: {"model": ErrorResponse, "description": f"Unknown {key}."}, **_ERRORS},
+        summary=f"Score a known row of {subject} from the newest feature snapshot",
+        description=f"Reads the row of this {key} from the newest snapshot "
+        "(``warehouse/features/cutoff=YYYY-MM-DD.parquet``) and scores it. "
+        + (
+            "Adds its place in this week's targeted group."
+            if uc.is_classification
+            else f"Adds the realized {uc.label.column} when it has matured."
+        ),
+        tags=["predictions"],
+    )
+    if RecordHistory.supported(uc):
+        router.add_api_route(
+            contract.history_route,
+            _with_path_parameter(_history_endpoint(srv, unknown_kind), key, entity_id_type),
+            methods=["GET"],
+            response_model=contract.history_response,
+            responses={
+                404: {"model": ErrorResponse, "description": f"No record of this {key}."},
+                422: _ERRORS[422],
+                503: {"model": ErrorResponse, "description": "Monitoring store unreachable."},
+            },
+            summary=f"The raw records of one of the {subject} in the ingested warehouse",
+            tags=[subject],
+        )
+    return router
+
+
+def _history_endpoint(srv: _Server, unknown_kind: str) -> Callable[..., Any]:
+    key = srv.contract.usecase.entity_column
+
+    def history(
+        entity_id: int,
+        limit: Annotated[
+            int, Query(ge=1, le=1000, description="Most records returned (newest first).")
+        ] = 100,
+    ) -> Any:
+        """Records of the accepted batches named by the ingestion ledger (quarantined files
+        never count), newest first; totals cover every record. Needs no model."""
+        try:
+            found = srv.records.lookup(entity_id, limit)
+        except StoreUnavailable as exc:
+            return error_body(503, "store_unavailable", str(exc))
+        except NoRecords as exc:
+            return error_body(
+                404,
+                unknown_kind,
+                str(exc),
+                [{"field": key, "problem": "no record in the warehouse"}],
+            )
+        payload = {key: found.entity_id, **found.__dict__}
+        del payload["entity_id"]
+        return payload
+
+    return history
+
+
+def _with_path_parameter(endpoint: Callable[..., Any], name: str, annotation: Any) -> Any:
+    """``endpoint(entity_id, ...)`` exposed as ``endpoint(<name>, ...)`` for FastAPI, which reads
+    path parameters from the signature."""
+    signature = inspect.signature(endpoint)
+    params = [
+        p.replace(name=name, annotation=annotation) if p.name == "entity_id" else p
+        for p in signature.parameters.values()
+    ]
+
+    @functools.wraps(endpoint)
+    def wrapper(**kwargs: Any) -> Any:
+        kwargs["entity_id"] = kwargs.pop(name)
+        return endpoint(**kwargs)
+
+    del wrapper.__wrapped__
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def model_router(srv: _Server, token: bytes | None) -> APIRouter:
+    """``GET /v1/usecase``, ``GET /v1/model``, ``GET /v1/model/history``, ``POST /v1/admin/reload``."""
+    router = APIRouter()
+    manager, settings = srv.manager, srv.settings
     bearer = HTTPBearer(
         auto_error=False, description="Settings.admin_token (ROLLGUARD_ADMIN_TOKEN)."
     )
-    token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
+    info = srv.contract.info()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        check_single_process()
-        configure_mlflow_http()
-        prediction_log.start()
-        manager.start()
-        # Objects from start-up (modules of MLflow, pandas, SQLAlchemy...) never die: move them
-        # out of the collector's generations so full collections stay short (gc.freeze docs).
-        gc.freeze()
-        try:
-            yield
-        finally:
-            manager.stop()
-            await anyio.to_thread.run_sync(prediction_log.stop)
+    @router.get("/v1/usecase", response_model=UseCaseInfo, tags=["model"])
+    async def usecase_info() -> Any:
+        """The declarations of the use case this server runs: title, task, subject, label,
+        money unit, features (kind, unit, bounds, levels, example), route templates. The UI
+        builds its pages from this. Needs no model."""
+        return info
 
-    app = FastAPI(
-        title="Rollguard model server",
-        version="1",
-        summary="Repurchase probability of CDNOW customers from the champion XGBoost model.",
-        lifespan=lifespan,
+    @router.get(
+        "/v1/model", response_model=ModelInfo, responses={503: _ERRORS[503]}, tags=["model"]
     )
-    app.state.manager = manager
-    app.state.prediction_log = prediction_log
-    app.state.metrics = metrics
+    async def model_info() -> Any:
+        """The serving version, its lineage tags and the gate evidence tags of that version."""
+        model = manager.current
+        if model is None:
+            return srv.not_ready()
+        tags = dict(model.tags)
+        challenger = manager.challenger
+        # The registry writes "rollguard.status" and "rollguard.gate_*" (registry_guard.registry);
+        # bare "status"/"gate*" keys are accepted too.
+        status_keys = ("rollguard.status", "status")
 
-    # --- errors --------------------------------------------------------------------------------
+        def is_gate(key: str) -> bool:
+            return key.removeprefix("rollguard.").startswith("gate")
+
+        return ModelInfo(
+            model_name=model.name,
+            model_version=model.version,
+            run_id=model.run_id,
+            loaded_at=model.loaded_at.isoformat(),
+            feature_names=list(model.feature_names),
+            status=next((tags[k] for k in status_keys if k in tags), None),
+            lineage={k: v for k, v in tags.items() if not is_gate(k) and k not in status_keys},
+            gate={k: v for k, v in tags.items() if is_gate(k)},
+            shadow_version=challenger.version if challenger is not None else None,
+        )
+
+    @router.get(
+        "/v1/model/history",
+        response_model=ModelHistoryResponse,
+        responses={
+            422: _ERRORS[422],
+            503: {"model": ErrorResponse, "description": "Monitoring store unreachable."},
+        },
+        summary="Recent promotions and rollbacks of the champion alias, with reasons",
+        tags=["model"],
+    )
+    def model_history(
+        limit: Annotated[
+            int, Query(ge=1, le=200, description="Most alias moves returned (newest first).")
+        ] = 20,
+    ) -> Any:
+        """Rows of the alias audit of ``ROLLGUARD_MODEL_NAME``, newest first: bootstrap,
+        promotions and rollbacks, including refused attempts, each with actor, reason and
+        evidence. Needs no model."""
+        try:
+            moves = recent_alias_moves(srv.store.engine(), settings.model_name, limit)
+        except StoreUnavailable as exc:
+            return error_body(503, "store_unavailable", str(exc))
+        return ModelHistoryResponse(
+            model_name=settings.model_name,
+            moves=[m.__dict__ for m in moves],  # type: ignore[misc]
+        )
+
+    @router.post(
+        "/v1/admin/reload",
+        response_model=ReloadResponse,
+        responses={
+            401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+            503: {"model": ErrorResponse, "description": "No admin token is configured."},
+        },
+        tags=["admin"],
+    )
+    async def admin_reload(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Any:
+        """Check the champion alias now; load, smoke-test and swap to a new version (a version
+        refused before is tried again). The old version keeps serving if the new one fails."""
+        if token is None:
+            return error_body(503, "admin_disabled", "admin token not configured")
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, token):
+            return error_body(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        result = await anyio.to_thread.run_sync(lambda: manager.reload(force=True))
+        return ReloadResponse(
+            outcome=result.outcome,
+            model_version=result.serving_version,
+            candidate_version=result.candidate_version,
+            message=result.message,
+        )
+
+    return router
+
+
+def health_router(srv: _Server) -> APIRouter:
+    """``GET /healthz``, ``GET /readyz``, ``GET /metrics``."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (200 even without a model)."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz() -> Any:
+        """Readiness: 200 when a model serves (also while the registry is unreachable: the
+        detail says so), else 503."""
+        model = srv.manager.current
+        body = Readiness(
+            ready=model is not None,
+            model_version=model.version if model else None,
+            registry=srv.manager.registry_status(),
+            prediction_log=srv.prediction_log.status(),
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if model else 503)
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics_route() -> Response:
+        """Prometheus text exposition of this process's metrics."""
+        return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _install_error_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
     def unsupported_media_type(content_type: str) -> JSONResponse:
         return error_body(
             415,
@@ -443,343 +867,129 @@ def create_app(
         log.exception("unhandled error", exc_info=exc)
         return error_body(500, "internal_error", "internal error; it was logged and counted")
 
-    # --- helpers ---------------------------------------------------------------------------------
-    async def read_rows(request: Request) -> list[dict[str, float]]:
-        """The validated ``rows`` of a predict/explain body (see :func:`parse_rows_body`)."""
-        return parse_rows_body(
-            PredictRequest, await request.body(), request.headers.get("content-type")
+
+def _install_openapi(app: FastAPI, request_model: type[BaseModel]) -> None:
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The predict/explain bodies are parsed by parse_rows_body, not by FastAPI, so their
+        # schema is added here (same pydantic model, same refs FastAPI would write).
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            body = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["PredictRequest"] = body
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _server(
+    settings: Settings,
+    manager: ModelManager | None,
+    prediction_log: PredictionLog | None,
+    metrics: ServingMetrics | None,
+) -> _Server:
+    """The routers' shared state for ``settings`` (defaults as :func:`create_app` documents)."""
+    usecase = settings.usecase_spec
+    contract = api_contract(usecase, settings.api_max_rows)
+    if metrics is None:
+        metrics = manager.metrics if manager is not None else ServingMetrics.create()
+    if manager is None:
+        manager = ModelManager(
+            settings.model_name,
+            metrics,
+            tracking_uri=settings.tracking_uri,
+            poll_seconds=settings.api_poll_seconds,
+            shadow=settings.api_shadow,
+            usecase=usecase,
         )
+    if prediction_log is None:
+        from rollguard.store import open_store
 
-    def direct_post(path: str, **kwargs: Any) -> Callable[[Any], Any]:
-        """``@app.post`` for an endpoint served through :class:`DirectRoute`."""
-
-        def register(endpoint: Any) -> Any:
-            app.router.add_api_route(
-                path, endpoint, methods=["POST"], route_class_override=DirectRoute, **kwargs
-            )
-            return endpoint
-
-        return register
-
-    rows_body_openapi = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
-            },
-        }
-    }
-
-    def not_ready() -> JSONResponse:
-        metrics.prediction_errors.labels(reason="not_ready").inc()
-        detail = manager.registry_error or "no champion version loaded yet"
-        return error_body(
-            503,
-            "not_ready",
-            f"no model is serving yet ({settings.model_name}@champion): {detail}",
-            headers={"Retry-After": str(max(1, math.ceil(settings.api_poll_seconds)))},
+        prediction_log = PredictionLog(
+            lambda: open_store(settings),
+            settings.home / "spool",
+            metrics,
+            max_queue_rows=settings.api_log_queue_rows,
+            challenger=lambda: manager.challenger,
         )
-
-    def invalid_score(model: ServingModel, exc: Exception, request_id: str) -> JSONResponse:
-        metrics.prediction_errors.labels(reason="non_finite_score").inc()
-        log.error("model %s returned an invalid score: %s", model.version, exc)
-        return error_body(
-            500,
-            "invalid_model_output",
-            f"model version {model.version} returned an invalid score",
-            request_id=request_id,
-        )
-
-    def json_response(payload: dict[str, Any], model: ServingModel) -> Response:
-        return Response(
-            pydantic_core.to_json(payload),
-            media_type="application/json",
-            headers={"X-Model-Version": model.version, "X-Request-ID": payload["request_id"]},
-        )
-
-    # --- prediction routes -------------------------------------------------------------------------
-    @direct_post(
-        "/v1/predict",
-        response_model=PredictResponse,
-        responses=_ERRORS,
-        summary="Score one or many feature rows",
-        tags=["predictions"],
-        openapi_extra=rows_body_openapi,
+    snapshots = SnapshotFeatures(settings.warehouse_dir / "features", usecase)
+    store = _LazyStore(settings)
+    return _Server(
+        settings=settings,
+        contract=contract,
+        manager=manager,
+        prediction_log=prediction_log,
+        metrics=metrics,
+        batcher=MicroBatcher(),
+        snapshots=snapshots,
+        targeting=Targeting(snapshots, settings.targeting_budget),
+        records=RecordHistory(store.engine, settings, usecase),
+        store=store,
     )
-    async def predict(request: Request) -> Response:
-        """Probability that each customer buys again within the horizon. Features are matched
-        by name; the response names the model version that produced every score."""
-        rows = await read_rows(request)
-        model = manager.current
-        if model is None:
-            return not_ready()
-        request_id = uuid.uuid4().hex
+
+
+def create_app(
+    settings: Settings,
+    *,
+    manager: ModelManager | None = None,
+    prediction_log: PredictionLog | None = None,
+    metrics: ServingMetrics | None = None,
+) -> FastAPI:
+    """Build the model server for the use case of ``settings`` (``settings.usecase_spec``).
+
+    Args:
+        settings: use case, limits, model name, registry and store locations, admin token, CORS.
+        manager: the model manager; default: one watching ``settings.model_name@champion`` in the
+            registry at ``settings.tracking_uri``.
+        prediction_log: the prediction log; default: the monitoring store of ``settings`` with
+            its spool under ``settings.home / "spool"``.
+        metrics: Prometheus metrics; default: a fresh registry.
+
+    Raises:
+        api.metrics.MultipleWorkersError: at start-up, when several workers are configured.
+        rollguard.usecase.UseCaseError: the use case is not registered or is malformed.
+    """
+    srv = _server(settings, manager, prediction_log, metrics)
+    contract, manager, metrics = srv.contract, srv.manager, srv.metrics
+    usecase = contract.usecase
+    token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        check_single_process()
+        configure_mlflow_http()
+        srv.prediction_log.start()
+        srv.manager.start()
+        # Objects from start-up (modules of MLflow, pandas, SQLAlchemy...) never die: move them
+        # out of the collector's generations so full collections stay short (gc.freeze docs).
+        gc.freeze()
         try:
-            scores = await batcher.predict(model, model.to_matrix(rows))
-        except NonFiniteScore as exc:
-            return invalid_score(model, exc, request_id)
-        prediction_log.submit(
-            LoggedRequest(request_id, datetime.now(UTC), model.name, model.version, rows, scores)
-        )
-        metrics.predictions.labels(model_version=model.version).inc(len(rows))
-        return json_response(
-            {
-                "request_id": request_id,
-                "model_name": model.name,
-                "model_version": model.version,
-                "scores": scores.tolist(),
-            },
-            model,
-        )
+            yield
+        finally:
+            srv.manager.stop()
+            await anyio.to_thread.run_sync(srv.prediction_log.stop)
 
-    @app.get(
-        "/v1/customers/{customer_id}/prediction",
-        response_model=CustomerPredictionResponse,
-        responses={404: {"model": ErrorResponse, "description": "Unknown customer."}, **_ERRORS},
-        summary="Score a known customer from the newest feature snapshot",
-        tags=["predictions"],
+    app = FastAPI(
+        title=f"Rollguard model server: {usecase.title}",
+        version="1",
+        summary=f"{score_description(usecase)} From the champion XGBoost model.",
+        lifespan=lifespan,
     )
-    def customer_prediction(
-        customer_id: Annotated[int, Path(ge=0, le=2**62, description="CDNOW customer id.")],
-    ) -> Response:
-        """Reads the customer's features from the newest snapshot
-        (``warehouse/features/cutoff=YYYY-MM-DD.parquet``) and scores them."""
-        model = manager.current
-        if model is None:
-            return not_ready()
-        try:
-            found = snapshots.lookup(customer_id)
-        except NoSnapshot as exc:
-            return error_body(503, "no_snapshot", str(exc))
-        except UnknownCustomer as exc:
-            return error_body(
-                404,
-                "unknown_customer",
-                str(exc),
-                [{"field": "customer_id", "problem": "not in the newest snapshot"}],
-            )
-        request_id = uuid.uuid4().hex
-        rows = [found.features]
-        try:
-            scores = model.predict(model.to_matrix(rows))
-            position = targeting.position(
-                found.customer_id, model.version, model.predict, model.feature_names
-            )
-        except NonFiniteScore as exc:
-            return invalid_score(model, exc, request_id)
-        prediction_log.submit(
-            LoggedRequest(
-                request_id,
-                datetime.now(UTC),
-                model.name,
-                model.version,
-                rows,
-                scores,
-                customer_ids=(found.customer_id,),
-            )
-        )
-        metrics.predictions.labels(model_version=model.version).inc(1)
-        return json_response(
-            {
-                "request_id": request_id,
-                "model_name": model.name,
-                "model_version": model.version,
-                "scores": scores.tolist(),
-                "customer_id": found.customer_id,
-                "cutoff": found.cutoff,
-                "features": found.features,
-                "rank": position.rank,
-                "n_customers": position.n_customers,
-                "n_targeted": position.n_targeted,
-                "targeted": position.targeted,
-                "targeting_budget": position.budget,
-            },
-            model,
-        )
-
-    @app.get(
-        "/v1/customers/{customer_id}/history",
-        response_model=CustomerHistoryResponse,
-        responses={
-            404: {"model": ErrorResponse, "description": "No purchase of this customer."},
-            422: _ERRORS[422],
-            503: {"model": ErrorResponse, "description": "Monitoring store unreachable."},
-        },
-        summary="A customer's purchases in the ingested warehouse",
-        tags=["customers"],
-    )
-    def customer_history(
-        customer_id: Annotated[int, Path(ge=0, le=2**62, description="CDNOW customer id.")],
-        limit: Annotated[
-            int, Query(ge=1, le=1000, description="Most purchases returned (newest first).")
-        ] = 100,
-    ) -> Any:
-        """Purchases of the accepted batches named by the ingestion ledger (quarantined files
-        never count), newest first; totals cover every purchase. Needs no model."""
-        try:
-            found = purchases.lookup(customer_id, limit)
-        except StoreUnavailable as exc:
-            return error_body(503, "store_unavailable", str(exc))
-        except NoPurchases as exc:
-            return error_body(
-                404,
-                "unknown_customer",
-                str(exc),
-                [{"field": "customer_id", "problem": "no purchase in the warehouse"}],
-            )
-        return CustomerHistoryResponse.model_validate(found, from_attributes=True)
-
-    @direct_post(
-        "/v1/explain",
-        response_model=ExplainResponse,
-        responses=_ERRORS,
-        summary="Per-feature contributions (XGBoost pred_contribs, log-odds)",
-        tags=["predictions"],
-        openapi_extra=rows_body_openapi,
-    )
-    async def explain(request: Request) -> Response:
-        """For each row: score, base value and one contribution per feature, in log-odds;
-        ``base_value + sum(contributions)`` is the row's margin (TreeSHAP values computed by
-        XGBoost itself, Lundberg et al. 2020). Explanations are not written to the prediction log."""
-        rows = await read_rows(request)
-        model = manager.current
-        if model is None:
-            return not_ready()
-        request_id = uuid.uuid4().hex
-        matrix = model.to_matrix(rows)
-        try:
-            contribs, bias = model.explain(matrix)
-            scores = model.predict(matrix)
-        except NonFiniteScore as exc:
-            return invalid_score(model, exc, request_id)
-        names = model.feature_names
-        explanations = [
-            {"score": s, "base_value": b, "contributions": dict(zip(names, c, strict=True))}
-            for s, b, c in zip(scores.tolist(), bias.tolist(), contribs.tolist(), strict=True)
-        ]
-        return json_response(
-            {
-                "request_id": request_id,
-                "model_name": model.name,
-                "model_version": model.version,
-                "explanations": explanations,
-            },
-            model,
-        )
-
-    # --- model and admin ---------------------------------------------------------------------------
-    @app.get("/v1/model", response_model=ModelInfo, responses={503: _ERRORS[503]}, tags=["model"])
-    async def model_info() -> Any:
-        """The serving version, its lineage tags and the gate evidence tags of that version."""
-        model = manager.current
-        if model is None:
-            return not_ready()
-        tags = dict(model.tags)
-        challenger = manager.challenger
-        # The registry writes "rollguard.status" and "rollguard.gate_*" (registry_guard.registry);
-        # bare "status"/"gate*" keys are accepted too.
-        status_keys = ("rollguard.status", "status")
-
-        def is_gate(key: str) -> bool:
-            return key.removeprefix("rollguard.").startswith("gate")
-
-        return ModelInfo(
-            model_name=model.name,
-            model_version=model.version,
-            run_id=model.run_id,
-            loaded_at=model.loaded_at.isoformat(),
-            feature_names=list(model.feature_names),
-            status=next((tags[k] for k in status_keys if k in tags), None),
-            lineage={k: v for k, v in tags.items() if not is_gate(k) and k not in status_keys},
-            gate={k: v for k, v in tags.items() if is_gate(k)},
-            shadow_version=challenger.version if challenger is not None else None,
-        )
-
-    @app.get(
-        "/v1/model/history",
-        response_model=ModelHistoryResponse,
-        responses={
-            422: _ERRORS[422],
-            503: {"model": ErrorResponse, "description": "Monitoring store unreachable."},
-        },
-        summary="Recent promotions and rollbacks of the champion alias, with reasons",
-        tags=["model"],
-    )
-    def model_history(
-        limit: Annotated[
-            int, Query(ge=1, le=200, description="Most alias moves returned (newest first).")
-        ] = 20,
-    ) -> Any:
-        """Rows of the alias audit of ``ROLLGUARD_MODEL_NAME``, newest first: bootstrap,
-        promotions and rollbacks, including refused attempts, each with actor, reason and
-        evidence. Needs no model."""
-        try:
-            moves = recent_alias_moves(store.engine(), settings.model_name, limit)
-        except StoreUnavailable as exc:
-            return error_body(503, "store_unavailable", str(exc))
-        return ModelHistoryResponse(
-            model_name=settings.model_name,
-            moves=[m.__dict__ for m in moves],  # type: ignore[misc]
-        )
-
-    @app.post(
-        "/v1/admin/reload",
-        response_model=ReloadResponse,
-        responses={
-            401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
-            503: {"model": ErrorResponse, "description": "No admin token is configured."},
-        },
-        tags=["admin"],
-    )
-    async def admin_reload(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Any:
-        """Check the champion alias now; load, smoke-test and swap to a new version (a version
-        refused before is tried again). The old version keeps serving if the new one fails."""
-        if token is None:
-            return error_body(503, "admin_disabled", "admin token not configured")
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, token):
-            return error_body(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        result = await anyio.to_thread.run_sync(lambda: manager.reload(force=True))
-        return ReloadResponse(
-            outcome=result.outcome,
-            model_version=result.serving_version,
-            candidate_version=result.candidate_version,
-            message=result.message,
-        )
-
-    # --- health and metrics ------------------------------------------------------------------------
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers (200 even without a model)."""
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz", response_model=Readiness, responses={503: {"model": Readiness}}, tags=["health"]
-    )
-    async def readyz() -> Any:
-        """Readiness: 200 when a model serves (also while the registry is unreachable: the
-        detail says so), else 503."""
-        model = manager.current
-        body = Readiness(
-            ready=model is not None,
-            model_version=model.version if model else None,
-            registry=manager.registry_status(),
-            prediction_log=prediction_log.status(),
-        )
-        return JSONResponse(body.model_dump(mode="json"), status_code=200 if model else 503)
-
-    @app.get("/metrics", tags=["health"], response_class=Response)
-    async def metrics_route() -> Response:
-        """Prometheus text exposition of this process's metrics."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.state.manager = manager
+    app.state.prediction_log = srv.prediction_log
+    app.state.metrics = metrics
+    app.state.contract = contract
+    _install_error_handlers(app, metrics)
+    for router in (
+        scoring_router(srv),
+        entity_router(srv),
+        model_router(srv, token),
+        health_router(srv),
+    ):
+        app.include_router(router)
     # Middleware: CORS only when origins are configured; body limit inside metrics (413 counted).
     if settings.api_cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -790,20 +1000,7 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    default_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        # The predict/explain bodies are parsed by parse_rows_body, not by FastAPI, so their
-        # schema is added here (same pydantic model, same refs FastAPI would write).
-        if app.openapi_schema is None:
-            schema = default_openapi()
-            body = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(body.pop("$defs", {}))
-            components["PredictRequest"] = body
-        return app.openapi_schema  # type: ignore[return-value]
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    _install_openapi(app, contract.request)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     return app

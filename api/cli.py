@@ -58,7 +58,7 @@ def serve_ui(
         str | None, typer.Option(help="REST API base URL (default: ROLLGUARD_UI_API_URL).")
     ] = None,
 ) -> None:
-    """Serve the Gradio UI (score a customer, what if, batch, model) over the REST API."""
+    """Serve the Gradio UI (score a row, what if, batch, model) over the REST API."""
     from rollguard.commands import settings
     from ui.server import run
 

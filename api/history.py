@@ -1,10 +1,12 @@
-"""Read-only history for the UI: a customer's purchases (the warehouse batches named by the
-ingestion ledger) and the recent moves of the ``champion`` alias with their reasons
-(``alias_audit``). Both read the monitoring store; neither writes anything."""
+"""Read-only history for the UI: an entity's raw records (the warehouse batches named by the
+ingestion ledger; columns of the use case's record schema) and the recent moves of the
+``champion`` alias with their reasons (``alias_audit``). Both read the monitoring store; neither
+writes anything."""
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,50 +19,85 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from rollguard.db.models import AliasAudit
+from rollguard.usecase import UseCase
 
 
 class StoreUnavailable(Exception):
     """The monitoring store could not be read (down, or at an older schema revision)."""
 
 
-class NoPurchases(Exception):
-    """The customer has no purchase in the ingested warehouse."""
+class NoRecords(Exception):
+    """The entity has no record in the ingested warehouse."""
 
 
 @dataclass(frozen=True)
-class Purchase:
-    """One accepted purchase: day (YYYY-MM-DD), CDs bought, USD spent."""
+class EntityHistory:
+    """An entity's records, newest first (at most ``limit`` of them), with totals over all.
 
-    transaction_id: int
-    date: str
-    number_of_cds: int
-    dollar_value: float
+    Attributes:
+        entity_id: the key (the use case's ``entity_column``).
+        n_records: all accepted records of the entity.
+        first, last: dates (YYYY-MM-DD) of its oldest and newest record.
+        totals: sum over all records of each numeric record column that is not a key or the time.
+        records: the newest ``limit`` records as JSON-ready dicts (record schema columns).
+    """
 
-
-@dataclass(frozen=True)
-class CustomerHistory:
-    """A customer's purchases, newest first (at most ``limit`` of them), with totals over all."""
-
-    customer_id: int
-    n_purchases: int
-    total_cds: int
-    total_dollars: float
-    first_purchase: str
-    last_purchase: str
-    purchases: list[Purchase]
+    entity_id: int
+    n_records: int
+    first: str
+    last: str
+    totals: dict[str, float]
+    records: list[dict[str, Any]]
 
 
-class PurchaseHistory:
-    """All accepted purchases, sorted by customer and date, cached until the ledger's set of
-    accepted batches changes (one indexed ledger query per lookup)."""
+def _json_value(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp | datetime):
+        stamp = pd.Timestamp(value)
+        return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
 
-    def __init__(self, engine: Callable[[], Engine], settings: Any) -> None:
+
+class RecordHistory:
+    """All accepted records, sorted by entity and time, cached until the ledger's set of accepted
+    batches changes (one indexed ledger query per lookup).
+
+    Args:
+        engine: opens the monitoring store (raises :class:`StoreUnavailable`).
+        settings: the settings the warehouse reads need.
+        usecase: gives the record columns, the entity key, the record id and the time column;
+            its ``entity_column`` must be a record column (:meth:`supported`).
+    """
+
+    def __init__(self, engine: Callable[[], Engine], settings: Any, usecase: UseCase) -> None:
         self._engine = engine
         self._settings = settings
+        self.usecase = usecase
         self._lock = threading.Lock()
         self._key: tuple[str, ...] | None = None
         self._frame: pd.DataFrame | None = None
         self._ids: np.ndarray = np.empty(0, dtype=np.int64)
+
+    @staticmethod
+    def supported(usecase: UseCase) -> bool:
+        """Whether the use case's raw records carry its entity key (else there is no route)."""
+        return usecase.entity_column in usecase.record_columns
+
+    def total_columns(self) -> list[str]:
+        """Numeric record columns summed in :attr:`EntityHistory.totals`."""
+        uc = self.usecase
+        keys = {uc.entity_column, uc.record_id_column, uc.record_time_column}
+        schema = uc.record_schema.columns
+        return [
+            c
+            for c in uc.record_columns
+            if c not in keys and str(schema[c].dtype).startswith(("int", "float"))
+        ]
 
     def _load(self) -> tuple[pd.DataFrame, np.ndarray]:
         from domain.warehouse import accepted_batches
@@ -72,54 +109,52 @@ class PurchaseHistory:
         except Exception as exc:  # noqa: BLE001 - any store failure is "unavailable" here
             raise StoreUnavailable(f"the monitoring store cannot be read: {exc}") from exc
         key = tuple(f"{b.batch_id}:{b.warehouse_path}" for b in batches)
+        uc = self.usecase
         with self._lock:
             if key != self._key or self._frame is None:
-                columns = ["transaction_id", "customer_id", "date", "number_of_cds", "dollar_value"]
+                columns = list(uc.record_columns)
                 frames = [pd.read_parquet(b.warehouse_path, columns=columns) for b in batches]
                 frame = (
                     pd.concat(frames, ignore_index=True)
                     if frames
                     else pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
                 )
-                frame = frame.sort_values(
-                    ["customer_id", "date", "transaction_id"], kind="stable"
-                ).reset_index(drop=True)
-                self._frame = frame
-                self._ids = frame["customer_id"].to_numpy(np.int64)
+                order = [uc.entity_column, uc.record_time_column, uc.record_id_column]
+                frame = frame.sort_values(list(dict.fromkeys(order)), kind="stable")
+                self._frame = frame.reset_index(drop=True)
+                self._ids = self._frame[uc.entity_column].to_numpy(np.int64)
                 self._key = key
             return self._frame, self._ids
 
-    def lookup(self, customer_id: int, limit: int) -> CustomerHistory:
-        """The customer's purchases, newest first, at most ``limit``; totals cover all of them.
+    def lookup(self, entity_id: int, limit: int) -> EntityHistory:
+        """The entity's records, newest first, at most ``limit``; totals cover all of them.
 
         Raises:
             StoreUnavailable: the ledger cannot be read.
-            NoPurchases: the customer has no accepted purchase.
+            NoRecords: the entity has no accepted record.
         """
         frame, ids = self._load()
         lo, hi = (
-            np.searchsorted(ids, customer_id, "left"),
-            np.searchsorted(ids, customer_id, "right"),
+            np.searchsorted(ids, entity_id, "left"),
+            np.searchsorted(ids, entity_id, "right"),
         )
+        uc = self.usecase
         if lo == hi:
-            raise NoPurchases(f"customer {customer_id} has no purchase in the ingested warehouse")
+            raise NoRecords(
+                f"{uc.entity_column} {entity_id} has no record in the ingested warehouse"
+            )
         rows = frame.iloc[lo:hi]
         newest = rows.iloc[::-1].head(limit)
-        return CustomerHistory(
-            customer_id=int(customer_id),
-            n_purchases=len(rows),
-            total_cds=int(rows["number_of_cds"].sum()),
-            total_dollars=round(float(rows["dollar_value"].sum()), 2),
-            first_purchase=pd.Timestamp(rows["date"].iloc[0]).date().isoformat(),
-            last_purchase=pd.Timestamp(rows["date"].iloc[-1]).date().isoformat(),
-            purchases=[
-                Purchase(
-                    transaction_id=int(r.transaction_id),
-                    date=pd.Timestamp(r.date).date().isoformat(),
-                    number_of_cds=int(r.number_of_cds),
-                    dollar_value=float(r.dollar_value),
-                )
-                for r in newest.itertuples(index=False)
+        times = rows[uc.record_time_column]
+        return EntityHistory(
+            entity_id=int(entity_id),
+            n_records=len(rows),
+            first=pd.Timestamp(times.iloc[0]).date().isoformat(),
+            last=pd.Timestamp(times.iloc[-1]).date().isoformat(),
+            totals={c: round(float(rows[c].sum()), 2) for c in self.total_columns()},
+            records=[
+                {c: _json_value(v) for c, v in record.items()}
+                for record in newest.to_dict("records")
             ],
         )
 

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.metrics import ServingMetrics
-from api.model import ModelRefused, ServingModel, load_version
+from api.model import ModelRefused, ServingModel, default_usecase, load_version
+from rollguard.usecase import UseCase
 
 log = logging.getLogger("rollguard.api")
 
@@ -64,6 +65,8 @@ class ModelManager:
             (a fixed model installed with :meth:`install`, as the unit tests do).
         poll_seconds: seconds between alias checks (also the retry period when the registry is down).
         shadow: also load the ``challenger`` alias for shadow scoring.
+        usecase: the declarations a version is checked against (default: the use case of
+            ``ROLLGUARD_USECASE``, :func:`api.model.default_usecase`).
     """
 
     def __init__(
@@ -74,8 +77,10 @@ class ModelManager:
         tracking_uri: str | None,
         poll_seconds: float = 5.0,
         shadow: bool = False,
+        usecase: UseCase | None = None,
     ) -> None:
         self.model_name = model_name
+        self.usecase = usecase or default_usecase()
         self.metrics = metrics
         self.tracking_uri = tracking_uri
         self.poll_seconds = poll_seconds
@@ -184,7 +189,11 @@ class ModelManager:
         started = time.perf_counter()
         try:
             model = load_version(
-                self._registry(), self.model_name, target, tracking_uri=self.tracking_uri
+                self._registry(),
+                self.model_name,
+                target,
+                tracking_uri=self.tracking_uri,
+                usecase=self.usecase,
             )
         except ModelRefused as exc:
             self._refused.add(target)
@@ -222,7 +231,11 @@ class ModelManager:
                 self.challenger is None or self.challenger.version != target
             ) and target not in self._refused:
                 self.challenger = load_version(
-                    self._registry(), self.model_name, target, tracking_uri=self.tracking_uri
+                    self._registry(),
+                    self.model_name,
+                    target,
+                    tracking_uri=self.tracking_uri,
+                    usecase=self.usecase,
                 )
         except ModelRefused as exc:
             log.warning("challenger refused for shadow scoring: %s", exc)

@@ -4,6 +4,12 @@ from the MLflow registry, checked and warmed up.
 Models are read in XGBoost's own format (``model.ubj``/``model.json`` of the ``xgboost`` flavor
 written by ``mlflow.xgboost.log_model``), not through a pyfunc wrapper, and scored through
 XGBoost's C API (:mod:`api.xgb_dense`): one row in about 50 microseconds.
+
+Categorical features (the booster's ``feature_types`` say ``c``) are fed to XGBoost as their
+category codes in the **model's own** levels (stored in the booster since xgboost 3.1, read with
+``Booster.get_categories``; the use case's declared levels when the booster stores none), exactly
+what XGBoost does when it re-codes a pandas ``category`` column; a value the model does not know
+becomes NaN (missing), as ``UseCase.feature_frame`` does in training, and is reported back.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import os
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,9 +29,39 @@ import numpy as np
 import xgboost as xgb
 import yaml
 
-from api.schemas import EXAMPLE_ROW
+from api.schemas import example_row
 from api.xgb_dense import DensePredictor, dense_predictor
-from usecases.cdnow.features import FEATURE_COLUMNS
+from rollguard.settings import Settings
+from rollguard.usecase import UseCase, load_usecase
+
+#: One request row: feature name to a number (numeric) or a level (categorical).
+Row = dict[str, Any]
+#: An unseen category of a request: (row index, feature, value).
+Unseen = tuple[int, str, str]
+
+
+def default_usecase() -> UseCase:
+    """The use case of ``ROLLGUARD_USECASE`` (the settings' default when unset), for callers that
+    name none."""
+    name = os.environ.get("ROLLGUARD_USECASE") or str(Settings.model_fields["usecase"].default)
+    return load_usecase(name)
+
+
+def model_categories(booster: xgb.Booster) -> dict[str, tuple[str, ...]]:
+    """Levels of each categorical feature as stored in the booster (xgboost >= 3.1 keeps the
+    categories of its training frame), in code order; {} when it stores none."""
+    try:
+        stored = booster.get_categories(export_to_arrow=True)
+        if stored.empty():
+            return {}
+        pairs = stored.to_arrow()
+    except (AttributeError, ValueError, ImportError, xgb.core.XGBoostError):
+        return {}
+    return {
+        str(name): tuple(str(v) for v in array.to_pylist())
+        for name, array in pairs
+        if array is not None
+    }
 
 
 class ModelRefused(Exception):
@@ -43,8 +80,10 @@ class ServingModel:
     Attributes:
         name: registered model name.
         version: registered model version (a string of digits in MLflow).
-        booster: the XGBoost booster; its ``feature_names`` equal :data:`FEATURE_COLUMNS` as a set.
+        booster: the XGBoost booster; its ``feature_names`` equal the use case's as a set.
         feature_names: the booster's input order (column order of the arrays it is given).
+        categories: categorical feature -> its levels in code order (the model's own levels;
+            default: read from the booster, see :func:`model_categories`).
         run_id: MLflow run that produced it, if known.
         tags: the version's registry tags (lineage, status, gate evidence).
         loaded_at: when this process loaded it (UTC).
@@ -57,21 +96,61 @@ class ServingModel:
     run_id: str | None = None
     tags: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    input_example: tuple[dict[str, float], ...] = ()
+    input_example: tuple[Row, ...] = ()
+    categories: MappingProxyType[str, tuple[str, ...]] | None = None
     _dense: DensePredictor | None = field(default=None, init=False, repr=False)
     _getter: Any = field(default=None, init=False, repr=False)
+    _codes: tuple[tuple[int, str, dict[str, float]], ...] = field(
+        default=(), init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_dense", dense_predictor(self.booster))
         object.__setattr__(self, "_getter", operator.itemgetter(*self.feature_names))
+        if self.categories is None:
+            object.__setattr__(self, "categories", MappingProxyType(model_categories(self.booster)))
+        assert self.categories is not None
+        codes = tuple(
+            (j, name, {level: float(k) for k, level in enumerate(self.categories[name])})
+            for j, name in enumerate(self.feature_names)
+            if name in self.categories
+        )
+        object.__setattr__(self, "_codes", codes)
 
-    def to_matrix(self, rows: list[dict[str, float]]) -> np.ndarray:
+    @property
+    def feature_types(self) -> list[str]:
+        """``c`` for a categorical feature, ``q`` otherwise, in booster order."""
+        cats = self.categories or {}
+        return ["c" if n in cats else "q" for n in self.feature_names]
+
+    def to_matrix(self, rows: list[Row]) -> np.ndarray:
         """Rows (dicts keyed by feature name) to a float32 array of shape (n_rows, n_features) in
-        the booster's order; features are matched by name, never by position."""
+        the booster's order; features are matched by name, never by position; a categorical value
+        becomes its code in the model's levels (NaN when unknown)."""
+        return self.encode(rows)[0]
+
+    def encode(self, rows: list[Row]) -> tuple[np.ndarray, list[Unseen]]:
+        """:meth:`to_matrix` plus the unseen categories met: ``(row index, feature, value)`` in
+        row order (empty for a model without categorical features)."""
         getter = self._getter
-        if len(self.feature_names) == 1:
-            return np.array([[getter(row)] for row in rows], dtype=np.float32)
-        return np.array([getter(row) for row in rows], dtype=np.float32)
+        if not self._codes:
+            if len(self.feature_names) == 1:
+                return np.array([[getter(row)] for row in rows], dtype=np.float32), []
+            return np.array([getter(row) for row in rows], dtype=np.float32), []
+        x = np.empty((len(rows), len(self.feature_names)), dtype=np.float32)
+        unseen: list[Unseen] = []
+        cat_columns = {j for j, _, _ in self._codes}
+        for j, name in enumerate(self.feature_names):
+            if j not in cat_columns:
+                x[:, j] = [row[name] for row in rows]
+        nan = math.nan
+        for j, name, levels in self._codes:
+            column = [levels.get(row[name], nan) for row in rows]
+            x[:, j] = column
+            unseen.extend((i, name, str(rows[i][name])) for i, c in enumerate(column) if c != c)
+        if unseen:
+            unseen.sort()
+        return x, unseen
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Probabilities, shape (n_rows,), float64.
@@ -95,46 +174,93 @@ class ServingModel:
         return np.asarray(scores, dtype=np.float64).reshape(-1)
 
     def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-feature contributions (log-odds) and the bias, from XGBoost's ``pred_contribs``.
+        """Per-feature contributions and the bias, from XGBoost's ``pred_contribs`` (TreeSHAP):
+        log-odds for a binary classifier, the label's unit for a regression; categorical columns
+        are codes of :meth:`to_matrix` (NaN = missing).
 
         Returns:
-            ``(contributions, bias)``: shapes (n_rows, n_features) and (n_rows,).
+            ``(contributions, bias)``: shapes (n_rows, n_features) and (n_rows,); per row,
+            ``bias + contributions.sum()`` is the margin.
         """
-        dm = xgb.DMatrix(matrix, feature_names=list(self.feature_names))
+        dm = xgb.DMatrix(
+            matrix,
+            feature_names=list(self.feature_names),
+            feature_types=self.feature_types,
+            enable_categorical=bool(self._codes),
+        )
         out = np.asarray(self.booster.predict(dm, pred_contribs=True), dtype=np.float64)
         if not np.isfinite(out).all():
             raise NonFiniteScore(f"model version {self.version} returned a non-finite contribution")
         return out[:, :-1], out[:, -1]
 
 
-def check_features(booster: xgb.Booster) -> tuple[str, ...]:
-    """The booster's feature names, checked against the API contract.
+def check_features(booster: xgb.Booster, usecase: UseCase | None = None) -> tuple[str, ...]:
+    """The booster's feature names, checked against the use case's declarations (names, and
+    which features are categorical).
+
+    Args:
+        booster: the loaded booster.
+        usecase: the declarations; default :func:`default_usecase`.
 
     Raises:
-        ModelRefused: the booster has no feature names or not exactly :data:`FEATURE_COLUMNS`.
+        ModelRefused: no feature names, names other than the declared ones, or a feature that is
+            categorical in the declaration but not in the model (or the reverse).
     """
+    usecase = usecase or default_usecase()
+    declared = usecase.feature_names
     names = booster.feature_names
     if not names:
         raise ModelRefused(
             "the booster has no feature names; features could not be matched by name"
         )
-    if set(names) != set(FEATURE_COLUMNS) or len(names) != len(FEATURE_COLUMNS):
-        missing = sorted(set(FEATURE_COLUMNS) - set(names))
-        extra = sorted(set(names) - set(FEATURE_COLUMNS))
+    if set(names) != set(declared) or len(names) != len(declared):
+        missing = sorted(set(declared) - set(names))
+        extra = sorted(set(names) - set(declared))
         raise ModelRefused(
             f"feature names differ from the API contract: missing {missing}, unexpected {extra}"
         )
+    types = booster.feature_types or ["q"] * len(names)
+    for name, kind in zip(names, types, strict=True):
+        if (kind == "c") != usecase.feature(name).is_categorical:
+            raise ModelRefused(
+                f"feature {name!r} is {'categorical' if kind == 'c' else 'numeric'} in the model "
+                f"but declared {usecase.feature(name).kind} by use case {usecase.name!r}"
+            )
     return tuple(names)
 
 
-def smoke_test(model: ServingModel, warmup_rounds: int = 20) -> None:
-    """Warm the model up and check it scores its input example (or :data:`EXAMPLE_ROW`) into
-    finite probabilities in [0, 1], on one row and on a 256-row batch.
+def serving_categories(
+    booster: xgb.Booster, usecase: UseCase
+) -> MappingProxyType[str, tuple[str, ...]]:
+    """The levels the API encodes categorical features with: the booster's own, else the use
+    case's declared levels (a booster trained on codes stores none).
 
     Raises:
-        ModelRefused: a score is missing, non-finite or outside [0, 1].
+        ModelRefused: a categorical feature without levels from either source.
     """
-    rows = list(model.input_example) or [dict(EXAMPLE_ROW)]
+    stored = model_categories(booster)
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in usecase.categorical_features:
+        levels = stored.get(spec.name) or spec.categories
+        if not levels:
+            raise ModelRefused(f"categorical feature {spec.name!r} has no known levels")
+        out[spec.name] = tuple(levels)
+    return MappingProxyType(out)
+
+
+def smoke_test(
+    model: ServingModel, usecase: UseCase | None = None, warmup_rounds: int = 20
+) -> None:
+    """Warm the model up and check it scores its input example (or the use case's example row)
+    into finite scores, on one row and on a 256-row batch: probabilities in [0, 1] for a binary
+    classifier; any finite value for a regression (the label's declared bounds are the gate's
+    sanity check, not the server's).
+
+    Raises:
+        ModelRefused: a score is missing, non-finite or (classification) outside [0, 1].
+    """
+    usecase = usecase or default_usecase()
+    rows = list(model.input_example) or [example_row(usecase)]
     try:
         single = model.to_matrix(rows[:1])
         batch = model.to_matrix((rows * (256 // len(rows) + 1))[:256])
@@ -146,16 +272,18 @@ def smoke_test(model: ServingModel, warmup_rounds: int = 20) -> None:
         raise ModelRefused(f"smoke test: {exc}") from exc
     except (KeyError, ValueError, xgb.core.XGBoostError) as exc:
         raise ModelRefused(f"smoke test failed: {type(exc).__name__}: {exc}") from exc
-    if scores.shape != (257,) or scores.min() < 0.0 or scores.max() > 1.0:
+    if scores.shape != (257,):
+        raise ModelRefused(f"smoke test: {scores.shape} scores for 257 rows")
+    if usecase.is_classification and (scores.min() < 0.0 or scores.max() > 1.0):
         raise ModelRefused(
             f"smoke test: scores are not probabilities (shape {scores.shape}, "
             f"range [{scores.min():.4g}, {scores.max():.4g}])"
         )
 
 
-def read_input_example(model_dir: Path) -> tuple[dict[str, float], ...]:
+def read_input_example(model_dir: Path) -> tuple[Row, ...]:
     """Rows of the MLflow ``input_example.json`` (pandas "split" layout), or () when absent or
-    not a table of finite numbers."""
+    not a table of finite numbers and (categorical columns) strings."""
     path = model_dir / "input_example.json"
     if not path.is_file():
         return ()
@@ -164,10 +292,17 @@ def read_input_example(model_dir: Path) -> tuple[dict[str, float], ...]:
         if "dataframe_split" in doc:
             doc = doc["dataframe_split"]
         columns, data = doc["columns"], doc["data"]
-        rows = tuple({str(c): float(v) for c, v in zip(columns, row, strict=True)} for row in data)
+        rows = tuple(
+            {
+                str(c): v if isinstance(v, str) else float(v)
+                for c, v in zip(columns, row, strict=True)
+            }
+            for row in data
+        )
     except (ValueError, KeyError, TypeError):
         return ()
-    if not all(all(math.isfinite(v) for v in r.values()) for r in rows):
+    numbers = (v for r in rows for v in r.values() if not isinstance(v, str))
+    if not all(math.isfinite(v) for v in numbers):
         return ()
     return rows
 
@@ -179,9 +314,10 @@ def load_model_dir(
     version: str,
     run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    usecase: UseCase | None = None,
 ) -> ServingModel:
     """Load, check and warm up the MLflow model folder ``model_dir`` (``MLmodel`` file with an
-    ``xgboost`` flavor).
+    ``xgboost`` flavor) against ``usecase`` (default :func:`default_usecase`).
 
     Raises:
         ModelRefused: no xgboost flavor, unreadable booster, wrong features, failed smoke test.
@@ -198,16 +334,18 @@ def load_model_dir(
     except (xgb.core.XGBoostError, OSError) as exc:
         raise ModelRefused(f"booster file {data} does not load: {exc}") from exc
     booster.set_param({"nthread": 1})
+    usecase = usecase or default_usecase()
     model = ServingModel(
         name=name,
         version=str(version),
         booster=booster,
-        feature_names=check_features(booster),
+        feature_names=check_features(booster, usecase),
         run_id=run_id,
         tags=MappingProxyType(dict(tags or {})),
         input_example=read_input_example(model_dir),
+        categories=serving_categories(booster, usecase),
     )
-    smoke_test(model)
+    smoke_test(model, usecase)
     return model
 
 
@@ -229,7 +367,12 @@ def download_version(
 
 
 def load_version(
-    client: Any, name: str, version: str, *, tracking_uri: str | None = None
+    client: Any,
+    name: str,
+    version: str,
+    *,
+    tracking_uri: str | None = None,
+    usecase: UseCase | None = None,
 ) -> ServingModel:
     """Download, load, check and warm up one registered version (see :func:`load_model_dir`).
 
@@ -250,5 +393,10 @@ def load_version(
                 raise ModelRefused(f"artifacts of version {version} are missing: {exc}") from exc
             raise
         return load_model_dir(
-            model_dir, name=name, version=str(mv.version), run_id=mv.run_id, tags=dict(mv.tags)
+            model_dir,
+            name=name,
+            version=str(mv.version),
+            run_id=mv.run_id,
+            tags=dict(mv.tags),
+            usecase=usecase,
         )

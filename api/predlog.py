@@ -47,15 +47,16 @@ _TABLE = PredictionLogRow.__table__
 @dataclass(frozen=True)
 class LoggedRequest:
     """One answered request: ``rows`` (feature dicts) and ``scores`` (shape (n_rows,)), all by
-    ``model_version``; ``customer_ids`` is set for the customer route."""
+    ``model_version``; ``entity_ids`` (the use case's ``entity_column`` values) is set for the
+    known-entity route."""
 
     request_id: str
     predicted_at: datetime
     model_name: str
     model_version: str
-    rows: list[dict[str, float]]
+    rows: list[dict[str, Any]]
     scores: np.ndarray
-    customer_ids: tuple[int, ...] | None = None
+    entity_ids: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -83,7 +84,7 @@ def to_records(req: LoggedRequest, challenger: ServingModel | None = None) -> li
             "predicted_at": at,
             "model_name": req.model_name,
             "model_version": req.model_version,
-            "customer_id": req.customer_ids[i] if req.customer_ids else None,
+            "entity_id": req.entity_ids[i] if req.entity_ids else None,
             "features": to_json(row).decode(),
             "score": score,
             "challenger_version": shadow_version if shadow[i] is not None else None,
@@ -99,7 +100,7 @@ _COLUMNS = (
     "predicted_at",
     "model_name",
     "model_version",
-    "customer_id",
+    "entity_id",
     "features",
     "score",
     "challenger_version",
@@ -451,11 +452,14 @@ def _read_chunks(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                chunk.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 # Only a crash in the middle of an append leaves a torn (last) line.
                 log.error("prediction log: skipping torn line %d of %s", n, path.name)
                 continue
+            if "customer_id" in record:  # spooled before migration 0006 renamed the key
+                record["entity_id"] = record.pop("customer_id")
+            chunk.append(record)
             if len(chunk) >= size:
                 yield chunk
                 chunk = []

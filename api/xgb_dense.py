@@ -11,7 +11,7 @@ it builds a class per call to wrap the output (``xgboost._data_utils.from_array_
 (documented in xgboost's ``include/xgboost/c_api.h``), with a proxy DMatrix created once per
 thread (so the quota is read once per thread), a constant JSON config, and a plain copy of the
 output buffer. The scores are bit-identical to ``inplace_predict`` (a unit test checks this on
-real CDNOW rows). When the library lacks a symbol, :func:`dense_predictor` returns None and the
+real feature rows). When the library lacks a symbol, :func:`dense_predictor` returns None and the
 caller uses ``inplace_predict``.
 
 Thread safety: XGBoost's prediction is thread-safe for a booster that is not being trained; its

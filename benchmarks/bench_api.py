@@ -212,12 +212,12 @@ def batch_phases(body: bytes, repeat: int = 5) -> dict[str, float]:
     from api.app import parse_rows_body
     from api.model import ServingModel, check_features
     from api.schemas import predict_request_model
-    from tests.support.api_models import train_booster
+    from tests.support.api_models import CDNOW, train_booster
 
     booster = train_booster(seed=1, rounds=100)
     booster.set_param({"nthread": 1})
-    model = ServingModel("bench", "1", booster, check_features(booster))
-    request_model = predict_request_model(10_000)
+    model = ServingModel("bench", "1", booster, check_features(booster, CDNOW))
+    request_model = predict_request_model(10_000, CDNOW)
     steps: dict[str, list[float]] = {"parse+validate": [], "matrix": [], "score": [], "json": []}
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -245,8 +245,8 @@ def log_write_cost(n_requests: int = 4000, repeat: int = 3) -> tuple[float, floa
     from sqlalchemy.dialects.sqlite import insert
 
     from api.predlog import _TABLE, LoggedRequest, insert_records, to_records
-    from api.schemas import EXAMPLE_ROW
     from rollguard import db
+    from tests.support.api_models import EXAMPLE_ROW
 
     url = f"sqlite:///{tempfile.mkdtemp(prefix='rollguard-bench-log-')}/store.db"
     db.upgrade(url)
@@ -261,7 +261,7 @@ def log_write_cost(n_requests: int = 4000, repeat: int = 3) -> tuple[float, floa
                 "predicted_at": r.predicted_at,
                 "model_name": r.model_name,
                 "model_version": r.model_version,
-                "customer_id": None,
+                "entity_id": None,
                 "features": json.dumps(r.rows[0], separators=(",", ":")),
                 "score": float(r.scores[0]),
                 "challenger_version": None,
@@ -294,6 +294,71 @@ def log_write_cost(n_requests: int = 4000, repeat: int = 3) -> tuple[float, floa
             cost[label].append((time.thread_time() - t0) / n_requests * 1e6)
     engine.dispose()
     return statistics.median(cost["baseline"]), statistics.median(cost["ours"])
+
+
+def request_path_cost(n: int = 3000) -> list[tuple[str, float, float, float]]:
+    """In this process, per single-row request: microseconds of the route's work (body parse and
+    validation, matrix with categorical codes, scoring, response JSON with its ``warnings``) for
+    CDNOW (18 numeric features) and for the regression test fixture ``RATES`` (2 numeric + 2
+    categorical features; one request in two carries an unseen category), and the milliseconds
+    of the matrix step for 10,000 rows. Returns (use case, us per request, of which matrix us,
+    10,000-row matrix ms)."""
+    import pydantic_core
+
+    from api.app import parse_rows_body, unseen_warnings
+    from api.model import ServingModel, check_features
+    from api.schemas import example_row, predict_request_model
+    from tests.support.api_models import (
+        CDNOW,
+        RATES,
+        rates_training_frame,
+        train_booster,
+        train_rates_booster,
+    )
+
+    out = []
+    for usecase, booster in (
+        (CDNOW, train_booster(seed=1, rounds=100)),
+        (RATES, train_rates_booster(rounds=100)),
+    ):
+        booster.set_param({"nthread": 1})
+        model = ServingModel("bench", "1", booster, check_features(booster, usecase))
+        request_model = predict_request_model(10_000, usecase)
+        row = example_row(usecase)
+        bodies = [json.dumps({"rows": [row]}).encode()]
+        if usecase.categorical_features:
+            name = usecase.categorical_features[0].name
+            bodies.append(json.dumps({"rows": [{**row, name: "never-seen"}]}).encode())
+        total = matrix_time = 0.0
+        for i in range(n):
+            body = bodies[i % len(bodies)]
+            t0 = time.perf_counter()
+            rows = parse_rows_body(request_model, body, "application/json")
+            t1 = time.perf_counter()
+            matrix, unseen = model.encode(rows)
+            t2 = time.perf_counter()
+            scores = model.predict(matrix)
+            pydantic_core.to_json(
+                {
+                    "scores": scores.tolist(),
+                    "warnings": unseen_warnings(unseen, model) if unseen else [],
+                }
+            )
+            t3 = time.perf_counter()
+            total += t3 - t0
+            matrix_time += t2 - t1
+        if usecase.categorical_features:
+            frame = rates_training_frame()[0].astype(
+                {s.name: "object" for s in usecase.categorical_features}
+            )
+            big = (frame.to_dict("records") * 4)[:10_000]
+        else:
+            big = [row] * 10_000
+        t0 = time.perf_counter()
+        model.encode(big)
+        big_ms = (time.perf_counter() - t0) * 1e3
+        out.append((usecase.name, total / n * 1e6, matrix_time / n * 1e6, big_ms))
+    return out
 
 
 def main() -> None:
@@ -429,6 +494,7 @@ def main() -> None:
         per_call = micro(frame)
         phases = batch_phases(batch_body)
         log_base, log_ours = log_write_cost()
+        path_costs = request_path_cost()
         by = {x.name: x for x in loads}
         a = by["api"]
         print()
@@ -461,6 +527,12 @@ def main() -> None:
             f"prediction-log write, CPU us per single-row request: SQLAlchemy Core dicts + "
             f"json.dumps {log_base:.1f}, rollguard {log_ours:.1f} ({log_base / log_ours:.2f}x)"
         )
+        print("\nrequest path in this process (parse, matrix, score, JSON), single-row requests:")
+        for uc_name, per_request, matrix_us, big_ms in path_costs:
+            print(
+                f"  {uc_name:<16} {per_request:7.1f} us per request, of which matrix "
+                f"{matrix_us:5.1f} us; 10,000-row matrix {big_ms:6.1f} ms"
+            )
         goals = [
             (
                 "api >= 10x mlflow serve throughput",

@@ -8,9 +8,10 @@ Rows (median of --repeat runs, seconds, and ratio to the baseline measured in th
   baseline    the naive paired bootstrap: a Python loop over resamples calling
               sklearn.metrics.average_precision_score, roc_auc_score and brier_score_loss for both
               models on y[idx], timed over --baseline-resamples resamples and scaled to 1,000
-  bootstrap   registry_guard.gate.paired_bootstrap, 1,000 resamples (vectorised; same statistics)
+  bootstrap   domain.metrics.paired_bootstrap, 1,000 resamples (vectorised; same statistics)
   gate        registry_guard.gate.evaluate_gate: every check, with the same bootstrap on the total
-              and on the new/returning slices (3 bootstraps of 1,000 resamples) — target < 5 s
+              and on each segment of the use case's slice (new/returning: 3 bootstraps of 1,000
+              resamples) — target < 5 s
 
 Rerun: uv run python benchmarks/bench_gate.py [--repeat 3] [--baseline-resamples 100]
 """
@@ -44,15 +45,17 @@ def main() -> None:
     import xgboost as xgb
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-    from registry_guard.gate import ModelEvidence, evaluate_gate, paired_bootstrap, resample_indices
+    from domain.metrics import paired_bootstrap, resample_indices
+    from registry_guard.gate import ModelEvidence, evaluate_gate
     from registry_guard.policy import load_policy
-    from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, REVENUE, build_features
-    from usecases.cdnow.source import load_dataset
+    from registry_guard.registry import gate_inputs
+    from usecases.cdnow import USECASE
+    from usecases.cdnow.features import FEATURE_COLUMNS, LABEL
 
-    transactions, _, _ = load_dataset()
+    transactions = USECASE.load_history().records
 
     def frame_at(cutoff: date):  # noqa: ANN202
-        return build_features(transactions, cutoff, label_available=True)
+        return USECASE.build_rows(transactions, cutoff, label_available=True)
 
     def fit(cutoffs: list[date]) -> xgb.Booster:
         import pandas as pd
@@ -68,16 +71,13 @@ def main() -> None:
         }
         return xgb.train(params, dtrain, num_boost_round=60)
 
-    evaluation = frame_at(date(1998, 4, 6))
-    x = evaluation[list(FEATURE_COLUMNS)]
-    y = evaluation[LABEL].to_numpy(dtype=np.int64)
-    values = evaluation[REVENUE].to_numpy(dtype=np.float64)
+    inputs = gate_inputs(frame_at(date(1998, 4, 6)), USECASE)
+    x, y, values = inputs.features, inputs.labels, inputs.values
     champion = fit([date(1997, 12, 1)]).predict(xgb.DMatrix(x)).astype(np.float64)
     challenger = (
         fit([date(1998, 2, 2), date(1998, 3, 2)]).predict(xgb.DMatrix(x)).astype(np.float64)
     )
     policy = load_policy()
-    returning = evaluation["frequency"].to_numpy() >= policy.returning_min_frequency
     n, b = len(y), policy.n_resamples
 
     def baseline() -> None:
@@ -103,9 +103,12 @@ def main() -> None:
             ModelEvidence(champion, "champion", feature_names=FEATURE_COLUMNS),
             y,
             values,
-            returning,
+            inputs.slices,
             policy,
+            task=USECASE.task,
             expected_features=FEATURE_COLUMNS,
+            label=USECASE.label,
+            budget=USECASE.targeting.budget,
         )
 
     base = median_seconds(baseline, 1) * b / args.baseline_resamples
@@ -115,11 +118,13 @@ def main() -> None:
             base,
         ),
         (f"bootstrap (vectorised, {b} resamples)", median_seconds(bootstrap, args.repeat)),
-        (f"gate (total + 2 slices, {b} resamples each)", median_seconds(gate, args.repeat)),
+        (f"gate (total + slice segments, {b} resamples each)", median_seconds(gate, args.repeat)),
     ]
-    print(
-        f"evaluation rows: {n:,}  positives: {int(y.sum()):,}  returning: {int(returning.sum()):,}"
-    )
+    segments = {
+        k: {str(seg): int((v == seg).sum()) for seg in np.unique(v)}
+        for k, v in inputs.slices.items()
+    }
+    print(f"evaluation rows: {n:,}  positives: {int(y.sum()):,}  slices: {segments}")
     print(f"{'row':<52} {'seconds':>9} {'vs baseline':>12}")
     for label, seconds in rows:
         print(f"{label:<52} {seconds:>9.3f} {seconds / base:>11.3f}x")

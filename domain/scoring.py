@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from domain.metrics import targeted_mask
 from rollguard.files import write_atomic
 from rollguard.settings import Settings
 from rollguard.usecase import UseCase
@@ -42,17 +43,6 @@ def predictions_path(settings: Settings, cutoff: date, version: str) -> Path:
         / f"cutoff={cutoff.isoformat()}"
         / f"version={version}.parquet"
     )
-
-
-def targeted_mask(scores: np.ndarray, budget: float) -> np.ndarray:
-    """Shape ``(n,)`` bool: the top ``budget`` share of rows by score (ties broken by position,
-    ``ceil(budget * n)`` rows), the rows the business acts on this week."""
-    n = len(scores)
-    k = int(np.ceil(budget * n))
-    order = np.argsort(-scores, kind="stable")
-    mask = np.zeros(n, dtype=bool)
-    mask[order[:k]] = True
-    return mask
 
 
 def score_frame(

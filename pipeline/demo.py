@@ -296,7 +296,8 @@ def _force_broken_model(
         policy=load_policy(settings.gate_policy_path),
         client=client,
         engine=engine,
-        feature_columns=settings.usecase_spec.feature_names,
+        usecase=settings.usecase_spec,
+        budget=settings.targeting_budget,
         version=broken.version,
         actor="pipeline",
     )

@@ -234,7 +234,8 @@ def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
         policy=load_policy(settings.gate_policy_path),
         client=client,
         engine=engine,
-        feature_columns=settings.usecase_spec.feature_names,
+        usecase=settings.usecase_spec,
+        budget=settings.targeting_budget,
         version=version,
         actor="pipeline",
     )

@@ -5,14 +5,26 @@ Thin edges: each command gathers settings, an MLflow client and the monitoring s
 function of :mod:`registry_guard.registry`, and prints the result (``--json`` for one document).
 """
 
-# No ``from __future__ import annotations`` here: typer reads the command signatures at runtime, and
-# the option types (``JsonFlag``) are imported inside :func:`register` to avoid an import cycle.
-from collections.abc import Callable
+# No ``from __future__ import annotations`` here: typer reads the command signatures at runtime.
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from domain.evaluation import evaluation_rows
+from registry_guard.guard import check_champion
+from registry_guard.policy import load_policy
+from registry_guard.registry import (
+    describe_models,
+    history,
+    move_champion,
+    read_pointer,
+    rollback,
+    run_gate,
+)
+from rollguard.commands import JsonFlag, emit, reports_errors, settings, to_jsonable
 from rollguard.errors import RollguardError
+from rollguard.mlflow_client import mlflow_client
+from rollguard.store import open_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,51 +40,38 @@ class NoEvaluationData(RollguardError):
     kind = "no_evaluation_data"
 
 
-def evaluation_frame(
-    settings: "Settings", loader: Callable[["Settings"], Any] | None = None
-) -> "pd.DataFrame":
-    """The gate's evaluation rows: features, label ``repurchase`` (0/1), ``revenue_horizon`` (USD).
-
-    Args:
-        loader: returns either such a DataFrame or an object with ``features`` (DataFrame),
-            ``labels`` and ``revenue`` (arrays in the same row order), like
-            ``pipeline.training.EvaluationSet``. Default: ``pipeline.training.evaluation_set``,
-            imported lazily.
+def gate_rows(s: "Settings") -> "pd.DataFrame":
+    """The gate's evaluation rows: :func:`domain.evaluation.evaluation_rows` (matured row frames
+    of the newest evaluation cutoffs of the settings' use case).
 
     Raises:
-        NoEvaluationData: no loader is available, or it found no rows.
+        NoEvaluationData: nothing ingested, no matured cutoff, or no rows.
     """
-    import pandas as pd
-
-    from usecases.cdnow.features import LABEL, REVENUE
-
-    if loader is None:
-        from domain.evaluation import evaluation_rows
-
-        def loader(s: "Settings") -> Any:
-            return evaluation_rows(s).rows
-
     try:
-        result = loader(settings)
+        rows = evaluation_rows(s).rows
     except RollguardError as exc:
         raise NoEvaluationData(f"{NO_EVALUATION} ({exc})") from exc
-    if isinstance(result, pd.DataFrame):
-        frame = result
-    elif result is not None and hasattr(result, "features"):
-        frame = result.features.reset_index(drop=True).assign(
-            **{LABEL: result.labels, REVENUE: result.revenue}
-        )
-    else:
-        frame = None
-    if frame is None or frame.empty:
+    if rows.empty:
         raise NoEvaluationData(NO_EVALUATION)
-    return frame
+    return rows
+
+
+def _gate(s: "Settings", client: Any, engine: Any, **kw: Any) -> Any:
+    """Run the gate on the settings' use case and evaluation rows (see ``registry.run_gate``)."""
+    rows = gate_rows(s)
+    return run_gate(
+        rows,
+        usecase=s.usecase_spec,
+        model_name=s.model_name,
+        policy=load_policy(s.gate_policy_path),
+        client=client,
+        engine=engine,
+        budget=s.targeting_budget,
+        **kw,
+    )
 
 
 def _context(s: "Settings") -> tuple[Any, Any]:
-    from rollguard.mlflow_client import mlflow_client
-    from rollguard.store import open_store
-
     return mlflow_client(s), open_store(s)
 
 
@@ -115,7 +114,6 @@ def _format_guard(result: Any) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the registry-guard commands to the ``rollguard`` application."""
-    from rollguard.commands import JsonFlag, emit, reports_errors, settings, to_jsonable
 
     def _nonempty_reason(value: str) -> str:
         if not value.strip():
@@ -145,24 +143,9 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Evaluate the challenger against the champion now, and apply the decision."""
-        from registry_guard.policy import load_policy
-        from registry_guard.registry import run_gate
-        from usecases.cdnow.features import FEATURE_COLUMNS
-
         s = settings()
-        frame = evaluation_frame(s)
         client, engine = _context(s)
-        run = run_gate(
-            frame,
-            model_name=s.model_name,
-            policy=load_policy(s.gate_policy_path),
-            client=client,
-            engine=engine,
-            feature_columns=FEATURE_COLUMNS,
-            version=version,
-            actor=actor,  # type: ignore[arg-type]
-            apply=not dry_run,
-        )
+        run = _gate(s, client, engine, version=version, actor=actor, apply=not dry_run)
         emit(
             {
                 "model": run.model_name,
@@ -180,8 +163,6 @@ def register(app: typer.Typer) -> None:
     @reports_errors
     def models(as_json: JsonFlag = False) -> None:
         """List the registered versions: status, aliases and gate decision."""
-        from registry_guard.registry import describe_models
-
         s = settings()
         client, engine = _context(s)
         rows = describe_models(client, engine, s.model_name)
@@ -212,8 +193,6 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Alias moves of the champion (and refused attempts), newest first."""
-        from registry_guard.registry import history
-
         s = settings()
         _, engine = _context(s)
         rows = history(engine, s.model_name, limit=limit, include_refused=not moves_only)
@@ -243,8 +222,6 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Make VERSION champion: through the gate, or directly with --force."""
-        from registry_guard.registry import move_champion, read_pointer
-
         s = settings()
         client, engine = _context(s)
         if force:
@@ -261,21 +238,7 @@ def register(app: typer.Typer) -> None:
             )
             emit(move, as_json, _format_move)
             return
-        from registry_guard.policy import load_policy
-        from registry_guard.registry import run_gate
-        from usecases.cdnow.features import FEATURE_COLUMNS
-
-        run = run_gate(
-            evaluation_frame(s),
-            model_name=s.model_name,
-            policy=load_policy(s.gate_policy_path),
-            client=client,
-            engine=engine,
-            feature_columns=FEATURE_COLUMNS,
-            version=version,
-            actor="human",
-            reason=reason,
-        )
+        run = _gate(s, client, engine, version=version, actor="human", reason=reason)
         emit(
             {"decision": run.decision.to_dict(), "move": to_jsonable(run.move)},
             as_json,
@@ -304,8 +267,6 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Move champion back to the previous good version (or --to VERSION)."""
-        from registry_guard.registry import rollback
-
         s = settings()
         client, engine = _context(s)
         move = rollback(
@@ -330,8 +291,6 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Check the champion now (score shift, realized quality); roll it back when degraded."""
-        from registry_guard.guard import check_champion
-
         s = settings()
         client, engine = _context(s)
         result = check_champion(s, client=client, engine=engine, act=not dry_run)

@@ -2,48 +2,79 @@
 
 Method
 ------
-Challenger and champion are compared on the *same* out-of-time evaluation rows with the **paired
-percentile bootstrap** (Efron & Tibshirani, *An Introduction to the Bootstrap*, Chapman & Hall 1993,
-ch. 13 "Confidence intervals based on bootstrap percentiles"; the paired design follows ch. 7 of the
-same book on comparing two statistics computed on one sample). One resample is a draw of ``n`` row
-indices with replacement; both models are scored on that same draw, and the statistic is the
-difference ``metric(challenger) - metric(champion)``. The ``(1 - confidence) / 2`` and
-``(1 + confidence) / 2`` quantiles of the ``B`` differences form the confidence interval.
+Challenger and champion are compared on the *same* out-of-time evaluation rows with the paired
+percentile bootstrap of :func:`domain.metrics.paired_bootstrap` (Efron & Tibshirani 1993, ch. 13;
+the one implementation the guard uses too). The metrics depend on the use case's task type
+(:class:`rollguard.usecase.TaskType`):
 
-**Non-inferiority** (the promotion rule): promote when the lower bound of the CI of the difference in
-the primary metric is above ``-margin``. Two equally good models pass, so the fresher one wins ties;
-identical models give a CI of exactly ``[0, 0]`` and pass.
+* **binary classification** — primary average precision with an *absolute* non-inferiority margin:
+  promote when the CI lower bound of ``AP(challenger) - AP(champion)`` is above ``-margin``
+  (default 0.01); guardrails ROC AUC, Brier score and lift at the targeting budget; minimum
+  evidence in rows and positives.
+* **regression** — primary MAE with a *relative* margin: promote when the CI upper bound of
+  ``(MAE(challenger) - MAE(champion)) / MAE(champion)`` is below ``margin`` (default 0.05);
+  guardrails RMSE (relative) and bias (``|mean(pred - label)|`` may grow by at most a share of the
+  champion's MAE); scores finite and within the label's declared bounds; minimum evidence in rows.
 
-Vectorisation: the ``(B, n)`` resample index matrix is turned into a ``(B, n)`` matrix of
-multiplicities (how often each row is drawn); a resample's metric equals the metric of the full
-sample with those multiplicities as sample weights. Rows are sorted by score once per model, and
-average precision and ROC AUC of every resample come from cumulative sums of weighted positives and
-negatives at the ends of tied-score groups — the same step-wise AP and trapezoidal AUC as
-:func:`sklearn.metrics.average_precision_score` and :func:`sklearn.metrics.roc_auc_score`
-(``tests/unit/test_gate_bootstrap.py`` checks the equality).
+Both: two equally good models pass, so the fresher one wins ties (identical models give a CI of
+exactly ``[0, 0]``); batch latency, model size and signature guardrails; the same
+non-inferiority check on every segment of every slice with enough evidence. Without a champion the
+challenger is compared with a constant model (the base rate; the labels' median for regression) and
+becomes the first champion (``bootstrap``) when it is credibly better.
+
+:func:`evaluate_gate` composes named checks (:func:`_sanity`, :func:`_signature`,
+:func:`_evidence`, :func:`_model_size`, :func:`_champion_scores`, :func:`_better_than_constant`,
+:func:`_primary`, :func:`_guardrails`, :func:`_slices`), each returning :class:`Check` rows and the
+failures they found.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from registry_guard.policy import GatePolicy
+from domain.metrics import (
+    BOOTSTRAP_METRICS,
+    PairedComparison,
+    lift_at_budget,
+    multiplicities,
+    paired_bootstrap,
+    resample_indices,
+    targeted_mask,
+    value_share_at_budget,
+    weighted_metrics,
+)
+from registry_guard.policy import (
+    ClassificationGatePolicy,
+    GatePolicy,
+    RegressionGatePolicy,
+)
+from rollguard.usecase import LabelSpec, TaskType
+
+__all__ = [
+    "BOOTSTRAP_METRICS",
+    "Check",
+    "ChampionUnavailable",
+    "GateDecision",
+    "ModelEvidence",
+    "PairedComparison",
+    "evaluate_gate",
+    "lift_at_budget",
+    "multiplicities",
+    "paired_bootstrap",
+    "resample_indices",
+    "targeted_mask",
+    "value_share_at_budget",
+    "weighted_metrics",
+]
 
 Outcome = Literal["promote", "reject", "bootstrap"]
 Verdict = Literal["pass", "fail", "skip", "info"]
-
-#: Metrics computed for every bootstrap resample.
-BOOTSTRAP_METRICS: tuple[str, ...] = ("average_precision", "roc_auc", "brier")
-
-#: Resamples processed at once; bounds memory at about ``_CHUNK * n * 8`` bytes per array.
-_CHUNK = 100
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -52,8 +83,9 @@ class ModelEvidence:
     """What the gate knows about one model.
 
     Attributes:
-        scores: shape ``(n,)``, predicted probability of the positive class for each evaluation row,
-            in [0, 1].
+        scores: shape ``(n,)``, one score per evaluation row: the probability of the positive
+            class in [0, 1] (binary classification) or the predicted label value in the label's
+            unit (regression).
         version: registry version, for the report.
         latency_seconds_per_10k: batch scoring time in seconds per 10,000 rows, or None if unmeasured.
         size_bytes: size of the stored model in bytes, or None if unknown.
@@ -113,10 +145,13 @@ class GateDecision:
         reason_code: the main reason — ``non_inferior``, ``no_champion``, ``invalid_scores``,
             ``signature_mismatch``, ``insufficient_evidence``, ``model_too_large``,
             ``champion_unavailable``, ``inferior``, ``guardrail_failed``, ``slice_regressed``,
-            ``worse_than_random``.
+            ``worse_than_random`` (classification), ``worse_than_constant`` (regression).
         reasons: readable sentences, one per failed (or decisive) check.
         checks: every check with value, CI, threshold and verdict.
-        n_rows, n_positives: size of the evaluation set.
+        n_rows, n_positives: size of the evaluation set (``n_positives`` is None for
+            regression).
+        task: the task type's value (``binary_classification`` or ``regression``).
+        unit: the label's unit for regression reports (``EUR``); empty for classification.
         policy: the policy used (as a plain mapping).
     """
 
@@ -125,10 +160,12 @@ class GateDecision:
     reasons: tuple[str, ...]
     checks: tuple[Check, ...]
     n_rows: int
-    n_positives: int
+    n_positives: int | None
     challenger_version: str | None
     champion_version: str | None
     policy: dict = field(hash=False, compare=False)
+    task: str = TaskType.BINARY_CLASSIFICATION.value
+    unit: str = ""
 
     @property
     def passed(self) -> bool:
@@ -160,7 +197,9 @@ class GateDecision:
             "",
             f"- challenger version: {self.challenger_version or '-'}",
             f"- champion version: {self.champion_version or '-'}",
-            f"- evaluation rows: {self.n_rows:,}, positives: {self.n_positives:,}",
+            f"- task: {self.task}" + (f" (unit {self.unit})" if self.unit else ""),
+            f"- evaluation rows: {self.n_rows:,}"
+            + (f", positives: {self.n_positives:,}" if self.n_positives is not None else ""),
             "",
             "## Reasons",
             "",
@@ -195,428 +234,251 @@ def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.4g}"
 
 
-# --- vectorised bootstrap ------------------------------------------------------------------------------
-def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
-    """The bootstrap resample index matrix.
-
-    Returns:
-        shape ``(n_resamples, n)``, int64 row indices drawn uniformly with replacement from
-        ``range(n)`` by ``numpy.random.default_rng(seed)`` (reproducible for a given seed).
-    """
-    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-
-
-def multiplicities(indices: np.ndarray, n: int) -> np.ndarray:
-    """How often each row is drawn in each resample.
-
-    Args:
-        indices: shape ``(B, k)``, row indices in ``range(n)``.
-
-    Returns:
-        shape ``(B, n)`` int32 counts; each row sums to ``k``.
-    """
-    b = indices.shape[0]
-    flat = (indices + (np.arange(b, dtype=np.int64) * n)[:, None]).ravel()
-    # int32 halves the memory traffic of the cumulative sums; counts never exceed k < 2**31.
-    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.int32)
-
-
-def weighted_metrics(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict:
-    """AP, ROC AUC, Brier score and prevalence for many weightings of one sample at once.
-
-    Args:
-        scores: shape ``(n,)``, probabilities.
-        labels: shape ``(n,)``, 0/1.
-        weights: shape ``(B, n)``, non-negative integer multiplicities (one row per resample).
-
-    Returns:
-        ``{"average_precision", "roc_auc", "brier", "prevalence"}``, each of shape ``(B,)``. AP is
-        NaN for a resample without positives, AUC for one without positives or negatives (as
-        scikit-learn would refuse them).
-    """
-    order = np.argsort(-scores, kind="stable")
-    s = scores[order]
-    y = labels[order].astype(bool)
-    w = weights[:, order]
-    n_all = weights.sum(axis=1).astype(np.float64)
-    # Thresholds are the distinct scores (sklearn.metrics._ranking._binary_clf_curve): curves are
-    # read at the last row of each group of tied scores. Only groups holding a positive change AP
-    # (recall steps) and AUC (positives ranked above negatives), so the sums run over those alone.
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    ends = np.r_[starts[1:] - 1, s.size - 1]
-    pos_rows = np.flatnonzero(y)
-    group_of_pos = np.searchsorted(starts, pos_rows, side="right") - 1
-    last = (
-        np.flatnonzero(np.r_[group_of_pos[1:] != group_of_pos[:-1], True])
-        if pos_rows.size
-        else np.zeros(0, dtype=np.int64)
-    )
-    pos_groups = group_of_pos[last]
-    rows_cum = np.cumsum(w, axis=1, dtype=np.int32)
-    rows_to_end = rows_cum[:, ends[pos_groups]].astype(np.float64)
-    before = starts[pos_groups] - 1
-    rows_before = np.where(before >= 0, rows_cum[:, np.maximum(before, 0)], 0)
-    tp_to_end = np.cumsum(w[:, pos_rows], axis=1, dtype=np.int32)[:, last].astype(np.float64)
-    w_pos = np.diff(tp_to_end, axis=1, prepend=0.0)
-    neg_in_group = rows_to_end - rows_before - w_pos
-    pos = tp_to_end[:, -1] if pos_groups.size else np.zeros(w.shape[0])
-    neg = n_all - pos
-    fp_to_end = rows_to_end - tp_to_end
-    precision = np.divide(
-        tp_to_end, rows_to_end, out=np.zeros_like(tp_to_end), where=rows_to_end > 0
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ap = (w_pos * precision).sum(axis=1) / pos
-        # AUC = P(score of a positive > score of a negative) + 0.5 P(tie) (Mann-Whitney), which
-        # equals the trapezoidal area under the ROC curve.
-        auc = (w_pos * (neg[:, None] - fp_to_end + 0.5 * neg_in_group)).sum(axis=1) / (pos * neg)
-        brier = weights.astype(np.float64) @ ((scores - labels) ** 2) / n_all
-        prevalence = pos / n_all
-    ap = np.where(pos > 0, ap, np.nan)
-    auc = np.where((pos > 0) & (neg > 0), auc, np.nan)
-    return {"average_precision": ap, "roc_auc": auc, "brier": brier, "prevalence": prevalence}
+# --- validated inputs ----------------------------------------------------------------------------
+Failure = tuple[str, str]  # (reason code, readable sentence)
 
 
 @dataclass(frozen=True)
-class PairedComparison:
-    """Paired-bootstrap comparison of one metric.
+class _Found:
+    """What one named check found: its report rows and the failures (reason code, sentence)."""
 
-    Attributes:
-        challenger, champion: metric on the full sample (scikit-learn).
-        difference: ``challenger - champion`` on the full sample.
-        ci_low, ci_high: percentile CI of the difference at the requested confidence.
-        n_degenerate: resamples where the metric is undefined (left out of the quantiles).
-    """
+    checks: tuple[Check, ...] = ()
+    failures: tuple[Failure, ...] = ()
 
-    metric: str
-    challenger: float
-    champion: float
-    difference: float
-    ci_low: float
-    ci_high: float
-    n_degenerate: int
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
 
 
-def paired_bootstrap(
-    challenger: np.ndarray,
-    champion: np.ndarray,
+def _found(check: Check, failure: Failure | None = None) -> _Found:
+    return _Found((check,), (failure,) if failure is not None else ())
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The gate's inputs, validated: one entry per evaluation row in every array."""
+
+    task: TaskType
+    labels: np.ndarray  # int64 0/1 (classification) or float64 (regression)
+    values: np.ndarray  # float64, the use case's money unit
+    slices: dict[str, np.ndarray]  # slice name -> segment label per row (str)
+    challenger: np.ndarray  # float64 scores
+    label: LabelSpec | None
+    budget: float
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def regression(self) -> bool:
+        return self.task is TaskType.REGRESSION
+
+    @property
+    def n_positives(self) -> int | None:
+        return None if self.regression else int(self.labels.sum())
+
+    @property
+    def unit(self) -> str:
+        return self.label.unit if self.regression and self.label is not None else ""
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """Where scores must lie: [0, 1] for probabilities, the label's declared bounds else."""
+        if not self.regression:
+            return 0.0, 1.0
+        low = None if self.label is None else self.label.minimum
+        high = None if self.label is None else self.label.maximum
+        return (-math.inf if low is None else low), (math.inf if high is None else high)
+
+    def constant_model(self) -> np.ndarray:
+        """Scores of the constant model a first champion must beat: the base rate (classification)
+        or the labels' median (regression, the best constant for MAE)."""
+        fill = float(np.median(self.labels)) if self.regression else float(self.labels.mean())
+        return np.full(self.n, fill)
+
+
+def _inputs(
+    challenger: ModelEvidence,
     labels: np.ndarray,
-    *,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> dict[str, PairedComparison]:
-    """Paired percentile bootstrap of ``metric(challenger) - metric(champion)`` for AP, AUC, Brier.
-
-    Both score vectors are evaluated on the same resamples (Efron & Tibshirani 1993, ch. 13).
-    Swapping ``challenger`` and ``champion`` negates every difference and mirrors the CI.
-
-    Args:
-        challenger, champion: shape ``(n,)`` probabilities on the same rows.
-        labels: shape ``(n,)`` 0/1.
-        n_resamples: number of resamples ``B``.
-        seed: seed of :func:`resample_indices`.
-        confidence: two-sided level of the percentile interval.
-
-    Returns:
-        One :class:`PairedComparison` per metric in :data:`BOOTSTRAP_METRICS`, plus
-        ``"challenger_vs_base_rate"``: AP of the challenger minus prevalence (AP of random scores).
-
-    Raises:
-        ValueError: on mismatched shapes, or when the labels hold a single class.
-    """
-    challenger = np.asarray(challenger, dtype=np.float64)
-    champion = np.asarray(champion, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    n = labels.shape[0]
-    if challenger.shape != (n,) or champion.shape != (n,):
-        raise ValueError(f"scores must have shape ({n},); got {challenger.shape}, {champion.shape}")
-    if labels.min(initial=0) == labels.max(initial=0):
-        raise ValueError("labels hold a single class; AP and AUC are undefined")
-    diffs: dict[str, list[np.ndarray]] = {m: [] for m in BOOTSTRAP_METRICS}
-    vs_base: list[np.ndarray] = []
-    indices = resample_indices(n, n_resamples, seed)
-    for start in range(0, n_resamples, _CHUNK):
-        w = multiplicities(indices[start : start + _CHUNK], n)
-        a = weighted_metrics(challenger, labels, w)
-        b = weighted_metrics(champion, labels, w)
-        for m in BOOTSTRAP_METRICS:
-            diffs[m].append(a[m] - b[m])
-        vs_base.append(a["average_precision"] - a["prevalence"])
-    point = {
-        "average_precision": (
-            average_precision_score(labels, challenger),
-            average_precision_score(labels, champion),
-        ),
-        "roc_auc": (roc_auc_score(labels, challenger), roc_auc_score(labels, champion)),
-        "brier": (brier_score_loss(labels, challenger), brier_score_loss(labels, champion)),
-    }
-    alpha = 1.0 - confidence
-    out: dict[str, PairedComparison] = {}
-    for m in BOOTSTRAP_METRICS:
-        d = np.concatenate(diffs[m])
-        lo, hi = _percentile_ci(d, alpha)
-        ch, cp = (float(v) for v in point[m])
-        out[m] = PairedComparison(m, ch, cp, ch - cp, lo, hi, int(np.isnan(d).sum()))
-    d = np.concatenate(vs_base)
-    lo, hi = _percentile_ci(d, alpha)
-    prevalence = float(labels.mean())
-    ap = float(point["average_precision"][0])
-    out["challenger_vs_base_rate"] = PairedComparison(
-        "challenger_vs_base_rate", ap, prevalence, ap - prevalence, lo, hi, int(np.isnan(d).sum())
-    )
-    return out
+    values: np.ndarray,
+    slices: Mapping[str, np.ndarray],
+    task: TaskType,
+    label: LabelSpec | None,
+    budget: float,
+) -> _Rows:
+    task = TaskType(task)
+    dtype = np.float64 if task is TaskType.REGRESSION else np.int64
+    y = np.asarray(labels, dtype=dtype)
+    n = y.shape[0]
+    v = np.asarray(values, dtype=np.float64)
+    segs = {str(k): np.asarray(s).astype(str) for k, s in slices.items()}
+    if v.shape != (n,) or any(s.shape != (n,) for s in segs.values()):
+        raise ValueError(f"labels, values and every slice must have shape ({n},)")
+    scores = np.asarray(challenger.scores, dtype=np.float64)
+    return _Rows(task, y, v, segs, scores, label, budget)
 
 
-def _percentile_ci(d: np.ndarray, alpha: float) -> tuple[float, float]:
-    finite = d[~np.isnan(d)]
-    if finite.size == 0:
-        return math.nan, math.nan
-    lo, hi = np.quantile(finite, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return float(lo), float(hi)
+def _pct(policy: GatePolicy) -> str:
+    return f"{policy.confidence:.0%}"
 
 
-# --- point metrics ---------------------------------------------------------------------------------
-def top_share_mask(scores: np.ndarray, budget: float) -> np.ndarray:
-    """Boolean mask of the ``ceil(budget * n)`` highest scores (ties broken by row order).
-
-    Args:
-        scores: shape ``(n,)``. budget: share in (0, 1].
-    """
-    n = scores.shape[0]
-    k = max(1, math.ceil(budget * n))
-    mask = np.zeros(n, dtype=bool)
-    mask[np.argsort(-scores, kind="stable")[:k]] = True
-    return mask
+def _money(x: float, unit: str) -> str:
+    return f"{x:,.2f} {unit}".rstrip()
 
 
-def lift_at_budget(scores: np.ndarray, labels: np.ndarray, budget: float) -> float:
-    """Positive rate among the top ``budget`` share by score divided by the overall positive rate.
-
-    Returns NaN when there are no positives.
-    """
-    base = float(np.mean(labels))
-    if base == 0:
-        return math.nan
-    return float(np.mean(labels[top_share_mask(scores, budget)])) / base
-
-
-def revenue_share_at_budget(scores: np.ndarray, values: np.ndarray, budget: float) -> float:
-    """Share of all horizon revenue (USD) that comes from the top ``budget`` share by score."""
-    total = float(np.sum(values))
-    if total <= 0:
-        return math.nan
-    return float(np.sum(values[top_share_mask(scores, budget)])) / total
-
-
-# --- the gate ----------------------------------------------------------------------------------------
-def _invalid_scores(scores: np.ndarray, n: int) -> str | None:
+# --- the checks ------------------------------------------------------------------------------------
+def _score_problem(scores: np.ndarray, rows: _Rows) -> str | None:
+    """Why ``scores`` cannot be judged (wrong shape, NaN, infinite, out of bounds), or None."""
+    n = rows.n
     if scores.shape != (n,):
         return f"expected {n} scores, got shape {scores.shape}"
+    low, high = rows.bounds
     n_nan = int(np.isnan(scores).sum())
-    n_out = int(((scores < 0) | (scores > 1)).sum())
-    if n_nan or n_out:
-        return f"{n_nan} NaN and {n_out} out-of-range (outside [0, 1]) scores of {n}"
+    if not rows.regression:
+        n_out = int(((scores < low) | (scores > high)).sum())
+        if n_nan or n_out:
+            return f"{n_nan} NaN and {n_out} out-of-range (outside [0, 1]) scores of {n}"
+        return None
+    n_inf = int(np.isinf(scores).sum())
+    finite = scores[np.isfinite(scores)]
+    n_out = int(((finite < low) | (finite > high)).sum())
+    if n_nan or n_inf or n_out:
+        return (
+            f"{n_nan} NaN, {n_inf} infinite and {n_out} out-of-range (outside the label's "
+            f"bounds [{low:g}, {high:g}] {rows.unit}) scores of {n}"
+        ).replace(" ]", "]")
     return None
 
 
-def evaluate_gate(
-    challenger: ModelEvidence,
-    champion: ModelEvidence | ChampionUnavailable | None,
-    labels: np.ndarray,
-    values: np.ndarray,
-    returning: np.ndarray,
-    policy: GatePolicy,
-    *,
-    expected_features: Sequence[str],
-) -> GateDecision:
-    """Decide whether the challenger may replace the champion.
-
-    Args:
-        challenger: evidence of the new model; ``scores`` shape ``(n,)``.
-        champion: evidence of the serving model on the same rows; ``None`` when there is no champion
-            (outcome ``bootstrap`` if the challenger is sound); :class:`ChampionUnavailable` when a
-            champion exists but could not be loaded or scored (always a reject, reason
-            ``champion_unavailable``; a person may still promote with ``--force``).
-        labels: shape ``(n,)``, 0/1 labels of the out-of-time evaluation rows.
-        values: shape ``(n,)``, business value per row (USD revenue in the horizon); reported.
-        returning: shape ``(n,)`` bool, slice membership (returning customer, else new).
-        policy: thresholds.
-        expected_features: input names the serving API sends, in order.
-
-    Returns:
-        A frozen :class:`GateDecision`. Pure: same inputs, same decision.
-
-    Raises:
-        ValueError: when ``labels``, ``values`` and ``returning`` do not have one entry per row.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    values = np.asarray(values, dtype=np.float64)
-    returning = np.asarray(returning, dtype=bool)
-    n = labels.shape[0]
-    if values.shape != (n,) or returning.shape != (n,):
-        raise ValueError(f"labels, values and returning must all have shape ({n},)")
-    n_pos = int(labels.sum())
-    chal_scores = np.asarray(challenger.scores, dtype=np.float64)
-    checks: list[Check] = []
-    champion_version = champion.version if champion is not None else None
-
-    def decide(outcome: Outcome, code: str, reasons: list[str]) -> GateDecision:
-        return GateDecision(
-            outcome=outcome,
-            reason_code=code,
-            reasons=tuple(reasons),
-            checks=tuple(checks),
-            n_rows=n,
-            n_positives=n_pos,
-            challenger_version=challenger.version,
-            champion_version=champion_version,
-            policy=policy.model_dump(),
-        )
-
-    # 1. The challenger's scores and interface: nothing else is meaningful without them.
-    bad = _invalid_scores(chal_scores, n)
-    checks.append(
-        Check(
-            "scores_valid",
-            "fail" if bad else "pass",
-            "no NaN and all scores in [0, 1]",
-            detail=bad or f"{n} finite scores in [0, 1]",
-        )
+def _sanity(rows: _Rows) -> _Found:
+    """The challenger's scores are finite and in range (probabilities, or the label's bounds)."""
+    bad = _score_problem(rows.challenger, rows)
+    if rows.regression:
+        low, high = rows.bounds
+        rule = f"no NaN or infinite scores, all within [{low:g}, {high:g}] {rows.unit}".rstrip()
+        ok = f"{rows.n} finite scores within [{low:g}, {high:g}]"
+    else:
+        rule, ok = "no NaN and all scores in [0, 1]", f"{rows.n} finite scores in [0, 1]"
+    check = Check("scores_valid", "fail" if bad else "pass", rule, detail=bad or ok)
+    return _found(
+        check, ("invalid_scores", f"challenger scores are invalid: {bad}") if bad else None
     )
-    if bad:
-        return decide("reject", "invalid_scores", [f"challenger scores are invalid: {bad}"])
+
+
+def _signature(challenger: ModelEvidence, expected_features: Sequence[str]) -> _Found:
+    """The model's signature inputs equal the features the API serves, in order."""
     expected = tuple(expected_features)
     got = challenger.feature_names
     if got is None:
-        sig_detail = "the model has no signature"
+        detail = "the model has no signature"
     elif tuple(got) != expected:
         missing = [f for f in expected if f not in got]
         extra = [f for f in got if f not in expected]
-        sig_detail = (
+        detail = (
             f"missing {missing}, unexpected {extra}"
             if missing or extra
             else "same features in a different order"
         )
     else:
-        sig_detail = ""
-    checks.append(
-        Check(
-            "signature_compatible",
-            "fail" if sig_detail else "pass",
-            "signature inputs equal the features the API serves, in order",
-            value=float(len(got or ())),
-            threshold=float(len(expected)),
-            detail=sig_detail or f"{len(expected)} features match",
-        )
+        detail = ""
+    check = Check(
+        "signature_compatible",
+        "fail" if detail else "pass",
+        "signature inputs equal the features the API serves, in order",
+        value=float(len(got or ())),
+        threshold=float(len(expected)),
+        detail=detail or f"{len(expected)} features match",
     )
-    if sig_detail:
-        return decide("reject", "signature_mismatch", [f"signature incompatible: {sig_detail}"])
-
-    # 2. Enough evidence to judge at all.
-    enough = n >= policy.min_rows and n_pos >= policy.min_positives
-    checks.append(
-        Check(
-            "evidence",
-            "pass" if enough else "fail",
-            f"at least {policy.min_rows} rows and {policy.min_positives} positives",
-            value=float(n),
-            threshold=float(policy.min_rows),
-            detail=f"{n} rows, {n_pos} positives",
-        )
+    return _found(
+        check, ("signature_mismatch", f"signature incompatible: {detail}") if detail else None
     )
-    if not enough:
-        return decide(
-            "reject",
-            "insufficient_evidence",
-            [
-                f"not enough evidence: {n} rows and {n_pos} positives; the policy needs at least "
-                f"{policy.min_rows} rows and {policy.min_positives} positives"
-            ],
-        )
 
-    failures: list[tuple[str, str]] = []
+
+def _evidence(rows: _Rows, tp: ClassificationGatePolicy | RegressionGatePolicy) -> _Found:
+    """Enough evaluation rows (and, for classification, positives) to judge at all."""
+    n, pos = rows.n, rows.n_positives
+    if isinstance(tp, RegressionGatePolicy):
+        enough = n >= tp.min_rows
+        rule, detail = f"at least {tp.min_rows} rows", f"{n} rows"
+        reason = f"not enough evidence: {n} rows; the policy needs at least {tp.min_rows} rows"
+    else:
+        assert pos is not None
+        enough = n >= tp.min_rows and pos >= tp.min_positives
+        rule = f"at least {tp.min_rows} rows and {tp.min_positives} positives"
+        detail = f"{n} rows, {pos} positives"
+        reason = (
+            f"not enough evidence: {n} rows and {pos} positives; the policy needs at least "
+            f"{tp.min_rows} rows and {tp.min_positives} positives"
+        )
+    check = Check(
+        "evidence",
+        "pass" if enough else "fail",
+        rule,
+        value=float(n),
+        threshold=float(tp.min_rows),
+        detail=detail,
+    )
+    return _found(check, None if enough else ("insufficient_evidence", reason))
+
+
+def _model_size(challenger: ModelEvidence, policy: GatePolicy) -> _Found:
+    """The stored model is not larger than the policy allows."""
+    rule = f"size <= {policy.max_model_bytes} bytes"
     size = challenger.size_bytes
     if size is None:
-        checks.append(
-            Check(
-                "model_size",
-                "skip",
-                f"size <= {policy.max_model_bytes} bytes",
-                detail="size unknown",
-            )
-        )
-    else:
-        ok = size <= policy.max_model_bytes
-        checks.append(
-            Check(
-                "model_size",
-                "pass" if ok else "fail",
-                f"size <= {policy.max_model_bytes} bytes",
-                value=float(size),
-                threshold=float(policy.max_model_bytes),
-                detail=f"{size:,} bytes",
-            )
-        )
-        if not ok:
-            failures.append(
-                (
-                    "model_too_large",
-                    f"model is {size:,} bytes, above the limit {policy.max_model_bytes:,}",
-                )
-            )
+        return _found(Check("model_size", "skip", rule, detail="size unknown"))
+    ok = size <= policy.max_model_bytes
+    check = Check(
+        "model_size",
+        "pass" if ok else "fail",
+        rule,
+        value=float(size),
+        threshold=float(policy.max_model_bytes),
+        detail=f"{size:,} bytes",
+    )
+    reason = f"model is {size:,} bytes, above the limit {policy.max_model_bytes:,}"
+    return _found(check, None if ok else ("model_too_large", reason))
 
+
+def _champion_scores(
+    rows: _Rows, champion: ModelEvidence | ChampionUnavailable | None
+) -> tuple[_Found, np.ndarray]:
+    """The champion's scores (the constant model when there is no champion), and whether the
+    champion loads and scores validly."""
+    rule = "the champion loads and scores"
+    if champion is None:
+        return _Found(), rows.constant_model()
     if isinstance(champion, ChampionUnavailable):
-        checks.append(
-            Check(
-                "champion_available",
-                "fail",
-                "the champion loads and scores",
-                detail=champion.reason,
-            )
-        )
-        reasons = [
+        check = Check("champion_available", "fail", rule, detail=champion.reason)
+        reason = (
             f"champion version {champion.version} cannot be loaded or scored: {champion.reason}"
-        ] + [r for _, r in failures]
-        return decide("reject", "champion_unavailable", reasons)
+        )
+        return _found(check, ("champion_unavailable", reason)), np.full(rows.n, np.nan)
+    scores = np.asarray(champion.scores, dtype=np.float64)
+    bad = _score_problem(scores, rows)
+    if bad:
+        check = Check(
+            "champion_available", "fail", rule, detail=f"champion scores are invalid: {bad}"
+        )
+        reason = f"champion version {champion.version} cannot be scored: {bad}"
+        return _found(check, ("champion_unavailable", reason)), scores
+    return _found(Check("champion_available", "pass", rule)), scores
 
-    champ_scores = (
-        np.asarray(champion.scores, dtype=np.float64)
-        if champion is not None
-        else np.full(n, float(labels.mean()))  # the constant base-rate model
-    )
-    if champion is not None:
-        bad_champ = _invalid_scores(champ_scores, n)
-        if bad_champ:
-            checks.append(
-                Check(
-                    "champion_available",
-                    "fail",
-                    "the champion loads and scores",
-                    detail=f"champion scores are invalid: {bad_champ}",
-                )
-            )
-            return decide(
-                "reject",
-                "champion_unavailable",
-                [f"champion version {champion.version} cannot be scored: {bad_champ}"]
-                + [r for _, r in failures],
-            )
-        checks.append(Check("champion_available", "pass", "the champion loads and scores"))
 
-    boot = paired_bootstrap(
-        chal_scores,
-        champ_scores,
-        labels,
-        n_resamples=policy.n_resamples,
-        seed=policy.seed,
-        confidence=policy.confidence,
-    )
-    pct = f"{policy.confidence:.0%}"
-    base = boot["challenger_vs_base_rate"]
-    ok = base.ci_low > 0
-    checks.append(
-        Check(
+def _better_than_constant(
+    rows: _Rows,
+    boot: dict[str, PairedComparison],
+    has_champion: bool,
+    policy: GatePolicy,
+) -> _Found:
+    """The challenger is credibly better than a constant model (the base rate's AP, or the MAE of
+    the labels' median)."""
+    pct = _pct(policy)
+    if not rows.regression:
+        base = boot["challenger_vs_base_rate"]
+        ok = base.ci_low > 0
+        check = Check(
             "better_than_random",
             "pass" if ok else "fail",
             f"{pct} CI lower bound of AP(challenger) - base rate > 0",
@@ -628,239 +490,461 @@ def evaluate_gate(
             champion=base.champion,
             detail=f"AP {base.challenger:.4f} vs base rate {base.champion:.4f}",
         )
+        reason = (
+            f"challenger AP {base.challenger:.4f} is not "
+            f"credibly above the base rate {base.champion:.4f}"
+        )
+        return _found(check, None if ok else ("worse_than_random", reason))
+    cmp = boot["mae_relative"]
+    if has_champion:  # boot compares with the champion: compare with the constant separately
+        cmp = paired_bootstrap(
+            rows.challenger,
+            rows.constant_model(),
+            rows.labels,
+            task=TaskType.REGRESSION,
+            n_resamples=policy.n_resamples,
+            seed=policy.seed,
+            confidence=policy.confidence,
+        )["mae_relative"]
+    ok = cmp.ci_high < 0
+    unit = rows.unit
+    check = Check(
+        "better_than_constant",
+        "pass" if ok else "fail",
+        f"{pct} CI upper bound of (MAE(challenger) - MAE(labels' median)) / MAE(median) < 0",
+        value=cmp.difference,
+        threshold=0.0,
+        ci_low=cmp.ci_low,
+        ci_high=cmp.ci_high,
+        challenger=cmp.challenger,
+        champion=cmp.champion,
+        detail=f"MAE {_money(cmp.challenger, unit)} vs {_money(cmp.champion, unit)} for the "
+        f"labels' median",
     )
-    if not ok:
-        failures.append(
-            (
-                "worse_than_random",
-                f"challenger AP {base.challenger:.4f} is not "
-                f"credibly above the base rate {base.champion:.4f}",
-            )
-        )
+    reason = (
+        f"challenger MAE {_money(cmp.challenger, unit)} is not credibly below the MAE of the "
+        f"labels' median {_money(cmp.champion, unit)}"
+    )
+    return _found(check, None if ok else ("worse_than_constant", reason))
 
-    budget = policy.targeting_budget
-    chal_rev = revenue_share_at_budget(chal_scores, values, budget)
-    if champion is None:
-        checks.append(
-            Check(
-                "revenue_share_at_budget",
-                "info",
-                f"share of horizon revenue from the top {budget:.0%} by score",
-                value=_none_if_nan(chal_rev),
-                challenger=_none_if_nan(chal_rev),
-            )
-        )
-        if failures:
-            return decide("reject", failures[0][0], [r for _, r in failures])
-        return decide(
-            "bootstrap",
-            "no_champion",
-            [
-                f"no champion yet: version {challenger.version} becomes the first champion "
-                f"(AP {base.challenger:.4f}, base rate {base.champion:.4f})"
-            ],
-        )
 
-    # 3. Non-inferiority on the primary metric.
-    margin = policy.non_inferiority_margin
-    prim = boot[policy.primary_metric]
-    ok = prim.ci_low > -margin
-    checks.append(
-        Check(
+def _primary(
+    rows: _Rows,
+    boot: dict[str, PairedComparison],
+    tp: ClassificationGatePolicy | RegressionGatePolicy,
+    policy: GatePolicy,
+) -> _Found:
+    """Non-inferiority on the primary metric: AP with an absolute margin, or MAE with a relative
+    one."""
+    pct = _pct(policy)
+    if isinstance(tp, RegressionGatePolicy):
+        margin, p, unit = tp.relative_margin, boot["mae_relative"], rows.unit
+        ok = p.ci_high < margin
+        ci = f"[{p.ci_low:+.1%}, {p.ci_high:+.1%}]"
+        check = Check(
             "primary_non_inferiority",
             "pass" if ok else "fail",
-            f"{pct} CI lower bound of {prim.metric}(challenger - champion) > -{margin}",
-            value=prim.difference,
-            threshold=-margin,
-            ci_low=prim.ci_low,
-            ci_high=prim.ci_high,
-            challenger=prim.challenger,
-            champion=prim.champion,
-            detail=f"{prim.metric} {prim.challenger:.4f} vs {prim.champion:.4f}, difference "
-            f"{prim.difference:+.4f}, CI [{prim.ci_low:+.4f}, {prim.ci_high:+.4f}]",
+            f"{pct} CI upper bound of (MAE(challenger) - MAE(champion)) / MAE(champion) < {margin}",
+            value=p.difference,
+            threshold=margin,
+            ci_low=p.ci_low,
+            ci_high=p.ci_high,
+            challenger=p.challenger,
+            champion=p.champion,
+            detail=f"MAE {_money(p.challenger, unit)} vs {_money(p.champion, unit)}, relative "
+            f"difference {p.difference:+.1%}, CI {ci}",
         )
+        reason = (
+            f"MAE may be worse by more than {margin:.0%}: {_money(p.challenger, unit)} vs "
+            f"{_money(p.champion, unit)}, relative difference {p.difference:+.1%}, {pct} CI {ci}"
+        )
+        return _found(check, None if ok else ("inferior", reason))
+    margin, p = tp.non_inferiority_margin, boot[tp.primary_metric]
+    ok = p.ci_low > -margin
+    check = Check(
+        "primary_non_inferiority",
+        "pass" if ok else "fail",
+        f"{pct} CI lower bound of {p.metric}(challenger - champion) > -{margin}",
+        value=p.difference,
+        threshold=-margin,
+        ci_low=p.ci_low,
+        ci_high=p.ci_high,
+        challenger=p.challenger,
+        champion=p.champion,
+        detail=f"{p.metric} {p.challenger:.4f} vs {p.champion:.4f}, difference "
+        f"{p.difference:+.4f}, CI [{p.ci_low:+.4f}, {p.ci_high:+.4f}]",
     )
-    if not ok:
-        failures.append(
-            (
-                "inferior",
-                f"{prim.metric} may be worse by more than {margin}: "
-                f"difference {prim.difference:+.4f}, {pct} CI "
-                f"[{prim.ci_low:+.4f}, {prim.ci_high:+.4f}]",
-            )
-        )
+    reason = (
+        f"{p.metric} may be worse by more than {margin}: difference {p.difference:+.4f}, {pct} CI "
+        f"[{p.ci_low:+.4f}, {p.ci_high:+.4f}]"
+    )
+    return _found(check, None if ok else ("inferior", reason))
 
-    # 4. Guardrails, judged on the point difference (their CI is reported); the statistical
-    # evidence for promotion is carried by the primary test, guardrails bound the size of harm.
-    auc = boot["roc_auc"]
-    ok = auc.difference >= -policy.auc_margin
-    checks.append(
-        Check(
-            "guardrail_roc_auc",
-            "pass" if ok else "fail",
-            f"ROC AUC(challenger - champion) >= -{policy.auc_margin}",
-            value=auc.difference,
-            threshold=-policy.auc_margin,
-            ci_low=auc.ci_low,
-            ci_high=auc.ci_high,
-            challenger=auc.challenger,
-            champion=auc.champion,
-        )
-    )
+
+def _classification_guardrails(
+    rows: _Rows, boot: dict[str, PairedComparison], champ: np.ndarray, tp: ClassificationGatePolicy
+) -> _Found:
+    """ROC AUC and Brier score (point difference, CI reported) and lift at the budget."""
+    checks: list[Check] = []
+    failures: list[Failure] = []
+    auc, br, budget = boot["roc_auc"], boot["brier"], rows.budget
+    ok = auc.difference >= -tp.auc_margin
+    checks.append(Check("guardrail_roc_auc", "pass" if ok else "fail",
+                        f"ROC AUC(challenger - champion) >= -{tp.auc_margin}",
+                        value=auc.difference, threshold=-tp.auc_margin, ci_low=auc.ci_low,
+                        ci_high=auc.ci_high, challenger=auc.challenger, champion=auc.champion))  # fmt: skip
     if not ok:
-        failures.append(
-            (
-                "guardrail_failed",
-                f"ROC AUC drops by {-auc.difference:.4f} (limit {policy.auc_margin})",
-            )
-        )
-    br = boot["brier"]
-    ok = br.difference <= policy.brier_margin
-    checks.append(
-        Check(
-            "guardrail_brier",
-            "pass" if ok else "fail",
-            f"Brier(challenger - champion) <= {policy.brier_margin}",
-            value=br.difference,
-            threshold=policy.brier_margin,
-            ci_low=br.ci_low,
-            ci_high=br.ci_high,
-            challenger=br.challenger,
-            champion=br.champion,
-        )
-    )
+        failures.append(("guardrail_failed",
+                         f"ROC AUC drops by {-auc.difference:.4f} (limit {tp.auc_margin})"))  # fmt: skip
+    ok = br.difference <= tp.brier_margin
+    checks.append(Check("guardrail_brier", "pass" if ok else "fail",
+                        f"Brier(challenger - champion) <= {tp.brier_margin}",
+                        value=br.difference, threshold=tp.brier_margin, ci_low=br.ci_low,
+                        ci_high=br.ci_high, challenger=br.challenger, champion=br.champion))  # fmt: skip
     if not ok:
-        failures.append(
-            (
-                "guardrail_failed",
-                f"Brier score rises by {br.difference:.4f} (limit {policy.brier_margin})",
-            )
-        )
-    lift_a = lift_at_budget(chal_scores, labels, budget)
-    lift_b = lift_at_budget(champ_scores, labels, budget)
+        failures.append(("guardrail_failed",
+                         f"Brier score rises by {br.difference:.4f} (limit {tp.brier_margin})"))  # fmt: skip
+    lift_a = lift_at_budget(rows.challenger, rows.labels, budget)
+    lift_b = lift_at_budget(champ, rows.labels, budget)
     rel = lift_a / lift_b - 1.0 if lift_b > 0 else math.inf
-    ok = rel >= -policy.lift_relative_margin
-    checks.append(
-        Check(
-            "guardrail_lift",
-            "pass" if ok else "fail",
-            f"lift at top {budget:.0%}: challenger/champion - 1 >= -{policy.lift_relative_margin}",
-            value=rel,
-            threshold=-policy.lift_relative_margin,
-            challenger=lift_a,
-            champion=lift_b,
-        )
-    )
+    ok = rel >= -tp.lift_relative_margin
+    checks.append(Check("guardrail_lift", "pass" if ok else "fail",
+                        f"lift at top {budget:.0%}: challenger/champion - 1 >= "
+                        f"-{tp.lift_relative_margin}", value=rel,
+                        threshold=-tp.lift_relative_margin, challenger=lift_a, champion=lift_b))  # fmt: skip
     if not ok:
-        failures.append(
-            (
-                "guardrail_failed",
-                f"lift at the top {budget:.0%} drops by "
-                f"{-rel:.1%} ({lift_a:.2f} vs {lift_b:.2f}; limit "
-                f"{policy.lift_relative_margin:.0%})",
-            )
-        )
+        failures.append(("guardrail_failed",
+                         f"lift at the top {budget:.0%} drops by {-rel:.1%} ({lift_a:.2f} vs "
+                         f"{lift_b:.2f}; limit {tp.lift_relative_margin:.0%})"))  # fmt: skip
+    return _Found(tuple(checks), tuple(failures))
+
+
+def _regression_guardrails(
+    rows: _Rows, boot: dict[str, PairedComparison], tp: RegressionGatePolicy
+) -> _Found:
+    """RMSE (relative point difference, CI reported) and |bias| (in the label's unit)."""
+    checks: list[Check] = []
+    failures: list[Failure] = []
+    unit = rows.unit
+    rmse = boot["rmse_relative"]
+    ok = rmse.difference <= tp.rmse_relative_margin
+    checks.append(Check("guardrail_rmse", "pass" if ok else "fail",
+                        f"(RMSE(challenger) - RMSE(champion)) / RMSE(champion) <= "
+                        f"{tp.rmse_relative_margin}", value=rmse.difference,
+                        threshold=tp.rmse_relative_margin, ci_low=rmse.ci_low,
+                        ci_high=rmse.ci_high, challenger=rmse.challenger, champion=rmse.champion,
+                        detail=f"RMSE {_money(rmse.challenger, unit)} vs "
+                        f"{_money(rmse.champion, unit)}"))  # fmt: skip
+    if not ok:
+        failures.append(("guardrail_failed",
+                         f"RMSE rises by {rmse.difference:.1%} ({_money(rmse.challenger, unit)} "
+                         f"vs {_money(rmse.champion, unit)}; limit {tp.rmse_relative_margin:.0%})"))  # fmt: skip
+    bias = boot["abs_bias"]
+    limit = tp.bias_mae_share * boot["mae"].champion
+    ok = bias.difference <= limit
+    checks.append(Check("guardrail_bias", "pass" if ok else "fail",
+                        f"|bias(challenger)| - |bias(champion)| <= {tp.bias_mae_share} x "
+                        f"MAE(champion), bias = mean(pred - label)", value=bias.difference,
+                        threshold=limit, ci_low=bias.ci_low, ci_high=bias.ci_high,
+                        challenger=boot["bias"].challenger, champion=boot["bias"].champion,
+                        detail=f"bias {boot['bias'].challenger:+,.2f} vs "
+                        f"{boot['bias'].champion:+,.2f} {unit}".rstrip()))  # fmt: skip
+    if not ok:
+        failures.append(("guardrail_failed",
+                         f"|bias| grows by {_money(bias.difference, unit)} (limit "
+                         f"{_money(limit, unit)} = {tp.bias_mae_share} x the champion's MAE)"))  # fmt: skip
+    return _Found(tuple(checks), tuple(failures))
+
+
+def _latency(challenger: ModelEvidence, champion: ModelEvidence, policy: GatePolicy) -> _Found:
+    """Batch scoring time at most ``latency_ratio_max`` times the champion's."""
     lat_a, lat_b = challenger.latency_seconds_per_10k, champion.latency_seconds_per_10k
-    lat_rule = (
+    rule = (
         f"scoring time <= {policy.latency_ratio_max}x the champion's (differences under "
         f"{policy.latency_floor_seconds}s per 10k rows are noise)"
     )
     if lat_a is None or lat_b is None or lat_b <= 0:
-        checks.append(Check("guardrail_latency", "skip", lat_rule, detail="latency not measured"))
-    else:
-        ratio = lat_a / lat_b
-        ok = ratio <= policy.latency_ratio_max or lat_a - lat_b < policy.latency_floor_seconds
-        checks.append(
-            Check(
-                "guardrail_latency",
-                "pass" if ok else "fail",
-                lat_rule,
-                value=ratio,
-                threshold=policy.latency_ratio_max,
-                challenger=lat_a,
-                champion=lat_b,
-                detail=f"{lat_a:.4f}s vs {lat_b:.4f}s per 10,000 rows",
-            )
-        )
-        if not ok:
-            failures.append(
-                (
-                    "guardrail_failed",
-                    f"scoring is {ratio:.2f}x slower than the "
-                    f"champion (limit {policy.latency_ratio_max}x)",
-                )
-            )
-    champ_rev = revenue_share_at_budget(champ_scores, values, budget)
-    checks.append(
+        return _found(Check("guardrail_latency", "skip", rule, detail="latency not measured"))
+    ratio = lat_a / lat_b
+    ok = ratio <= policy.latency_ratio_max or lat_a - lat_b < policy.latency_floor_seconds
+    check = Check(
+        "guardrail_latency",
+        "pass" if ok else "fail",
+        rule,
+        value=ratio,
+        threshold=policy.latency_ratio_max,
+        challenger=lat_a,
+        champion=lat_b,
+        detail=f"{lat_a:.4f}s vs {lat_b:.4f}s per 10,000 rows",
+    )
+    reason = f"scoring is {ratio:.2f}x slower than the champion (limit {policy.latency_ratio_max}x)"
+    return _found(check, None if ok else ("guardrail_failed", reason))
+
+
+def _value_share(rows: _Rows, champ: np.ndarray | None) -> _Found:
+    """Reported, not judged (classification): share of the business value from the top of the
+    ranking."""
+    if rows.regression:
+        return _Found()
+    budget = rows.budget
+    chal = value_share_at_budget(rows.challenger, rows.values, budget)
+    base = None if champ is None else value_share_at_budget(champ, rows.values, budget)
+    return _found(
         Check(
-            "revenue_share_at_budget",
+            "value_share_at_budget",
             "info",
-            f"share of horizon revenue from the top {budget:.0%} by score",
-            value=_none_if_nan(chal_rev - champ_rev),
-            challenger=_none_if_nan(chal_rev),
-            champion=_none_if_nan(champ_rev),
+            f"share of the business value from the top {budget:.0%} by score",
+            value=_none_if_nan(chal if base is None else chal - base),
+            challenger=_none_if_nan(chal),
+            champion=None if base is None else _none_if_nan(base),
         )
     )
 
-    # 5. The same non-inferiority check on each slice.
-    for offset, (name, mask) in enumerate((("new", ~returning), ("returning", returning)), 1):
-        rows, pos = int(mask.sum()), int(labels[mask].sum())
-        rule = (
-            f"{pct} CI lower bound of {policy.primary_metric} difference > -{policy.slice_margin}"
-        )
-        if rows < policy.slice_min_rows or pos < policy.slice_min_positives or pos == rows:
-            checks.append(
-                Check(
-                    f"slice_{name}",
-                    "skip",
-                    rule,
-                    detail=f"{rows} rows and {pos} positives: too few "
-                    f"to judge (needs {policy.slice_min_rows} and {policy.slice_min_positives})",
-                )
-            )
-            continue
-        sb = paired_bootstrap(
-            chal_scores[mask],
-            champ_scores[mask],
-            labels[mask],
-            n_resamples=policy.n_resamples,
-            seed=policy.seed + offset,
-            confidence=policy.confidence,
-        )[policy.primary_metric]
-        ok = sb.ci_low > -policy.slice_margin
-        checks.append(
-            Check(
-                f"slice_{name}",
-                "pass" if ok else "fail",
-                rule,
-                value=sb.difference,
-                threshold=-policy.slice_margin,
-                ci_low=sb.ci_low,
-                ci_high=sb.ci_high,
-                challenger=sb.challenger,
-                champion=sb.champion,
-                detail=f"{rows} rows, {pos} positives",
-            )
-        )
-        if not ok:
-            failures.append(
-                (
-                    "slice_regressed",
-                    f"{name} customers: {sb.metric} difference "
-                    f"{sb.difference:+.4f}, {pct} CI [{sb.ci_low:+.4f}, "
-                    f"{sb.ci_high:+.4f}] is below -{policy.slice_margin}",
-                )
-            )
 
-    if failures:
-        return decide("reject", failures[0][0], [r for _, r in failures])
-    return decide(
-        "promote",
-        "non_inferior",
-        [
-            f"challenger is non-inferior: {prim.metric} difference {prim.difference:+.4f}, {pct} CI "
-            f"[{prim.ci_low:+.4f}, {prim.ci_high:+.4f}] above -{margin}; all guardrails and slices pass"
-        ],
+def _slice_names(rows: _Rows) -> list[tuple[str, str, str]]:
+    """``(slice, segment, check name)`` for every segment of every slice, segments sorted.
+    The check is ``slice_<segment>``, or ``slice_<slice>_<segment>`` when two slices share a
+    segment label."""
+    pairs = [(name, seg) for name, labels in rows.slices.items() for seg in sorted(set(labels))]
+    counts: dict[str, int] = {}
+    for _, seg in pairs:
+        counts[seg] = counts.get(seg, 0) + 1
+    return [
+        (name, seg, f"slice_{seg}" if counts[seg] == 1 else f"slice_{name}_{seg}")
+        for name, seg in pairs
+    ]
+
+
+def _slices(
+    rows: _Rows,
+    champ: np.ndarray,
+    tp: ClassificationGatePolicy | RegressionGatePolicy,
+    policy: GatePolicy,
+) -> _Found:
+    """The primary non-inferiority check on every segment with enough evidence (segment ``k``,
+    counted from 1 across slices, resamples with seed ``policy.seed + k``)."""
+    checks: list[Check] = []
+    failures: list[Failure] = []
+    for offset, (name, seg, check_name) in enumerate(_slice_names(rows), 1):
+        mask = rows.slices[name] == seg
+        check, failure = _segment(
+            rows, mask, champ, tp, policy, offset, check_name, f"{name}={seg}"
+        )
+        checks.append(check)
+        if failure is not None:
+            failures.append(failure)
+    return _Found(tuple(checks), tuple(failures))
+
+
+def _segment(
+    rows: _Rows,
+    mask: np.ndarray,
+    champ: np.ndarray,
+    tp: ClassificationGatePolicy | RegressionGatePolicy,
+    policy: GatePolicy,
+    offset: int,
+    check_name: str,
+    where: str,
+) -> tuple[Check, Failure | None]:
+    pct, n = _pct(policy), int(mask.sum())
+    regression = isinstance(tp, RegressionGatePolicy)
+    if regression:
+        margin = tp.slice_relative_margin
+        rule = f"{pct} CI upper bound of relative MAE difference < {margin}"
+        too_few = n < tp.slice_min_rows
+        evidence = f"{n} rows"
+        needs = f"needs {tp.slice_min_rows}"
+    else:
+        margin = tp.slice_margin
+        rule = f"{pct} CI lower bound of {tp.primary_metric} difference > -{margin}"
+        pos = int(rows.labels[mask].sum())
+        too_few = n < tp.slice_min_rows or pos < tp.slice_min_positives or pos == n
+        evidence = f"{n} rows and {pos} positives" if too_few else f"{n} rows, {pos} positives"
+        needs = f"needs {tp.slice_min_rows} and {tp.slice_min_positives}"
+    if too_few:
+        return Check(
+            check_name, "skip", rule, detail=f"{evidence}: too few to judge ({needs})"
+        ), None
+    sb = paired_bootstrap(
+        rows.challenger[mask],
+        champ[mask],
+        rows.labels[mask],
+        task=rows.task,
+        n_resamples=policy.n_resamples,
+        seed=policy.seed + offset,
+        confidence=policy.confidence,
+    )["mae_relative" if regression else tp.primary_metric]
+    ok = sb.ci_high < margin if regression else sb.ci_low > -margin
+    check = Check(check_name, "pass" if ok else "fail", rule, value=sb.difference,
+                  threshold=margin if regression else -margin, ci_low=sb.ci_low,
+                  ci_high=sb.ci_high, challenger=sb.challenger, champion=sb.champion,
+                  detail=evidence)  # fmt: skip
+    if ok:
+        return check, None
+    if regression:
+        reason = (
+            f"slice {where}: relative MAE difference {sb.difference:+.1%}, {pct} CI "
+            f"[{sb.ci_low:+.1%}, {sb.ci_high:+.1%}] is not below {margin:.0%}"
+        )
+    else:
+        reason = (
+            f"slice {where}: {sb.metric} difference {sb.difference:+.4f}, {pct} CI "
+            f"[{sb.ci_low:+.4f}, {sb.ci_high:+.4f}] is below -{margin}"
+        )
+    return check, ("slice_regressed", reason)
+
+
+# --- the gate ----------------------------------------------------------------------------------------
+def evaluate_gate(
+    challenger: ModelEvidence,
+    champion: ModelEvidence | ChampionUnavailable | None,
+    labels: np.ndarray,
+    values: np.ndarray,
+    slices: Mapping[str, np.ndarray],
+    policy: GatePolicy,
+    *,
+    task: TaskType,
+    expected_features: Sequence[str],
+    label: LabelSpec | None = None,
+    budget: float = 0.10,
+) -> GateDecision:
+    """Decide whether the challenger may replace the champion.
+
+    Args:
+        challenger: evidence of the new model; ``scores`` shape ``(n,)``.
+        champion: evidence of the serving model on the same rows; ``None`` when there is no champion
+            (outcome ``bootstrap`` if the challenger is sound); :class:`ChampionUnavailable` when a
+            champion exists but could not be loaded or scored (always a reject, reason
+            ``champion_unavailable``; a person may still promote with ``--force``).
+        labels: shape ``(n,)``, labels of the out-of-time evaluation rows (0/1, or the regression
+            label in its unit).
+        values: shape ``(n,)``, business value per row (the use case's money unit); reported.
+        slices: slice name -> shape ``(n,)`` segment labels (strings), from the use case's
+            :class:`~rollguard.usecase.SliceSpec` columns; each segment is checked on its own.
+        policy: thresholds (the section of ``task`` applies).
+        task: the use case's task type.
+        expected_features: input names the serving API sends, in order.
+        label: the use case's label declaration (regression: unit and bounds of the scores).
+        budget: targeting budget, share of rows acted on (classification lift and value share).
+
+    Returns:
+        A frozen :class:`GateDecision`. Pure: same inputs, same decision.
+
+    Raises:
+        ValueError: when ``labels``, ``values`` and the slices do not have one entry per row.
+    """
+    rows = _inputs(challenger, labels, values, slices, task, label, budget)
+    tp = policy.for_task(rows.task)
+    done: list[_Found] = []
+
+    def decide(outcome: Outcome, code: str, reasons: list[str]) -> GateDecision:
+        return GateDecision(
+            outcome=outcome,
+            reason_code=code,
+            reasons=tuple(reasons),
+            checks=tuple(c for found in done for c in found.checks),
+            n_rows=rows.n,
+            n_positives=rows.n_positives,
+            challenger_version=challenger.version,
+            champion_version=champion.version if champion is not None else None,
+            policy=policy.model_dump(),
+            task=rows.task.value,
+            unit=rows.unit,
+        )
+
+    def failures() -> list[Failure]:
+        return [f for found in done for f in found.failures]
+
+    # 1. Nothing is meaningful without valid scores, a matching interface and enough rows.
+    for step in (
+        lambda: _sanity(rows),
+        lambda: _signature(challenger, expected_features),
+        lambda: _evidence(rows, tp),
+    ):
+        done.append(step())
+        if done[-1].failed:
+            code, reason = done[-1].failures[0]
+            return decide("reject", code, [reason])
+    done.append(_model_size(challenger, policy))
+    found, champ = _champion_scores(rows, champion)
+    if found.failed:
+        earlier = [r for _, r in failures()]
+        done.append(found)
+        return decide("reject", "champion_unavailable", [found.failures[0][1], *earlier])
+    done.append(found)
+
+    # 2. Better than a constant model; without a champion that is enough.
+    boot = paired_bootstrap(
+        rows.challenger,
+        champ,
+        rows.labels,
+        task=rows.task,
+        n_resamples=policy.n_resamples,
+        seed=policy.seed,
+        confidence=policy.confidence,
+    )
+    done.append(_better_than_constant(rows, boot, champion is not None, policy))
+    if champion is None:
+        done.append(_value_share(rows, None))
+        if failures():
+            return decide("reject", failures()[0][0], [r for _, r in failures()])
+        return decide(
+            "bootstrap", "no_champion", [_first_champion_sentence(rows, boot, challenger)]
+        )
+    assert isinstance(champion, ModelEvidence)
+
+    # 3. Non-inferiority, guardrails (they bound the size of harm; judged on point differences
+    # with their CI reported), and the same non-inferiority on every slice segment.
+    done.append(_primary(rows, boot, tp, policy))
+    if isinstance(tp, RegressionGatePolicy):
+        done.append(_regression_guardrails(rows, boot, tp))
+    else:
+        done.append(_classification_guardrails(rows, boot, champ, tp))
+    done.append(_latency(challenger, champion, policy))
+    done.append(_value_share(rows, champ))
+    done.append(_slices(rows, champ, tp, policy))
+    if failures():
+        return decide("reject", failures()[0][0], [r for _, r in failures()])
+    return decide("promote", "non_inferior", [_promotion_sentence(rows, boot, tp, policy)])
+
+
+def _first_champion_sentence(
+    rows: _Rows, boot: dict[str, PairedComparison], challenger: ModelEvidence
+) -> str:
+    if rows.regression:
+        m = boot["mae_relative"]
+        return (
+            f"no champion yet: version {challenger.version} becomes the first champion "
+            f"(MAE {_money(m.challenger, rows.unit)}, labels' median "
+            f"{_money(m.champion, rows.unit)})"
+        )
+    base = boot["challenger_vs_base_rate"]
+    return (
+        f"no champion yet: version {challenger.version} becomes the first champion "
+        f"(AP {base.challenger:.4f}, base rate {base.champion:.4f})"
+    )
+
+
+def _promotion_sentence(
+    rows: _Rows,
+    boot: dict[str, PairedComparison],
+    tp: ClassificationGatePolicy | RegressionGatePolicy,
+    policy: GatePolicy,
+) -> str:
+    pct = _pct(policy)
+    if isinstance(tp, RegressionGatePolicy):
+        p = boot["mae_relative"]
+        return (
+            f"challenger is non-inferior: MAE {_money(p.challenger, rows.unit)} vs "
+            f"{_money(p.champion, rows.unit)}, relative difference {p.difference:+.1%}, {pct} CI "
+            f"[{p.ci_low:+.1%}, {p.ci_high:+.1%}] below +{tp.relative_margin:.0%}; all guardrails "
+            "and slices pass"
+        )
+    p = boot[tp.primary_metric]
+    return (
+        f"challenger is non-inferior: {p.metric} difference {p.difference:+.4f}, {pct} CI "
+        f"[{p.ci_low:+.4f}, {p.ci_high:+.4f}] above -{tp.non_inferiority_margin}; all guardrails "
+        "and slices pass"
     )
 
 

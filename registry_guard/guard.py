@@ -1,35 +1,39 @@
 """The live guard: after a promotion, watch the champion and roll it back on its own.
 
-Two checks (``DESIGN.md``, "Live guard and rollback"):
+Two checks (``docs/design.md``, "Live guard and rollback"), for both task types:
 
 ``score_shift`` — right away. The distribution of the champion's newest weekly production scores
-against the scores produced at gate time, measured by the **Population Stability Index**
+(probabilities, or predicted values in the label's unit for regression) against the scores the
+same model produced at gate time, measured by the Population Stability Index over quantile bins of
+the reference scores (:func:`domain.metrics.population_stability_index`; Siddiqi, *Credit Risk
+Scorecards*, 2006, ch. 8). The default threshold is 1.0 (see ``policy.default.yaml``). A
+significant shift on enough predictions is a broken model or feature path: ``degraded``.
 
-    PSI = sum_i (q_i - p_i) * ln(q_i / p_i)
+``realized_quality`` — when labels mature. The champion's logged production scores on the newest
+matured cutoffs (``usecase.evaluation_cutoffs`` of them, never before the champion's own evaluation
+cutoff), against the previous champion re-scored on the same rows, with the gate's paired bootstrap
+(:func:`domain.metrics.paired_bootstrap`, same seed, resamples and confidence) and the gate's
+task section (margin and minimum evidence):
 
-over decile bins of the reference scores, ``p_i`` the reference share and ``q_i`` the live share of
-bin ``i`` (Siddiqi, N., *Credit Risk Scorecards*, Wiley 2006, ch. 8 "System stability report";
-Yurdakul, B., *Statistical Properties of Population Stability Index*, Western Michigan University
-2018). Siddiqi's rule of thumb reads PSI < 0.10 as no shift, 0.10–0.25 as a small shift and
-> 0.25 as a significant shift for a stable population; the default threshold here is 1.0,
-calibrated on CDNOW (see ``policy.default.yaml``). Empty bins get a small share
-``epsilon`` so the logarithm stays finite. A significant shift on enough predictions is a broken
-model or feature path: ``degraded``.
+* binary classification: ``ok`` when the CI lower bound of ``AP(champion) - AP(previous)`` is
+  above ``-margin``; ``degraded`` when its upper bound is below ``-margin``;
+* regression: ``ok`` when the CI upper bound of ``(MAE(champion) - MAE(previous)) / MAE(previous)``
+  is below the relative margin; ``degraded`` when its lower bound is above it;
 
-``realized_quality`` — when labels mature. The champion's logged production scores at the newest
-scored cutoff whose label has matured, against the previous champion re-scored on the same feature
-rows, with the gate's paired bootstrap (:func:`registry_guard.gate.paired_bootstrap`, same seed,
-resamples, confidence, non-inferiority margin and minimum evidence). ``ok`` when the CI lower bound
-of ``metric(champion) - metric(previous)`` is above ``-margin``; ``degraded`` when the CI upper bound
-is below ``-margin``; otherwise ``inconclusive`` — as is too little evidence, a state of its own.
+otherwise ``inconclusive`` — as is too little evidence (rows, and positives for classification),
+a state of its own.
 
-Guard state: ``degraded`` if any check is degraded; ``ok`` if at least one check is ok and none is
-degraded; otherwise ``inconclusive``. Checks that cannot run yet are ``skip`` with the reason.
+This module owns the guard's decisions for every path: :func:`guard_state` (the "degraded" rule:
+``degraded`` if any check is degraded; ``ok`` if one is ok and none degraded; else
+``inconclusive``), :func:`degraded_versions` (which version the stored evidence calls degraded)
+and :func:`roll_back_degraded` (the one call that rolls a degraded champion back: compare-and-set
+on the version, the settings' cooldown, and the registry's target choice — the newest earlier
+version neither rejected, rolled back nor ungated). The DAG's check (:func:`check_champion`) and
+the alert webhook (:mod:`registry_guard.service`) both go through them.
 
-:func:`population_stability_index` and :func:`evaluate_guard` are pure (arrays in, frozen report
-out); :func:`check_champion` gathers the inputs from the registry and the warehouse, records one
-``guard_checks`` row, and rolls a degraded champion back through :func:`registry.rollback` (the only
-code that moves the alias), idempotently per champion version and cutoff.
+:func:`check_champion` is split into :func:`gather` (registry, warehouse and prediction reads
+through ``domain``), :func:`evaluate_guard` (pure) and :func:`act_on` (rollback and
+the ``guard_checks`` row).
 """
 
 from __future__ import annotations
@@ -38,82 +42,50 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import Engine, insert, select
 
+from domain.metrics import PSI_EPSILON, paired_bootstrap, population_stability_index
+from domain.scoring import load_predictions, scored_cutoffs
+from domain.warehouse import ingested_weeks, load_records
 from registry_guard import registry
-from registry_guard.gate import paired_bootstrap
-from registry_guard.policy import GatePolicy, GuardPolicy
+from registry_guard.policy import (
+    GatePolicy,
+    GuardPolicy,
+    RegressionGatePolicy,
+    load_guard_policy,
+    load_policy,
+)
 from rollguard.db.models import AliasAudit, GuardCheckRow
+from rollguard.usecase import TaskType, UseCase
+from rollguard.weeks import horizon_weeks, parse_iso_week
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from rollguard.settings import Settings
 
 log = logging.getLogger(__name__)
+
+__all__ = ["PSI_EPSILON", "population_stability_index"]
 
 GuardState = Literal["ok", "degraded", "inconclusive"]
 GuardVerdict = Literal["ok", "degraded", "inconclusive", "skip"]
 GUARD_STATES: frozenset[str] = frozenset({"ok", "degraded", "inconclusive"})
 
-#: Version tag holding the evaluation cutoff (``YYYY-MM-DD``) of a trained version.
+#: Version tag holding the (newest) evaluation cutoff of a trained version: ``YYYY-MM-DD``.
 EVALUATION_CUTOFF_TAG = "rollguard.cutoff.evaluation"
+#: Version tag holding every evaluation cutoff the gate pooled, comma-separated (read first).
+EVALUATION_POOL_TAG = "rollguard.cutoff.evaluation_pool"
 #: Gate outcomes that count as "passed the gate".
 PASSED_GATE: frozenset[str] = frozenset({"promote", "bootstrap"})
-#: Share given to an empty bin so that ``ln(q / p)`` stays finite (a common choice; Yurdakul 2018).
-PSI_EPSILON = 1e-4
 SCORE_SHIFT = "score_shift"
 REALIZED_QUALITY = "realized_quality"
 
 
 # --- pure core -------------------------------------------------------------------------------------
-def population_stability_index(
-    reference: np.ndarray, live: np.ndarray, *, bins: int = 10, epsilon: float = PSI_EPSILON
-) -> float:
-    """PSI of ``live`` against ``reference`` over quantile bins of ``reference``.
-
-    Bin edges are the ``k / bins`` quantiles of ``reference`` (deciles by default), with the outer
-    edges opened to ``-inf`` and ``+inf`` so that live scores outside the reference range count;
-    tied quantiles (a reference with many equal scores) merge their bins. Shares below ``epsilon``
-    are raised to ``epsilon``. Source: Siddiqi 2006, *Credit Risk Scorecards*, ch. 8.
-
-    Args:
-        reference: shape ``(n,)``, scores at gate time (probabilities), ``n >= 1``, finite.
-        live: shape ``(m,)``, live scores, ``m >= 1``, finite.
-        bins: number of quantile bins (>= 2).
-        epsilon: floor of a bin's share, > 0.
-
-    Returns:
-        PSI >= 0 (0 for identical samples; > 0.25 is a significant shift by Siddiqi's rule).
-
-    Raises:
-        ValueError: on an empty or non-finite input, ``bins < 2`` or ``epsilon <= 0``.
-    """
-    reference = np.asarray(reference, dtype=np.float64).ravel()
-    live = np.asarray(live, dtype=np.float64).ravel()
-    if bins < 2:
-        raise ValueError(f"bins must be >= 2, not {bins}")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0, not {epsilon}")
-    for name, arr in (("reference", reference), ("live", live)):
-        if arr.size == 0:
-            raise ValueError(f"{name} scores are empty")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} scores hold NaN or infinite values")
-    inner = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    edges = np.concatenate(([-np.inf], inner, [np.inf]))
-    p = np.histogram(reference, edges)[0] / reference.size
-    q = np.histogram(live, edges)[0] / live.size
-    p = np.maximum(p, epsilon)
-    q = np.maximum(q, epsilon)
-    # Each term is >= 0 (q - p and ln(q / p) share their sign), so the sum is too.
-    return float(np.sum((q - p) * np.log(q / p)))
-
-
 @dataclass(frozen=True)
 class GuardCheck:
     """One check of the guard.
@@ -259,86 +231,133 @@ def _score_shift(
     )
 
 
+def _realized_rule(policy: GatePolicy, task: TaskType) -> tuple[str, float]:
+    """The realized-quality rule in words and its threshold (``-margin``, or the relative
+    margin for regression)."""
+    pct = f"{policy.confidence:.0%}"
+    tp = policy.for_task(task)
+    if isinstance(tp, RegressionGatePolicy):
+        m = tp.relative_margin
+        return (
+            f"ok when the {pct} CI upper bound of (MAE(champion) - MAE(previous)) / MAE(previous) "
+            f"< {m}; degraded when its lower bound > {m}"
+        ), m
+    m = tp.non_inferiority_margin
+    return (
+        f"ok when the {pct} CI lower bound of {tp.primary_metric}(champion - previous) > -{m}; "
+        f"degraded when its upper bound < -{m}"
+    ), -m
+
+
+def _too_little(n: int, pos: int | None, policy: GatePolicy, task: TaskType) -> str | None:
+    """Why ``n`` labelled rows (``pos`` positives) are too little evidence, or None."""
+    tp = policy.for_task(task)
+    if isinstance(tp, RegressionGatePolicy):
+        if n < tp.min_rows:
+            return f"{n:,} labelled rows: too little evidence (needs {tp.min_rows:,} rows)"
+        return None
+    assert pos is not None
+    if n < tp.min_rows or pos < tp.min_positives or pos == n:
+        return (
+            f"{n:,} labelled rows and {pos:,} positives: too little evidence "
+            f"(needs {tp.min_rows:,} rows and {tp.min_positives:,} positives)"
+        )
+    return None
+
+
 def _realized_quality(
     champion: np.ndarray | None,
     previous: np.ndarray | None,
     labels: np.ndarray | None,
     policy: GatePolicy,
     skip_reason: str,
+    task: TaskType = TaskType.BINARY_CLASSIFICATION,
+    unit: str = "",
 ) -> GuardCheck:
-    margin = policy.non_inferiority_margin
-    metric = policy.primary_metric
-    pct = f"{policy.confidence:.0%}"
-    rule = (
-        f"ok when the {pct} CI lower bound of {metric}(champion - previous) > -{margin}; "
-        f"degraded when its upper bound < -{margin}"
-    )
+    rule, threshold = _realized_rule(policy, task)
+    regression = task is TaskType.REGRESSION
     if champion is None or previous is None or labels is None:
         return GuardCheck(
             REALIZED_QUALITY,
             "skip",
             rule,
-            threshold=-margin,
+            threshold=threshold,
             detail=skip_reason or "no matured labels",
         )
     champion = np.asarray(champion, dtype=np.float64).ravel()
     previous = np.asarray(previous, dtype=np.float64).ravel()
-    labels = np.asarray(labels, dtype=np.int64).ravel()
-    n, pos = int(labels.size), int(labels.sum())
+    labels = np.asarray(labels, dtype=np.float64 if regression else np.int64).ravel()
+    n = int(labels.size)
+    pos = None if regression else int(labels.sum())
     if champion.shape != (n,) or previous.shape != (n,):
         raise ValueError(
             f"champion, previous and labels must have one shape; got {champion.shape}, "
             f"{previous.shape}, {labels.shape}"
         )
-    if n < policy.min_rows or pos < policy.min_positives or pos == n:
-        return GuardCheck(
-            REALIZED_QUALITY,
-            "inconclusive",
-            rule,
-            threshold=-margin,
-            n_rows=n,
-            n_positives=pos,
-            detail=f"{n:,} labelled rows and {pos:,} positives: too little evidence "
-            f"(needs {policy.min_rows:,} rows and {policy.min_positives:,} positives)",
-        )
+    base = dict(threshold=threshold, n_rows=n, n_positives=pos)
+    too_little = _too_little(n, pos, policy, task)
+    if too_little:
+        return GuardCheck(REALIZED_QUALITY, "inconclusive", rule, detail=too_little, **base)
     if not (np.isfinite(champion).all() and np.isfinite(previous).all()):
-        return GuardCheck(
-            REALIZED_QUALITY,
-            "inconclusive",
-            rule,
-            threshold=-margin,
-            n_rows=n,
-            n_positives=pos,
-            detail="scores hold NaN or infinite values; the comparison cannot be made",
-        )
+        detail = "scores hold NaN or infinite values; the comparison cannot be made"
+        return GuardCheck(REALIZED_QUALITY, "inconclusive", rule, detail=detail, **base)
+    metric = "mae_relative" if regression else policy.classification.primary_metric
     cmp = paired_bootstrap(
         champion,
         previous,
         labels,
+        task=task,
         n_resamples=policy.n_resamples,
         seed=policy.seed,
         confidence=policy.confidence,
     )[metric]
-    if cmp.ci_low > -margin:
-        verdict: GuardVerdict = "ok"
-    elif cmp.ci_high < -margin:
-        verdict = "degraded"
+    verdict: GuardVerdict
+    if regression:
+        ok, bad = cmp.ci_high < threshold, cmp.ci_low > threshold
+        detail = (
+            f"MAE {cmp.challenger:,.2f} (champion) vs {cmp.champion:,.2f} (previous) {unit}, "
+            f"relative difference {cmp.difference:+.1%}, {policy.confidence:.0%} CI "
+            f"[{cmp.ci_low:+.1%}, {cmp.ci_high:+.1%}] on {n:,} rows"
+        ).replace("  ", " ")
     else:
-        verdict = "inconclusive"
+        ok, bad = cmp.ci_low > threshold, cmp.ci_high < threshold
+        detail = (
+            f"{metric} {cmp.challenger:.4f} (champion) vs {cmp.champion:.4f} (previous), "
+            f"difference {cmp.difference:+.4f}, {policy.confidence:.0%} CI "
+            f"[{cmp.ci_low:+.4f}, {cmp.ci_high:+.4f}] on {n:,} rows, {pos:,} positives"
+        )
+    verdict = "ok" if ok else "degraded" if bad else "inconclusive"
     return GuardCheck(
         REALIZED_QUALITY,
         verdict,
         rule,
         value=cmp.difference,
-        threshold=-margin,
         ci_low=cmp.ci_low,
         ci_high=cmp.ci_high,
-        n_rows=n,
-        n_positives=pos,
-        detail=f"{metric} {cmp.challenger:.4f} (champion) vs {cmp.champion:.4f} (previous), "
-        f"difference {cmp.difference:+.4f}, {pct} CI [{cmp.ci_low:+.4f}, {cmp.ci_high:+.4f}] "
-        f"on {n:,} rows, {pos:,} positives",
+        detail=detail,
+        **base,
     )
+
+
+def guard_state(checks: tuple[GuardCheck, ...] | list[GuardCheck]) -> GuardState:
+    """The "degraded" rule: ``degraded`` if any check is degraded; ``ok`` if at least one is ok
+    and none is degraded; otherwise ``inconclusive`` (skips and inconclusive checks are never read
+    as a pass or a fail)."""
+    verdicts = {c.verdict for c in checks}
+    if "degraded" in verdicts:
+        return "degraded"
+    if "ok" in verdicts:
+        return "ok"
+    return "inconclusive"
+
+
+def _policy_summary(gate_policy: GatePolicy, guard_policy: GuardPolicy, task: TaskType) -> dict:
+    shared = {k: getattr(gate_policy, k) for k in ("confidence", "n_resamples", "seed")}
+    section = "regression" if task is TaskType.REGRESSION else "classification"
+    return {
+        "guard": guard_policy.model_dump(),
+        "gate": {**shared, section: gate_policy.for_task(task).model_dump()},
+    }
 
 
 def evaluate_guard(
@@ -350,6 +369,8 @@ def evaluate_guard(
     labels: np.ndarray | None,
     gate_policy: GatePolicy,
     guard_policy: GuardPolicy,
+    task: TaskType = TaskType.BINARY_CLASSIFICATION,
+    unit: str = "",
     shift_skip_reason: str = "",
     realized_skip_reason: str = "",
     champion_version: str | None = None,
@@ -361,65 +382,137 @@ def evaluate_guard(
     """Judge the champion from arrays alone (pure).
 
     Args:
-        live_scores: shape ``(m,)``, the champion's newest production scores (probabilities), or
-            None when there are none (the shift check is ``skip`` with ``shift_skip_reason``).
+        live_scores: shape ``(m,)``, the champion's newest production scores, or None when there
+            are none (the shift check is ``skip`` with ``shift_skip_reason``).
         reference_scores: shape ``(k,)``, the scores at gate time, or None (no reference version).
-        champion_scores: shape ``(n,)``, the champion's logged production scores on rows whose
-            label has matured; None skips the realized check with ``realized_skip_reason``.
+        champion_scores: shape ``(n,)``, the champion's scores on rows whose label has matured;
+            None skips the realized check with ``realized_skip_reason``.
         previous_scores: shape ``(n,)``, the previous champion's scores on the same rows.
-        labels: shape ``(n,)``, 0/1 matured labels of those rows.
-        gate_policy: bootstrap seed, resamples, confidence, margin and minimum evidence (shared
-            with the gate). guard_policy: PSI threshold, bins and minimum predictions.
+        labels: shape ``(n,)``, matured labels of those rows (0/1, or regression values).
+        gate_policy: bootstrap seed, resamples and confidence, and the task section's margin and
+            minimum evidence (shared with the gate). guard_policy: PSI threshold, bins and minimum
+            predictions.
+        task: the use case's task type. unit: the label's unit (regression reports).
         *_version, *_cutoff: carried into the report for its readers.
 
     Returns:
-        A :class:`GuardReport` with the state, both checks and one reason per check.
+        A :class:`GuardReport` with the state (:func:`guard_state`), both checks and one reason
+        per check.
 
     Raises:
         ValueError: when the realized arrays have different shapes.
     """
+    task = TaskType(task)
     shift = _score_shift(live_scores, reference_scores, guard_policy, shift_skip_reason)
     realized = _realized_quality(
-        champion_scores, previous_scores, labels, gate_policy, realized_skip_reason
+        champion_scores, previous_scores, labels, gate_policy, realized_skip_reason, task, unit
     )
     checks = (shift, realized)
-    verdicts = {c.verdict for c in checks}
-    state: GuardState
-    if "degraded" in verdicts:
-        state = "degraded"
-    elif "ok" in verdicts:
-        state = "ok"
-    else:
-        state = "inconclusive"
-    reasons = tuple(f"{c.name}: {c.verdict}: {c.detail}" for c in checks)
     return GuardReport(
-        state=state,
+        state=guard_state(checks),
         checks=checks,
-        reasons=reasons,
+        reasons=tuple(f"{c.name}: {c.verdict}: {c.detail}" for c in checks),
         champion_version=champion_version,
         reference_version=reference_version,
         previous_version=previous_version,
         live_cutoff=live_cutoff,
         realized_cutoff=realized_cutoff,
-        policy={
-            "guard": guard_policy.model_dump(),
-            "gate": {
-                k: getattr(gate_policy, k)
-                for k in (
-                    "primary_metric",
-                    "confidence",
-                    "non_inferiority_margin",
-                    "n_resamples",
-                    "seed",
-                    "min_rows",
-                    "min_positives",
-                )
-            },
-        },
+        policy=_policy_summary(gate_policy, guard_policy, task),
     )
 
 
-# --- I/O edge --------------------------------------------------------------------------------------
+# --- who decides "degraded", and the one rollback ------------------------------------------------
+def degraded_versions(engine: Engine, model_name: str) -> set[str]:
+    """Champion versions the store's evidence calls degraded: the newest live-guard check, when its
+    state is ``degraded``. Empty when there is no such evidence.
+
+    Only the guard's check counts: it compares the champion with the previous champion on the
+    same matured rows (and its scores with its own gate-time scores), so it is not fooled by the
+    cohort ageing between weeks. The monitor step's live-quality figure is a warning, never
+    rollback evidence (docs/monitoring.md).
+    """
+    with engine.connect() as conn:
+        check = conn.execute(
+            select(GuardCheckRow.state, GuardCheckRow.champion_version)
+            .where(GuardCheckRow.model_name == model_name)
+            .order_by(GuardCheckRow.checked_at.desc(), GuardCheckRow.id.desc())
+            .limit(1)
+        ).first()
+    if check is not None and check.state == "degraded" and check.champion_version:
+        return {str(check.champion_version)}
+    return set()
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    """What :func:`roll_back_degraded` did: the move (``move.replayed`` when the fingerprint had
+    already moved the alias), or why nothing moved (``refused``)."""
+
+    move: registry.AliasMove | None
+    refused: str | None
+
+
+def roll_back_degraded(
+    settings: Settings,
+    *,
+    champion: str,
+    actor: registry.Actor,
+    fingerprint: str,
+    reason: str,
+    evidence: dict[str, Any],
+    client: Any,
+    engine: Engine,
+    now: datetime | None = None,
+) -> RollbackOutcome:
+    """Roll the degraded ``champion`` back: the one rollback of the guard's check and the alert path.
+
+    Compare-and-set on ``champion``, the settings' ``rollback_cooldown_seconds``, idempotent per
+    ``fingerprint``; the target is the registry's choice (the newest earlier version that is not
+    rejected, rolled back or an ungated candidate, :func:`registry_guard.registry.rollback`).
+
+    Returns:
+        A :class:`RollbackOutcome`; a refusal (cooldown, nothing to return to, the champion moved
+        meanwhile) is returned, not raised, and leaves a ``refused`` audit row.
+    """
+    try:
+        move = registry.rollback(
+            reason,
+            actor,
+            fingerprint=fingerprint,
+            model_name=settings.model_name,
+            expected=champion,
+            cooldown_seconds=settings.rollback_cooldown_seconds,
+            evidence=evidence,
+            client=client,
+            engine=engine,
+            now=now,
+        )
+    except (registry.RollbackRefused, registry.ChampionMoved) as exc:
+        log.warning("guard: rollback of %s refused: %s", champion, exc)
+        return RollbackOutcome(None, f"rollback refused: {exc}")
+    return RollbackOutcome(move, None)
+
+
+# --- I/O edge: gather ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GuardInputs:
+    """What :func:`gather` found for one check of the champion (arrays as in
+    :func:`evaluate_guard`; a None array comes with its skip reason)."""
+
+    champion: str | None
+    reference: str | None = None
+    previous: str | None = None
+    live_scores: np.ndarray | None = None
+    reference_scores: np.ndarray | None = None
+    champion_scores: np.ndarray | None = None
+    previous_scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    shift_skip: str = ""
+    realized_skip: str = ""
+    live_cutoff: date | None = None
+    realized_cutoffs: tuple[date, ...] = ()
+
+
 @dataclass(frozen=True)
 class GuardResult:
     """What :func:`check_champion` did.
@@ -470,12 +563,187 @@ def _passed_gate(mv: Any) -> bool:
     return (mv.tags or {}).get(registry.DECISION_TAG) in PASSED_GATE
 
 
-def _features(frame: pd.DataFrame) -> pd.DataFrame:
-    from usecases.cdnow.features import FEATURE_COLUMNS
+def gate_cutoffs(tag: str | None) -> tuple[date, ...]:
+    """The evaluation cutoffs in a version's ``rollguard.cutoff.evaluation_pool`` (comma-separated)
+    or ``rollguard.cutoff.evaluation`` tag, oldest first (empty when the tag is missing)."""
+    if not tag:
+        return ()
+    return tuple(sorted(date.fromisoformat(part.strip()) for part in tag.split(",") if part))
 
-    return frame.loc[:, list(FEATURE_COLUMNS)].astype("float64")
+
+class _Warehouse:
+    """Lazy, cached reads for one check: the records (through ``domain.warehouse``) and the use
+    case's rows at a cutoff."""
+
+    def __init__(self, settings: Settings, engine: Engine, usecase: UseCase) -> None:
+        self.settings, self.engine, self.usecase = settings, engine, usecase
+        self._records: pd.DataFrame | None = None
+
+    def rows(self, cutoff: date, *, label_available: bool) -> pd.DataFrame:
+        if self._records is None:
+            self._records = load_records(self.settings, engine=self.engine)
+        return self.usecase.build_rows(self._records, cutoff, label_available=label_available)
+
+    def matured_cutoffs(self) -> list[date]:
+        """Cutoffs whose label has matured and that have ingested weeks before them, oldest
+        first (the Monday after the newest ingested week included)."""
+        weeks = ingested_weeks(self.settings, engine=self.engine)
+        if not weeks:
+            return []
+        have, first = set(weeks), parse_iso_week(weeks[0])
+        candidates = [parse_iso_week(w) for w in weeks] + [parse_iso_week(weeks[-1]) + timedelta(7)]
+        horizon = self.settings.horizon_days
+        return [
+            c
+            for c in sorted(set(candidates))
+            if c > first and all(w in have for w in horizon_weeks(c, horizon))
+        ]
 
 
+def _shift_inputs(
+    settings: Settings,
+    house: _Warehouse,
+    champion: str,
+    gate_at: tuple[date, ...],
+    predict: Any,
+) -> tuple[np.ndarray | None, np.ndarray | None, date | None, str]:
+    """Live scores (newest production batch of ``champion``) and its own scores at gate time
+    (rows at its evaluation cutoffs rebuilt from the warehouse): ``(live, reference, cutoff,
+    skip reason)``."""
+    cutoffs = scored_cutoffs(settings, champion)
+    live_cutoff = cutoffs[-1] if cutoffs else None
+    if live_cutoff is None:
+        return None, None, None, f"version {champion} has no production predictions yet"
+    if not gate_at:
+        return None, None, live_cutoff, f"version {champion} has no tag {EVALUATION_CUTOFF_TAG}"
+    live = load_predictions(settings, live_cutoff, champion)
+    frames = [house.rows(c, label_available=False) for c in gate_at]
+    rows = pd.concat(frames, ignore_index=True)
+    if live is None or rows.empty:
+        reason = f"no gate-time rows at {', '.join(map(str, gate_at))} for version {champion}"
+        return None, None, live_cutoff, reason
+    reference = predict(house.usecase.feature_frame(rows))
+    return live["score"].to_numpy(dtype=np.float64), reference, live_cutoff, ""
+
+
+def _realized_inputs(
+    settings: Settings,
+    house: _Warehouse,
+    champion: str,
+    previous: str | None,
+    gate_at: tuple[date, ...],
+    predict: Any,
+    load_previous: Any,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, tuple[date, ...], str]:
+    """Champion and previous-champion scores and labels on the newest matured cutoffs (at most
+    ``usecase.evaluation_cutoffs``, none before the champion's own evaluation cutoff): the
+    champion's logged production scores where it served, else the champion re-scored.
+    Returns ``(champion, previous, labels, cutoffs, skip reason)``."""
+    usecase = house.usecase
+    matured = house.matured_cutoffs()
+    if previous is None:
+        reason = f"version {champion} replaced no champion: nothing to compare with"
+        return None, None, None, (), reason
+    if not matured:
+        reason = f"no cutoff has a matured label yet (horizon {settings.horizon_days} days)"
+        return None, None, None, (), reason
+    usable = [c for c in matured if not gate_at or c >= gate_at[0]]
+    if not usable:
+        return (
+            None,
+            None,
+            None,
+            (),
+            (f"labels have not matured past the evaluation cutoff {gate_at[0]} of {champion}"),
+        )
+    cutoffs = tuple(usable[-usecase.evaluation_cutoffs :])
+    try:
+        prev_model = load_previous(previous)
+    except registry.RegistryError as exc:
+        return None, None, None, cutoffs, f"previous champion {previous} cannot be loaded: {exc}"
+    champ_parts, prev_parts, label_parts = [], [], []
+    key = usecase.entity_column
+    for cutoff in cutoffs:
+        rows = house.rows(cutoff, label_available=True)
+        logged = load_predictions(settings, cutoff, champion)
+        if logged is not None:
+            rows = rows.merge(logged[[key, "score"]], on=key, how="inner", validate="1:1")
+            champ_parts.append(rows["score"].to_numpy(dtype=np.float64))
+        else:
+            champ_parts.append(np.asarray(predict(usecase.feature_frame(rows)), np.float64))
+        features = usecase.feature_frame(rows)
+        prev_parts.append(np.asarray(prev_model.predict(features) if len(rows) else [], np.float64))
+        label_parts.append(rows[usecase.label.column].to_numpy(dtype=np.float64))
+    labels = np.concatenate(label_parts)
+    if usecase.is_classification:
+        labels = labels.astype(np.int64)
+    return np.concatenate(champ_parts), np.concatenate(prev_parts), labels, cutoffs, ""
+
+
+def gather(settings: Settings, *, client: Any, engine: Engine) -> GuardInputs:
+    """Read what the guard judges the champion of ``settings.model_name`` on.
+
+    - live scores: the champion's production predictions at its newest scored cutoff
+      (:func:`domain.scoring.scored_cutoffs`, :func:`domain.scoring.load_predictions`);
+    - reference scores: the champion's own scores at gate time, on the rows at its evaluation
+      cutoffs (version tag ``rollguard.cutoff.evaluation_pool``, else
+      ``rollguard.cutoff.evaluation``) rebuilt from the warehouse: the same
+      model on both sides, so a large shift is a broken feature or serving path;
+    - realized: see :func:`_realized_inputs`; the previous champion is the ``from_version`` of
+      the promotion that made the champion. A champion forced past a failing gate is therefore
+      judged on fresh matured labels in its first check.
+
+    Raises:
+        AliasTargetMissing: the champion names a version the registry has lost.
+    """
+    model = settings.model_name
+    champion = registry.read_pointer(engine, model) or registry.alias_version(
+        client, model, registry.CHAMPION
+    )
+    if champion is None:
+        return GuardInputs(None, shift_skip="no champion", realized_skip="no champion")
+    champ_mv = registry.get_version(client, model, champion, alias=registry.CHAMPION)
+    move = _promoting_move(engine, model, champion)
+    previous: str | None = move.from_version if move is not None else None
+    tags = champ_mv.tags or {}
+    gate_at = gate_cutoffs(tags.get(EVALUATION_POOL_TAG) or tags.get(EVALUATION_CUTOFF_TAG))
+    house = _Warehouse(settings, engine, settings.usecase_spec)
+    loaded: list[registry.LoadedModel] = []
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        if not loaded:
+            loaded.append(registry.load_version(client, model, champion, alias=registry.CHAMPION))
+        return loaded[0].predict(frame)
+
+    live, reference, live_cutoff, shift_skip = _shift_inputs(
+        settings, house, champion, gate_at, predict
+    )
+    champ_scores, prev_scores, labels, realized_at, realized_skip = _realized_inputs(
+        settings,
+        house,
+        champion,
+        previous,
+        gate_at,
+        predict,
+        lambda version: registry.load_version(client, model, version),
+    )
+    return GuardInputs(
+        champion=champion,
+        reference=champion,
+        previous=previous,
+        live_scores=live,
+        reference_scores=reference,
+        champion_scores=champ_scores,
+        previous_scores=prev_scores,
+        labels=labels,
+        shift_skip=shift_skip,
+        realized_skip=realized_skip,
+        live_cutoff=live_cutoff,
+        realized_cutoffs=realized_at if not realized_skip else (),
+    )
+
+
+# --- I/O edge: act -----------------------------------------------------------------------------------
 def _record(engine: Engine, values: dict[str, Any]) -> int:
     with engine.begin() as conn:
         return int(
@@ -483,6 +751,98 @@ def _record(engine: Engine, values: dict[str, Any]) -> int:
                 insert(GuardCheckRow).values(**values).returning(GuardCheckRow.id)
             ).scalar_one()
         )
+
+
+def _reason(report: GuardReport) -> str:
+    champion = report.champion_version
+    degraded = [c for c in report.checks if c.verdict == "degraded"]
+    if degraded:
+        return f"champion {champion} is degraded: " + "; ".join(
+            f"{c.name}: {c.detail}" for c in degraded
+        )
+    return f"champion {champion} is {report.state}: " + "; ".join(
+        f"{c.name} {c.verdict}" for c in report.checks
+    )
+
+
+def act_on(
+    settings: Settings,
+    report: GuardReport,
+    *,
+    client: Any,
+    engine: Engine,
+    allowed: bool = True,
+    now: datetime,
+) -> GuardResult:
+    """Roll a degraded champion back (through :func:`roll_back_degraded`, actor ``guard``,
+    fingerprint ``guard:<model>:<version>:<cutoff>``) unless ``allowed`` is False (dry run) or the
+    guard policy's ``auto_rollback`` is off, and record one ``guard_checks`` row.
+
+    A refused rollback is recorded in the row's reason; the state stays ``degraded``. A second
+    check of the same version and cutoff replays the earlier rollback and moves nothing.
+    """
+    model, champion, cutoff = settings.model_name, report.champion_version, report.live_cutoff
+    reason = _reason(report) if champion else f"model {model!r} has no champion: nothing to guard"
+    outcome = RollbackOutcome(None, None)
+    if report.state == "degraded" and champion is not None:
+        if not allowed:
+            outcome = RollbackOutcome(None, "dry run: rollback not attempted")
+        elif not load_guard_policy(settings.gate_policy_path).auto_rollback:
+            outcome = RollbackOutcome(
+                None, "auto_rollback is off in the guard policy: rollback not attempted"
+            )
+        else:
+            outcome = roll_back_degraded(
+                settings,
+                champion=champion,
+                actor="guard",
+                fingerprint=f"guard:{model}:{champion}:{cutoff}",
+                reason=reason,
+                evidence={"guard": report.to_dict()},
+                client=client,
+                engine=engine,
+                now=now,
+            )
+        move = outcome.move
+        if move is not None and move.replayed:
+            reason += (
+                f"; the rollback of version {champion} for cutoff {cutoff} was already "
+                f"made (to version {move.to_version}); nothing moved"
+            )
+        elif move is not None:
+            reason += f"; rolled back to version {move.to_version}"
+        elif outcome.refused is not None:
+            reason += f"; {outcome.refused}"
+    move = outcome.move
+    row_id = _record(
+        engine,
+        dict(
+            model_name=model,
+            champion_version=champion,
+            reference_version=report.reference_version,
+            previous_version=report.previous_version,
+            cutoff=cutoff,
+            state=report.state,
+            reason=reason,
+            report=report.to_json(),
+            rolled_back_to=move.to_version if move is not None and not move.replayed else None,
+            checked_at=now,
+        ),
+    )
+    return GuardResult(
+        model_name=model,
+        champion_version=champion,
+        reference_version=report.reference_version,
+        previous_version=report.previous_version,
+        cutoff=cutoff,
+        state=report.state,
+        reason=reason,
+        report=report,
+        rollback=move,
+        rollback_refused=outcome.refused,
+        row_id=row_id,
+        checked_at=now,
+    )
 
 
 def check_champion(
@@ -493,24 +853,11 @@ def check_champion(
     act: bool = True,
     now: datetime | None = None,
 ) -> GuardResult:
-    """Check the champion of ``settings.model_name`` now, record the result, and roll it back when
-    it is degraded.
-
-    Inputs gathered:
-
-    - live scores: the champion's production predictions at its newest scored cutoff
-      (:func:`domain.scoring.scored_cutoffs`, :func:`domain.scoring.load_predictions`);
-    - reference scores: the champion's own scores at gate time, on the features at its evaluation
-      cutoff (version tag ``rollguard.cutoff.evaluation``) rebuilt from the warehouse: the same
-      model on both sides, so a large shift is a broken feature or serving path;
-    - realized: at the newest cutoff whose label has matured (never before the champion's own
-      evaluation cutoff), the champion's logged production scores when it served that week, else
-      the champion re-scored on those rows, against the previous champion (``from_version`` of the
-      promotion that made the champion) re-scored on the same rows. A champion forced past a
-      failing gate is therefore judged on fresh matured labels in its first check.
+    """Check the champion of ``settings.model_name`` now: :func:`gather`, :func:`evaluate_guard`,
+    then roll back when degraded and record the check (:func:`act_on`).
 
     Args:
-        settings: model name, horizon, policy path and rollback cooldown (seconds).
+        settings: use case, model name, horizon, policy path and rollback cooldown (seconds).
         client: MLflow client (from :func:`rollguard.mlflow_client.mlflow_client`).
         engine: the migrated monitoring store.
         act: when False (dry run) nothing moves; the check is still recorded.
@@ -523,242 +870,31 @@ def check_champion(
     Raises:
         ConfigurationError: the policy file is invalid.
         AliasTargetMissing: the champion names a version the registry has lost.
-
-    A degraded champion is rolled back with :func:`registry.rollback` (actor ``guard``, fingerprint
-    ``guard:<model>:<version>:<cutoff>``, compare-and-set on the checked version, the settings'
-    cooldown). A refused rollback (cooldown, nothing to return to, champion moved meanwhile) is
-    recorded in the row's reason; the state stays ``degraded``. A second check of the same version
-    and cutoff replays the earlier rollback and moves nothing.
     """
-    from domain.scoring import load_predictions, scored_cutoffs
-    from domain.warehouse import ingested_weeks, load_records
-    from registry_guard.policy import load_guard_policy, load_policy
-    from rollguard.weeks import parse_iso_week
-    from usecases.cdnow.features import LABEL, build_features, label_matured
-
-    ts = now or datetime.now(UTC)
-    model = settings.model_name
-    gate_policy = load_policy(settings.gate_policy_path)
-    guard_policy = load_guard_policy(settings.gate_policy_path)
-
-    champion = registry.read_pointer(engine, model) or registry.alias_version(
-        client, model, registry.CHAMPION
-    )
-    if champion is None:
-        report = evaluate_guard(
-            live_scores=None,
-            reference_scores=None,
-            champion_scores=None,
-            previous_scores=None,
-            labels=None,
-            gate_policy=gate_policy,
-            guard_policy=guard_policy,
-            shift_skip_reason="no champion",
-            realized_skip_reason="no champion",
-        )
-        reason = f"model {model!r} has no champion: nothing to guard"
-        row_id = _record(
-            engine,
-            dict(
-                model_name=model,
-                champion_version=None,
-                reference_version=None,
-                previous_version=None,
-                cutoff=None,
-                state=report.state,
-                reason=reason,
-                report=report.to_json(),
-                rolled_back_to=None,
-                checked_at=ts,
-            ),
-        )
-        return GuardResult(
-            model, None, None, None, None, report.state, reason, report, None, None, row_id, ts
-        )
-
-    champ_mv = registry.get_version(client, model, champion, alias=registry.CHAMPION)
-    move = _promoting_move(engine, model, champion)
-    previous: str | None = move.from_version if move is not None else None
-
-    # Score shift: the champion's live scores against its own scores at gate time (the features
-    # at its evaluation cutoff, rebuilt from the warehouse). Same model on both sides: a shift is
-    # a broken feature or serving path, not a difference between models.
-    reference: str | None = champion
-    shift_skip = ""
-    cutoffs = scored_cutoffs(settings, champion)
-    live_cutoff = cutoffs[-1] if cutoffs else None
-    transactions = None
-
-    def tx() -> pd.DataFrame:
-        nonlocal transactions
-        if transactions is None:
-            transactions = load_records(settings, engine=engine)
-        return transactions
-
-    champion_model: registry.LoadedModel | None = None
-
-    def champ() -> registry.LoadedModel:
-        nonlocal champion_model
-        if champion_model is None:
-            champion_model = registry.load_version(client, model, champion, alias=registry.CHAMPION)
-        return champion_model
-
-    live_scores = reference_scores = None
-    gate_cutoff = (champ_mv.tags or {}).get(EVALUATION_CUTOFF_TAG)
-    if live_cutoff is None:
-        shift_skip = f"version {champion} has no production predictions yet"
-    elif not gate_cutoff:
-        shift_skip = f"version {champion} has no tag {EVALUATION_CUTOFF_TAG}"
-    else:
-        live = load_predictions(settings, live_cutoff, champion)
-        frame = build_features(
-            tx(),
-            date.fromisoformat(gate_cutoff),
-            label_available=False,
-            horizon_days=settings.horizon_days,
-        )
-        if live is None or frame.empty:
-            shift_skip = f"no gate-time feature rows at {gate_cutoff} for version {champion}"
-        else:
-            live_scores = live["score"].to_numpy(dtype=np.float64)
-            reference_scores = champ().predict(_features(frame))
-
-    # Realized quality on the newest cutoff whose label has matured: the champion's logged
-    # production scores there when it served that week, else the champion re-scored on those rows
-    # (out of time for it: that cutoff is at or after its own evaluation cutoff), against the
-    # previous champion re-scored on the same rows.
-    champ_scores = prev_scores = labels = None
-    realized_cutoff: date | None = None
-    realized_skip = ""
-    weeks = ingested_weeks(settings, engine=engine)
-    matured = [
-        c
-        for c in (parse_iso_week(w) for w in weeks)
-        if label_matured(c, weeks, settings.horizon_days) and c > parse_iso_week(weeks[0])
-    ]
-    if previous is None:
-        realized_skip = f"version {champion} replaced no champion: nothing to compare with"
-    elif not matured:
-        realized_skip = f"no cutoff has a matured label yet (horizon {settings.horizon_days} days)"
-    elif gate_cutoff and matured[-1] < date.fromisoformat(gate_cutoff):
-        realized_skip = (
-            f"labels have not matured past the evaluation cutoff {gate_cutoff} of {champion}"
-        )
-    else:
-        realized_cutoff = matured[-1]
-        rows = build_features(
-            tx(), realized_cutoff, label_available=True, horizon_days=settings.horizon_days
-        )
-        logged = load_predictions(settings, realized_cutoff, champion)
-        try:
-            prev_model = registry.load_version(client, model, previous)
-        except registry.RegistryError as exc:
-            realized_skip = f"previous champion {previous} cannot be loaded: {exc}"
-        else:
-            if logged is not None:
-                rows = rows.merge(
-                    logged[["customer_id", "score"]], on="customer_id", how="inner", validate="1:1"
-                )
-                champ_scores = rows["score"].to_numpy(dtype=np.float64)
-            else:
-                champ_scores = champ().predict(_features(rows))
-            labels = rows[LABEL].to_numpy(dtype=np.int64)
-            prev_scores = prev_model.predict(_features(rows)) if len(rows) else np.zeros(0)
-
+    inputs = gather(settings, client=client, engine=engine)
+    usecase = settings.usecase_spec
     report = evaluate_guard(
-        live_scores=live_scores,
-        reference_scores=reference_scores,
-        champion_scores=champ_scores,
-        previous_scores=prev_scores,
-        labels=labels,
-        gate_policy=gate_policy,
-        guard_policy=guard_policy,
-        shift_skip_reason=shift_skip,
-        realized_skip_reason=realized_skip,
-        champion_version=champion,
-        reference_version=reference,
-        previous_version=previous,
-        live_cutoff=live_cutoff.isoformat() if live_cutoff else None,
-        realized_cutoff=realized_cutoff.isoformat() if realized_cutoff else None,
+        live_scores=inputs.live_scores,
+        reference_scores=inputs.reference_scores,
+        champion_scores=inputs.champion_scores,
+        previous_scores=inputs.previous_scores,
+        labels=inputs.labels,
+        gate_policy=load_policy(settings.gate_policy_path),
+        guard_policy=load_guard_policy(settings.gate_policy_path),
+        task=usecase.task,
+        unit=usecase.label.unit,
+        shift_skip_reason=inputs.shift_skip,
+        realized_skip_reason=inputs.realized_skip,
+        champion_version=inputs.champion,
+        reference_version=inputs.reference,
+        previous_version=inputs.previous,
+        live_cutoff=inputs.live_cutoff.isoformat() if inputs.live_cutoff else None,
+        realized_cutoff=inputs.realized_cutoffs[-1].isoformat()
+        if inputs.realized_cutoffs
+        else None,
     )
-    cutoff_text = report.live_cutoff
-    reason = f"champion {champion} is {report.state}: " + "; ".join(
-        f"{c.name} {c.verdict}" for c in report.checks
-    )
-    degraded = [c for c in report.checks if c.verdict == "degraded"]
-    if degraded:
-        reason = f"champion {champion} is degraded: " + "; ".join(
-            f"{c.name}: {c.detail}" for c in degraded
-        )
-
-    rollback_move: registry.AliasMove | None = None
-    refused: str | None = None
-    if report.state == "degraded":
-        if not act:
-            refused = "dry run: rollback not attempted"
-        elif not guard_policy.auto_rollback:
-            refused = "auto_rollback is off in the guard policy: rollback not attempted"
-        else:
-            try:
-                rollback_move = registry.rollback(
-                    reason,
-                    "guard",
-                    fingerprint=f"guard:{model}:{champion}:{cutoff_text}",
-                    model_name=model,
-                    expected=champion,
-                    cooldown_seconds=settings.rollback_cooldown_seconds,
-                    evidence={"guard": report.to_dict()},
-                    client=client,
-                    engine=engine,
-                    now=ts,
-                )
-            except (registry.RollbackRefused, registry.ChampionMoved) as exc:
-                refused = f"rollback refused: {exc}"
-                log.warning("guard: %s", refused)
-        if rollback_move is not None:
-            if rollback_move.replayed:
-                reason += (
-                    f"; the rollback of version {champion} for cutoff {cutoff_text} was already "
-                    f"made (to version {rollback_move.to_version}); nothing moved"
-                )
-            else:
-                reason += f"; rolled back to version {rollback_move.to_version}"
-        elif refused is not None:
-            reason += f"; {refused}"
-
-    rolled_back_to = (
-        rollback_move.to_version
-        if rollback_move is not None and not rollback_move.replayed
-        else None
-    )
-    row_id = _record(
-        engine,
-        dict(
-            model_name=model,
-            champion_version=champion,
-            reference_version=reference,
-            previous_version=previous,
-            cutoff=cutoff_text,
-            state=report.state,
-            reason=reason,
-            report=report.to_json(),
-            rolled_back_to=rolled_back_to,
-            checked_at=ts,
-        ),
-    )
-    return GuardResult(
-        model_name=model,
-        champion_version=champion,
-        reference_version=reference,
-        previous_version=previous,
-        cutoff=cutoff_text,
-        state=report.state,
-        reason=reason,
-        report=report,
-        rollback=rollback_move,
-        rollback_refused=refused,
-        row_id=row_id,
-        checked_at=ts,
+    return act_on(
+        settings, report, client=client, engine=engine, allowed=act, now=now or datetime.now(UTC)
     )
 
 

@@ -2,8 +2,8 @@
 YAML file.
 
 The defaults are the contract of ``DESIGN.md`` (sections "Gate" and "Live guard and rollback") and
-are kept in ``registry_guard/policy.default.yaml``: the gate's fields at the top level, the guard's
-under a ``guard:`` mapping. A user copy set through ``ROLLGUARD_GATE_POLICY_PATH`` may change any of
+are kept in ``registry_guard/policy.default.yaml``: the gate's shared fields at the top level, its
+per-task fields under ``classification:`` and ``regression:``, the guard's under ``guard:``. A user copy set through ``ROLLGUARD_GATE_POLICY_PATH`` may change any of
 them. Unknown keys are refused so a typo cannot silently fall back to a default.
 """
 
@@ -23,24 +23,21 @@ DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.default.yaml")
 GUARD_SECTION = "guard"
 
 
-class GatePolicy(BaseModel):
-    """Thresholds of the gate. Metric differences are always ``challenger - champion``.
+class ClassificationGatePolicy(BaseModel):
+    """Gate thresholds for binary classification (policy file section ``classification:``).
 
     Units: AP, ROC AUC and Brier score are in [0, 1]; ``lift_relative_margin`` is a share of the
-    champion's lift; ``latency_*`` are seconds per 10,000 rows of batch scoring; sizes are bytes.
+    champion's lift. Differences are ``challenger - champion``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     primary_metric: Literal["average_precision", "roc_auc"] = "average_precision"
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
     non_inferiority_margin: float = Field(
         0.01,
         ge=0,
         description="Promote when the CI lower bound of the difference is above -margin.",
     )
-    n_resamples: int = Field(1000, ge=1000, description="Paired bootstrap resamples (>= 1,000).")
-    seed: int = Field(20260401, description="Seed of the resample index matrix (reproducible).")
     min_rows: int = Field(2000, ge=1, description="Fewer evaluation rows is a reject.")
     min_positives: int = Field(100, ge=1, description="Fewer positive labels is a reject.")
     auc_margin: float = Field(0.02, ge=0, description="ROC AUC may drop by at most this much.")
@@ -50,7 +47,57 @@ class GatePolicy(BaseModel):
     lift_relative_margin: float = Field(
         0.10, ge=0, lt=1, description="Lift at the budget may drop by at most this share."
     )
-    targeting_budget: float = Field(0.10, gt=0, le=1, description="Share of customers targeted.")
+    slice_margin: float = Field(0.01, ge=0, description="Non-inferiority margin on each segment.")
+    slice_min_rows: int = Field(500, ge=1, description="Smaller segments are reported, not judged.")
+    slice_min_positives: int = Field(50, ge=1, description="Same, for positives in the segment.")
+
+
+class RegressionGatePolicy(BaseModel):
+    """Gate thresholds for regression (policy file section ``regression:``).
+
+    Margins are *relative* to the champion: ``(MAE(challenger) - MAE(champion)) / MAE(champion)``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    primary_metric: Literal["mae"] = "mae"
+    relative_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Promote when the CI upper bound of the relative MAE difference is below it.",
+    )
+    min_rows: int = Field(500, ge=1, description="Fewer evaluation rows is a reject.")
+    rmse_relative_margin: float = Field(
+        0.10, ge=0, description="RMSE may rise by at most this share of the champion's."
+    )
+    bias_mae_share: float = Field(
+        0.05,
+        ge=0,
+        description="|bias| may grow by at most this share of the champion's MAE.",
+    )
+    slice_relative_margin: float = Field(
+        0.05, ge=0, lt=1, description="Relative MAE non-inferiority margin on each segment."
+    )
+    slice_min_rows: int = Field(200, ge=1, description="Smaller segments are reported, not judged.")
+
+
+TaskPolicy = ClassificationGatePolicy | RegressionGatePolicy
+
+
+class GatePolicy(BaseModel):
+    """Thresholds of the gate: shared fields at the top level, per-task fields in the
+    ``classification`` and ``regression`` sections (the use case's task type picks one).
+
+    Units: ``latency_*`` are seconds per 10,000 rows of batch scoring; sizes are bytes. The
+    targeting budget is not a policy value: it is the use case's (``settings.targeting_budget``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
+    n_resamples: int = Field(1000, ge=1000, description="Paired bootstrap resamples (>= 1,000).")
+    seed: int = Field(20260401, description="Seed of the resample index matrix (reproducible).")
     latency_ratio_max: float = Field(1.5, gt=0, description="Challenger/champion scoring time.")
     latency_floor_seconds: float = Field(
         0.05,
@@ -58,19 +105,19 @@ class GatePolicy(BaseModel):
         description="Latency differences below this (s per 10k rows) are timer noise, never a fail.",
     )
     max_model_bytes: int = Field(100 * 1024 * 1024, gt=0, description="Largest model accepted.")
-    slice_margin: float = Field(0.01, ge=0, description="Non-inferiority margin on each slice.")
-    slice_min_rows: int = Field(500, ge=1, description="Smaller slices are reported, not judged.")
-    slice_min_positives: int = Field(50, ge=1, description="Same, for positives in the slice.")
-    returning_min_frequency: int = Field(
-        2, ge=1, description="A customer is returning when feature ``frequency`` >= this."
-    )
+    classification: ClassificationGatePolicy = Field(default_factory=ClassificationGatePolicy)
+    regression: RegressionGatePolicy = Field(default_factory=RegressionGatePolicy)
+
+    def for_task(self, task: str) -> TaskPolicy:
+        """The section of ``task`` (a :class:`rollguard.usecase.TaskType` or its value)."""
+        return self.regression if str(task) == "regression" else self.classification
 
 
 class GuardPolicy(BaseModel):
     """Thresholds of the live guard (:mod:`registry_guard.guard`).
 
-    The realized-quality check reuses the gate's bootstrap settings (seed, resamples, confidence,
-    non-inferiority margin, minimum rows and positives) from :class:`GatePolicy`; only the score
+    The realized-quality check reuses the gate's bootstrap settings (seed, resamples, confidence)
+    and the task section's margin and minimum evidence from :class:`GatePolicy`; only the score
     distribution check has its own values here.
     """
 

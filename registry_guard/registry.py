@@ -43,7 +43,7 @@ from registry_guard.gate import (
 from registry_guard.policy import GatePolicy
 from rollguard.db.models import AliasAudit, ChampionPointer, GateDecisionRow
 from rollguard.errors import RollguardError
-from usecases.cdnow.features import LABEL, REVENUE
+from rollguard.usecase import LABEL_AVAILABLE_COLUMN, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -683,8 +683,9 @@ class LoadedModel:
     """A registered model version ready to score.
 
     Attributes:
-        predict: maps a feature frame (one row per customer, the signature's columns) to shape
-            ``(n,)`` probabilities.
+        predict: maps a feature frame (``UseCase.feature_frame`` of row frames: the signature's
+            columns) to shape ``(n,)`` scores: probabilities (binary classification) or predicted
+            label values (regression).
         size_bytes: bytes of the stored XGBoost model file. feature_names: signature input names.
     """
 
@@ -732,11 +733,14 @@ def load_version(
     names = tuple(meta.signature.inputs.input_names()) if meta.signature is not None else None
 
     def predict(frame: pd.DataFrame) -> np.ndarray:
-        if hasattr(model, "predict_proba"):
+        if hasattr(model, "predict_proba"):  # a classifier of XGBoost's scikit-learn API
             return np.asarray(model.predict_proba(frame)[:, 1], dtype=np.float64)
+        if hasattr(model, "get_booster"):  # a regressor of the scikit-learn API
+            return np.asarray(model.predict(frame), dtype=np.float64)
         import xgboost as xgb
 
-        return np.asarray(model.predict(xgb.DMatrix(frame)), dtype=np.float64)
+        matrix = xgb.DMatrix(frame, enable_categorical=True)
+        return np.asarray(model.predict(matrix), dtype=np.float64)
 
     return LoadedModel(str(version), mv.run_id, predict, size, names)
 
@@ -754,19 +758,85 @@ def score_with_latency(
     return scores, best / max(len(features), 1) * 10_000
 
 
-def returning_mask(frame: pd.DataFrame, policy: GatePolicy) -> np.ndarray:
-    """Shape ``(n,)`` bool: returning customers (feature ``frequency`` >= the policy's minimum)."""
-    return frame["frequency"].to_numpy() >= policy.returning_min_frequency
+@dataclass(frozen=True)
+class GateInputs:
+    """What the gate needs from an evaluation row frame, derived from the use case.
+
+    Attributes:
+        features: ``usecase.feature_frame(rows)``, the model inputs.
+        labels: shape ``(n,)``: 0/1 int64 (binary classification) or float64 (regression).
+        values: shape ``(n,)`` float64, the business value (``usecase.value.column``).
+        slices: slice name -> shape ``(n,)`` segment labels (str), one per ``usecase.slices``.
+    """
+
+    features: pd.DataFrame
+    labels: np.ndarray
+    values: np.ndarray
+    slices: dict[str, np.ndarray]
+
+
+def gate_inputs(rows: pd.DataFrame, usecase: UseCase) -> GateInputs:
+    """Labels, values, slices and model inputs of matured evaluation rows (row frames of
+    ``usecase``; rows whose ``label_available`` is False are left out).
+
+    Raises:
+        RegistryError: a label, value, slice or feature column is missing, or no row is left.
+    """
+    needed = [usecase.label.column, usecase.value.column, *(s.column for s in usecase.slices)]
+    missing = [c for c in (*needed, *usecase.feature_names) if c not in rows.columns]
+    if missing:
+        raise RegistryError(f"evaluation rows lack columns {missing}")
+    if LABEL_AVAILABLE_COLUMN in rows.columns:
+        rows = rows.loc[rows[LABEL_AVAILABLE_COLUMN].astype(bool)]
+    rows = rows.reset_index(drop=True)
+    if rows.empty:
+        raise RegistryError("no evaluation rows with a matured label")
+    return GateInputs(
+        features=usecase.feature_frame(rows),
+        labels=rows[usecase.label.column].to_numpy(
+            dtype=np.int64 if usecase.is_classification else np.float64
+        ),
+        values=rows[usecase.value.column].to_numpy(dtype=np.float64, na_value=np.nan),
+        slices={s.name: rows[s.column].astype(str).to_numpy() for s in usecase.slices},
+    )
+
+
+def _score_models(
+    client: Any,
+    model_name: str,
+    challenger_version: str,
+    champion_version: str | None,
+    features: pd.DataFrame,
+) -> tuple[LoadedModel, ModelEvidence, ModelEvidence | ChampionUnavailable | None]:
+    """Load and score the challenger (errors propagate) and the champion (any failure becomes
+    :class:`ChampionUnavailable`) on the same feature rows."""
+    chal = load_version(client, model_name, challenger_version)
+    chal_scores, chal_latency = score_with_latency(chal, features)
+    evidence = ModelEvidence(
+        chal_scores, challenger_version, chal_latency, chal.size_bytes, chal.feature_names
+    )
+    champion: ModelEvidence | ChampionUnavailable | None = None
+    if champion_version is not None:
+        try:
+            champ = load_version(client, model_name, champion_version, alias=CHAMPION)
+            scores, latency = score_with_latency(champ, features)
+            champion = ModelEvidence(
+                scores, champion_version, latency, champ.size_bytes, champ.feature_names
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to load or score is reported
+            champion = ChampionUnavailable(champion_version, f"{type(exc).__name__}: {exc}")
+    return chal, evidence, champion
 
 
 def run_gate(
     evaluation: pd.DataFrame,
     *,
+    usecase: UseCase,
     model_name: str,
     policy: GatePolicy,
     client: Any,
     engine: Engine,
-    feature_columns: tuple[str, ...],
+    budget: float | None = None,
     version: str | None = None,
     actor: Actor = "pipeline",
     apply: bool = True,
@@ -776,8 +846,10 @@ def run_gate(
     """Evaluate the challenger against the champion, record the decision and apply it.
 
     Args:
-        evaluation: out-of-time evaluation rows (one per customer) with ``feature_columns``,
-            the label ``repurchase`` (0/1) and ``revenue_horizon`` (USD).
+        evaluation: out-of-time evaluation rows, row frames of ``usecase`` (e.g.
+            ``domain.evaluation.evaluation_rows(settings).rows``); see :func:`gate_inputs`.
+        usecase: the use case: task type, label, value, slices and features.
+        budget: targeting budget (default: the use case's; ``settings.targeting_budget``).
         version: challenger version; default: the version behind the ``challenger`` alias.
         apply: when True, a passing decision moves ``champion`` (CAS on the champion the gate ran
             against) and a reject tags the version ``rejected``.
@@ -789,13 +861,12 @@ def run_gate(
         ``gate/gate_report.json`` and ``gate/gate_report.md`` and stored in ``gate_decisions``.
 
     Raises:
-        RegistryError: no challenger, or the challenger is already champion.
+        RegistryError: no challenger, the challenger is already champion, or the rows lack a
+            column (see :func:`gate_inputs`).
         ChampionMoved: the champion changed while the gate ran (nothing was promoted).
     """
     _check_actor(actor)
-    missing = [c for c in (*feature_columns, LABEL, REVENUE) if c not in evaluation.columns]
-    if missing:
-        raise RegistryError(f"evaluation rows lack columns {missing}")
+    inputs = gate_inputs(evaluation, usecase)
     challenger_version = (
         str(version) if version is not None else resolve_alias(client, model_name, CHALLENGER)
     )
@@ -805,41 +876,63 @@ def run_gate(
         raise RegistryError(
             f"model {model_name!r}: version {challenger_version} is already champion"
         )
-    features = evaluation.loc[:, list(feature_columns)]
-    chal = load_version(client, model_name, challenger_version)
-    chal_scores, chal_latency = score_with_latency(chal, features)
-    champion: ModelEvidence | ChampionUnavailable | None = None
-    if champion_version is not None:
-        try:
-            champ = load_version(client, model_name, champion_version, alias=CHAMPION)
-            scores, latency = score_with_latency(champ, features)
-            champion = ModelEvidence(
-                scores, champion_version, latency, champ.size_bytes, champ.feature_names
-            )
-        except Exception as exc:  # noqa: BLE001 - any failure to load or score is reported
-            champion = ChampionUnavailable(champion_version, f"{type(exc).__name__}: {exc}")
+    chal, chal_evidence, champion = _score_models(
+        client, model_name, challenger_version, champion_version, inputs.features
+    )
     decision = evaluate_gate(
-        ModelEvidence(
-            chal_scores, challenger_version, chal_latency, chal.size_bytes, chal.feature_names
-        ),
+        chal_evidence,
         champion,
-        evaluation[LABEL].to_numpy(dtype=np.int64),
-        evaluation[REVENUE].to_numpy(dtype=np.float64),
-        returning_mask(evaluation, policy),
+        inputs.labels,
+        inputs.values,
+        inputs.slices,
         policy,
-        expected_features=feature_columns,
+        task=usecase.task,
+        expected_features=usecase.feature_names,
+        label=usecase.label,
+        budget=usecase.targeting.budget if budget is None else budget,
     )
     ts = now or _now()
-    artifacts: list[str] = []
-    if chal.run_id:
-        client.log_text(chal.run_id, decision.to_json(), "gate/gate_report.json")
-        client.log_text(chal.run_id, decision.to_markdown(), "gate/gate_report.md")
-        artifacts = ["gate/gate_report.json", "gate/gate_report.md"]
+    artifacts = _record_decision(
+        client, engine, model_name, chal.run_id, champion_version, decision, actor, ts
+    )
+    move = None
+    if apply:
+        move = _apply_decision(
+            client,
+            engine,
+            model_name,
+            challenger_version,
+            champion_version,
+            decision,
+            actor=actor,
+            reason=reason,
+            now=ts,
+        )
+    return GateRun(model_name, challenger_version, champion_version, decision, move, artifacts)
+
+
+def _record_decision(
+    client: Any,
+    engine: Engine,
+    model_name: str,
+    run_id: str | None,
+    champion_version: str | None,
+    decision: GateDecision,
+    actor: str,
+    ts: datetime,
+) -> tuple[str, ...]:
+    """Log the report on the challenger's run (when it has one) and store it in
+    ``gate_decisions``; return the artifact paths logged."""
+    artifacts: tuple[str, ...] = ()
+    if run_id:
+        client.log_text(run_id, decision.to_json(), "gate/gate_report.json")
+        client.log_text(run_id, decision.to_markdown(), "gate/gate_report.md")
+        artifacts = ("gate/gate_report.json", "gate/gate_report.md")
     with engine.begin() as conn:
         conn.execute(
             insert(GateDecisionRow).values(
                 model_name=model_name,
-                challenger_version=challenger_version,
+                challenger_version=decision.challenger_version,
                 champion_version=champion_version,
                 outcome=decision.outcome,
                 reason_code=decision.reason_code,
@@ -848,43 +941,56 @@ def run_gate(
                 decided_at=ts,
             )
         )
-    move = None
-    if apply:
-        _tag_decision(client, model_name, challenger_version, decision)
-        if decision.passed:
-            move = move_champion(
-                model_name,
-                challenger_version,
-                expected=champion_version,
+    return artifacts
+
+
+def _apply_decision(
+    client: Any,
+    engine: Engine,
+    model_name: str,
+    challenger_version: str,
+    champion_version: str | None,
+    decision: GateDecision,
+    *,
+    actor: Actor,
+    reason: str | None,
+    now: datetime,
+) -> AliasMove | None:
+    """Tag the decision; a pass moves ``champion`` (CAS on ``champion_version``), a reject tags
+    the version ``rejected`` (unless the champion was unavailable) and, when a person asked with a
+    reason, writes a ``refused`` audit row."""
+    _tag_decision(client, model_name, challenger_version, decision)
+    if decision.passed:
+        return move_champion(
+            model_name,
+            challenger_version,
+            expected=champion_version,
+            actor=actor,
+            reason=(f"{reason}; " if reason else "")
+            + f"gate {decision.outcome}: {decision.reasons[0]}",
+            evidence={"gate": decision.to_dict()},
+            client=client,
+            engine=engine,
+            now=now,
+        )
+    if decision.reason_code != "champion_unavailable":
+        reject(model_name, challenger_version, decision, client=client)
+    if reason is not None:
+        with engine.begin() as conn:
+            _audit(
+                conn,
+                model_name=model_name,
+                action="promote",
+                outcome="refused",
+                from_version=champion_version,
+                to_version=challenger_version,
                 actor=actor,
-                reason=(f"{reason}; " if reason else "")
-                + f"gate {decision.outcome}: {decision.reasons[0]}",
+                reason=f"{reason}; gate {decision.outcome}: {decision.reasons[0]}",
                 evidence={"gate": decision.to_dict()},
-                client=client,
-                engine=engine,
-                now=ts,
+                fingerprint=None,
+                now=now,
             )
-        else:
-            if decision.reason_code != "champion_unavailable":
-                reject(model_name, challenger_version, decision, client=client)
-            if reason is not None:
-                with engine.begin() as conn:
-                    _audit(
-                        conn,
-                        model_name=model_name,
-                        action="promote",
-                        outcome="refused",
-                        from_version=champion_version,
-                        to_version=challenger_version,
-                        actor=actor,
-                        reason=f"{reason}; gate {decision.outcome}: {decision.reasons[0]}",
-                        evidence={"gate": decision.to_dict()},
-                        fingerprint=None,
-                        now=ts,
-                    )
-    return GateRun(
-        model_name, challenger_version, champion_version, decision, move, tuple(artifacts)
-    )
+    return None
 
 
 def describe_models(client: Any, engine: Engine, model_name: str) -> list[dict[str, Any]]:

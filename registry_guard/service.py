@@ -14,9 +14,10 @@ alert re-sent (Alertmanager repeats notifications, retries on 5xx, or a replayed
 earlier move and changes nothing; the same alert firing again later (a new ``startsAt``) is a new
 incident, still held to the rollback cooldown.
 
-Which version the alert is about: the store says which champion version the newest evidence calls
-degraded (the ``monitoring_results`` quality row ``degraded = 1`` and its ``model_version``; the
-newest ``guard_checks`` row with state ``degraded``). When the champion serving now is not one of
+Which version the alert is about: :func:`registry_guard.guard.degraded_versions` (the newest
+``guard_checks`` row with state ``degraded``), and the rollback is
+:func:`registry_guard.guard.roll_back_degraded` — the same decision, cooldown and target choice as
+the guard's own check. When the champion serving now is not one of
 them, the champion already moved off the degraded version (an earlier rollback, a human) and the
 alert is answered ``stale`` without touching the registry; when the store names no version, the
 rollback applies to whatever serves. The rollback itself is compare-and-set on that version.
@@ -49,9 +50,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitoring.exporter import store_registry
 from registry_guard import registry
-from rollguard.db.models import AliasAudit, GuardCheckRow
+from registry_guard.guard import degraded_versions, roll_back_degraded
+from rollguard.db.models import AliasAudit
 from rollguard.errors import ConfigurationError
+from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import PLACEHOLDER_SECRETS, Settings
+from rollguard.store import open_store
 
 log = logging.getLogger("rollguard.guard")
 
@@ -153,28 +157,6 @@ def webhook_token(settings: Settings) -> bytes | None:
     return token.encode()
 
 
-# --- which version the evidence calls degraded ------------------------------------------------------
-def degraded_versions(engine: Engine, model_name: str) -> set[str]:
-    """Champion versions the store's evidence calls degraded: the newest live-guard check, when its
-    state is ``degraded``. Empty when there is no such evidence.
-
-    Only the guard's check counts: it compares the champion with the previous champion on the
-    same matured rows (and its scores with its own gate-time scores), so it is not fooled by the
-    cohort ageing between weeks. The monitor step's ``quality``/``degraded`` figure (live ROC AUC
-    against the gate-time figure) is a warning, never rollback evidence (docs/monitoring.md).
-    """
-    with engine.connect() as conn:
-        check = conn.execute(
-            select(GuardCheckRow.state, GuardCheckRow.champion_version)
-            .where(GuardCheckRow.model_name == model_name)
-            .order_by(GuardCheckRow.checked_at.desc(), GuardCheckRow.id.desc())
-            .limit(1)
-        ).first()
-    if check is not None and check.state == "degraded" and check.champion_version:
-        return {str(check.champion_version)}
-    return set()
-
-
 def _move_with_fingerprint(engine: Engine, model_name: str, fingerprint: str) -> Any:
     with engine.connect() as conn:
         return conn.execute(
@@ -272,21 +254,22 @@ def handle_alert(
         "degraded_versions": sorted(degraded),
     }
     summary = alert.annotations.get("summary", "")
-    try:
-        move = registry.rollback(
-            f"alert {name} firing since {alert.starts_at.isoformat()}"
-            + (f": {summary}" if summary else ""),
-            "alert",
-            fingerprint=key,
-            model_name=model,
-            expected=current,
-            cooldown_seconds=settings.rollback_cooldown_seconds,
-            evidence=evidence,
-            client=client,
-            engine=engine,
-        )
-    except (registry.RollbackRefused, registry.ChampionMoved) as exc:
-        return AlertAction(**base, outcome="refused", detail=str(exc), from_version=current)
+    assert current is not None  # current is one of the degraded versions
+    outcome = roll_back_degraded(
+        settings,
+        champion=current,
+        actor="alert",
+        fingerprint=key,
+        reason=f"alert {name} firing since {alert.starts_at.isoformat()}"
+        + (f": {summary}" if summary else ""),
+        evidence=evidence,
+        client=client,
+        engine=engine,
+    )
+    move = outcome.move
+    if move is None:
+        detail = outcome.refused or "rollback refused"
+        return AlertAction(**base, outcome="refused", detail=detail, from_version=current)
     return AlertAction(
         **base,
         outcome="replayed" if move.replayed else "rolled_back",
@@ -359,7 +342,6 @@ def create_guard_app(
         ConfigurationError: the token file is unreadable or a placeholder (see :func:`webhook_token`).
     """
     from api.middleware import BodySizeLimitMiddleware
-    from rollguard.store import open_store
 
     token = webhook_token(settings)
     store = StoreHandle(open_engine or (lambda: open_store(settings)))
@@ -369,8 +351,6 @@ def create_guard_app(
 
     def mlflow() -> Any:
         if not clients:
-            from rollguard.mlflow_client import mlflow_client
-
             clients.append(mlflow_client(settings))
         return clients[0]
 

@@ -82,6 +82,7 @@ ERROR_KINDS = (
     "store_unavailable",
     "registry_unavailable",
     "filesystem",
+    "usecase",
 )
 
 

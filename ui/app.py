@@ -1,10 +1,13 @@
-"""The Gradio Blocks app: four pages over the REST API (it never loads a model).
+"""The Gradio Blocks app: four pages over the REST API (it never loads a model or imports a use
+case). Wording and the what-if form come from the API's ``GET /v1/usecase``
+(:class:`ui.formatting.UseCaseView`), read once when the app is built.
 
-* **Score a customer** — probability, whether the customer is in this week's targeted group
-  (rank and group size), the model version, a chart of per-feature contributions and the
-  customer's purchase history.
-* **What if** — edit the 18 features (defaults: the API's example customer; ranges cover CDNOW
-  customers) and see the prediction and contributions.
+* **Score a <subject>** — the score (a probability, or a predicted value in the label's unit),
+  for classification whether the row is in this week's targeted group (rank and group size), for
+  regression the realized label once known, the model version, a chart of per-feature
+  contributions and the row's raw records.
+* **What if** — edit the features (numbers with their units and bounds, dropdowns of the
+  categorical levels; defaults: the declared example values) and see the score and contributions.
 * **Batch** — upload a CSV of feature rows, download it scored, with an error per refused row.
 * **Model** — the serving version, its gate evidence, recent promotions and rollbacks.
 
@@ -15,46 +18,18 @@ The callbacks are thin: gather inputs, call :class:`ui.client.RollguardClient`, 
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from api.schemas import EXAMPLE_ROW
 from rollguard.settings import Settings
 from ui import formatting as fmt
 from ui.batch import BatchFileError, errors_frame, score_csv, to_csv_bytes
 from ui.client import ApiError, RollguardClient
-from usecases.cdnow.features import FEATURE_COLUMNS
-
-#: What-if defaults: the API's example customer (one CDNOW row), one definition for both.
-DEFAULTS: dict[str, float] = dict(EXAMPLE_ROW)
-
-#: What-if slider ranges (maximum, step). The CDNOW log spans 546 days, so day counts stop at
-#: 550; counts and USD maxima are about twice the 99.9th percentile of CDNOW feature rows
-#: (measured on the 1997-05-05 and 1997-06-02 snapshots), so real customers fit.
-RANGES: dict[str, tuple[float, float]] = {
-    "recency_days": (550, 1),
-    "tenure_days": (550, 1),
-    "frequency": (60, 1),
-    "n_orders": (60, 1),
-    "monetary_total": (3000, 0.01),
-    "monetary_mean": (600, 0.01),
-    "monetary_max": (1000, 0.01),
-    "cds_total": (200, 1),
-    "cds_per_order": (40, 0.01),
-    "orders_4w": (20, 1),
-    "orders_12w": (40, 1),
-    "orders_26w": (60, 1),
-    "spend_4w": (1000, 0.01),
-    "spend_12w": (2000, 0.01),
-    "spend_26w": (3000, 0.01),
-    "mean_gap_days": (550, 0.1),
-    "last_gap_days": (550, 1),
-    "recency_ratio": (250, 0.01),
-}
-assert set(DEFAULTS) == set(RANGES) == set(FEATURE_COLUMNS)
+from ui.formatting import UseCaseView
 
 _EMPTY_CHART = pd.DataFrame(
     {
@@ -67,8 +42,10 @@ _CHART_COLORS = {"raises": "#2e7d32", "lowers": "#c62828"}
 
 
 # --- page logic (plain functions over the client; the Gradio callbacks only wire them) ----------
-def score_customer(client: RollguardClient, customer_id: float | None) -> dict[str, Any]:
-    """Everything the Score page shows for ``customer_id``: keys ``status``, ``summary``,
+def score_entity(
+    client: RollguardClient, view: UseCaseView, entity_id: float | None
+) -> dict[str, Any]:
+    """Everything the Score page shows for ``entity_id``: keys ``status``, ``summary``,
     ``chart`` (contributions frame), ``note``, ``history_summary``, ``history`` (frame)."""
     out: dict[str, Any] = {
         "status": "",
@@ -78,52 +55,61 @@ def score_customer(client: RollguardClient, customer_id: float | None) -> dict[s
         "history_summary": "",
         "history": fmt.history_frame({}),
     }
-    if customer_id is None or customer_id < 0 or customer_id != int(customer_id):
-        out["status"] = "**Invalid input**: enter a customer id (a whole number ≥ 0)."
+    key = view.entity_column
+    if entity_id is None or entity_id < 0 or entity_id != int(entity_id):
+        out["status"] = f"**Invalid input**: enter a {key} (a whole number ≥ 0)."
         return out
-    cid = int(customer_id)
+    eid = int(entity_id)
     try:
-        pred = client.customer_prediction(cid)
+        pred = client.entity_prediction(view.info, eid)
         explained = client.explain([pred["features"]])
     except ApiError as exc:
-        out["status"] = fmt.error_message(exc, subject=f"the score of customer {cid}")
+        out["status"] = fmt.error_message(exc, subject=f"the score of {key} {eid}")
         return out
     explanation = explained["explanations"][0]
-    out["summary"] = fmt.customer_summary(pred)
+    out["summary"] = fmt.entity_summary(pred, view)
     out["chart"] = fmt.contributions_frame(explanation)
-    out["note"] = fmt.explanation_note(explanation)
+    out["note"] = fmt.explanation_note(explanation, view)
+    if not view.info.get("history_route"):
+        return out
     try:
-        history = client.customer_history(cid)
+        history = client.entity_history(view.info, eid)
     except ApiError as exc:
-        out["history_summary"] = fmt.error_message(exc, subject="the purchase history")
+        out["history_summary"] = fmt.error_message(exc, subject="the history")
     else:
         out["history_summary"] = fmt.history_summary(history)
-        out["history"] = fmt.history_frame(history)
+        out["history"] = fmt.history_frame(history, view)
     return out
 
 
-def what_if(client: RollguardClient, values: list[float | None]) -> dict[str, Any]:
-    """Score and explain the edited row: keys ``status``, ``summary``, ``chart``, ``note``."""
+def what_if(client: RollguardClient, view: UseCaseView, values: list[Any]) -> dict[str, Any]:
+    """Score and explain the edited row (``values`` in :attr:`UseCaseView.feature_names`
+    order): keys ``status``, ``summary``, ``chart``, ``note``."""
     out: dict[str, Any] = {"status": "", "summary": "", "chart": _EMPTY_CHART, "note": ""}
-    missing = [n for n, v in zip(FEATURE_COLUMNS, values, strict=True) if v is None]
+    names = view.feature_names
+    missing = [n for n, v in zip(names, values, strict=True) if v is None or v == ""]
     if missing:
         out["status"] = "**Invalid input**: give a value for " + ", ".join(missing) + "."
         return out
-    row = {n: float(v) for n, v in zip(FEATURE_COLUMNS, values, strict=True)}  # type: ignore[arg-type]
+    kinds = {f["name"]: f["kind"] for f in view.features}
+    row = {
+        n: str(v) if kinds[n] == "categorical" else float(v)
+        for n, v in zip(names, values, strict=True)
+    }
     try:
         explained = client.explain([row])
     except ApiError as exc:
-        out["status"] = fmt.error_message(exc, subject="the edited customer")
+        out["status"] = fmt.error_message(exc, subject=f"the edited {view.singular}")
         return out
     explanation = explained["explanations"][0]
-    out["summary"] = fmt.what_if_summary(explained)
+    out["summary"] = fmt.what_if_summary(explained, view)
     out["chart"] = fmt.contributions_frame(explanation)
-    out["note"] = fmt.explanation_note(explanation)
+    out["note"] = fmt.explanation_note(explanation, view)
     return out
 
 
 def batch(
-    client: RollguardClient, path: str | None, *, chunk_rows: int, out_dir: Path
+    client: RollguardClient, view: UseCaseView, path: str | None, *, chunk_rows: int, out_dir: Path
 ) -> dict[str, Any]:
     """Score an uploaded CSV: keys ``status``, ``summary``, ``errors`` (frame), ``file`` (path
     of the scored CSV, or None)."""
@@ -137,7 +123,7 @@ def batch(
         out["status"] = "**No file**: upload a CSV of feature rows first."
         return out
     try:
-        result = score_csv(Path(path), client, chunk_rows=chunk_rows)
+        result = score_csv(Path(path), client, view, chunk_rows=chunk_rows)
     except BatchFileError as exc:
         out["status"] = f"**Unusable file**: {exc}."
         return out
@@ -185,177 +171,270 @@ def model_page(client: RollguardClient) -> dict[str, Any]:
 
 
 # --- the Blocks app ------------------------------------------------------------------------------
+#: How long :func:`load_view` waits for an API that refuses connections (one starting up), s.
+STARTUP_WAIT_SECONDS = 60.0
+
+
+def load_view(client: RollguardClient, wait_seconds: float = 0.0) -> UseCaseView:
+    """The use case's declarations from the API (``GET /v1/usecase``), retrying once a second
+    for up to ``wait_seconds`` while nothing listens at the API's address (it may be starting).
+
+    Raises:
+        ApiError: the API did not answer them (the page then says so; see :func:`build_app`).
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return UseCaseView(client.usecase())
+        except ApiError as exc:
+            if exc.kind != "unreachable" or time.monotonic() >= deadline:
+                raise
+        time.sleep(1.0)
+
+
 def build_app(settings: Settings, client: RollguardClient | None = None) -> Any:
     """The Gradio Blocks app, wired to ``client`` (default: one on ``settings.ui_api_url`` with
-    ``settings.ui_timeout_seconds``). Returns ``gradio.Blocks``; launch it with
-    :func:`launch_options` for the server settings."""
+    ``settings.ui_timeout_seconds``), its pages built from the API's use case declarations.
+    An API that refuses connections is waited for (:data:`STARTUP_WAIT_SECONDS`); when it still
+    cannot give them, the app is one page saying why (restart the UI once the API answers). Returns ``gradio.Blocks``; launch it with :func:`launch_options`."""
     import gradio as gr
 
     client = client or RollguardClient(settings.ui_api_url, settings.ui_timeout_seconds)
     out_dir = Path(tempfile.mkdtemp(prefix="rollguard-ui-"))
-
-    def chart(elem_id: str) -> Any:
-        return gr.BarPlot(
-            None,
-            x="contribution",
-            y="feature",
-            color="effect",
-            color_map=_CHART_COLORS,
-            x_title="contribution (log-odds)",
-            label="Per-feature contributions",
-            height=460,
-            visible=False,
-            elem_id=elem_id,
-        )
-
-    with gr.Blocks(title="Rollguard", analytics_enabled=False) as demo:
+    try:
+        view = load_view(client, STARTUP_WAIT_SECONDS)
+    except ApiError as exc:
+        with gr.Blocks(title="Rollguard", analytics_enabled=False) as demo:
+            gr.Markdown("# Rollguard", elem_id="header")
+            gr.Markdown(
+                fmt.error_message(exc, subject="the use case declarations (GET /v1/usecase)")
+                + "\n\nThe pages are built from them: restart the UI once the API answers.",
+                elem_id="startup-status",
+            )
+        demo.rollguard_out_dir = out_dir  # type: ignore[attr-defined]
+        return demo
+    with gr.Blocks(title=f"Rollguard · {view.title}", analytics_enabled=False) as demo:
         gr.Markdown(
-            "# Rollguard\nRepurchase probability of CDNOW customers from the champion model. "
-            f"API: `{client.base_url}` · timeout {client.timeout:g} s",
+            f"# Rollguard · {view.title}\n{view.info['score_description']} From the champion "
+            f"model. API: `{client.base_url}` · timeout {client.timeout:g} s",
             elem_id="header",
         )
-        with gr.Tab("Score a customer", id="score"):
-            with gr.Row():
-                customer = gr.Number(
-                    value=None,
-                    label="Customer id",
-                    precision=0,
-                    minimum=0,
-                    elem_id="customer-id",
-                    scale=3,
-                )
-                score_button = gr.Button("Score", variant="primary", elem_id="score-button")
-            score_status = gr.Markdown(elem_id="score-status")
-            score_summary = gr.Markdown(elem_id="score-summary")
-            score_chart = chart("score-chart")
-            score_note = gr.Markdown(elem_id="score-note")
-            history_summary = gr.Markdown(elem_id="history-summary")
-            history_table = gr.DataFrame(
+        score_parts = _score_tab(gr, view)
+        whatif_parts = _what_if_tab(gr, view)
+        batch_parts = _batch_tab(gr, view, settings)
+        model_parts = _model_tab(gr)
+        _wire(
+            gr,
+            demo,
+            client,
+            view,
+            settings,
+            out_dir,
+            score_parts,
+            whatif_parts,
+            batch_parts,
+            model_parts,
+        )
+    demo.queue(default_concurrency_limit=8)
+    demo.rollguard_out_dir = out_dir  # type: ignore[attr-defined]
+    return demo
+
+
+def _chart(gr: Any, view: UseCaseView, elem_id: str) -> Any:
+    return gr.BarPlot(
+        None,
+        x="contribution",
+        y="feature",
+        color="effect",
+        color_map=_CHART_COLORS,
+        x_title=f"contribution ({view.contribution_unit})",
+        label="Per-feature contributions",
+        height=460,
+        visible=False,
+        elem_id=elem_id,
+    )
+
+
+def _score_tab(gr: Any, view: UseCaseView) -> dict[str, Any]:
+    with gr.Tab(f"Score a {view.singular}", id="score"):
+        with gr.Row():
+            entity = gr.Number(
+                value=None,
+                label=view.entity_column,
+                precision=0,
+                minimum=0,
+                elem_id="entity-id",
+                scale=3,
+            )
+            button = gr.Button("Score", variant="primary", elem_id="score-button")
+        parts = {
+            "entity": entity,
+            "button": button,
+            "status": gr.Markdown(elem_id="score-status"),
+            "summary": gr.Markdown(elem_id="score-summary"),
+            "chart": _chart(gr, view, "score-chart"),
+            "note": gr.Markdown(elem_id="score-note"),
+            "history_summary": gr.Markdown(elem_id="history-summary"),
+            "history": gr.DataFrame(
                 fmt.history_frame({}),
-                label="Purchase history (newest first)",
+                label="Records (newest first)",
                 interactive=False,
                 elem_id="history-table",
-            )
+            ),
+        }
+    return parts
 
-        with gr.Tab("What if", id="whatif"):
-            gr.Markdown(
-                "Change a customer's features and see how the probability moves. Defaults: the "
-                "API's example customer."
-            )
-            sliders = []
-            names = list(FEATURE_COLUMNS)
-            for i in range(0, len(names), 3):
-                with gr.Row():
-                    for name in names[i : i + 3]:
-                        maximum, step = RANGES[name]
-                        sliders.append(
-                            gr.Slider(
-                                minimum=0,
-                                maximum=maximum,
-                                value=DEFAULTS[name],
-                                step=step,
-                                label=name,
-                                info=fmt.FEATURE_LABELS[name],
-                                elem_id=f"whatif-{name}",
-                            )
-                        )
-            whatif_button = gr.Button("Predict", variant="primary", elem_id="whatif-button")
-            whatif_status = gr.Markdown(elem_id="whatif-status")
-            whatif_summary = gr.Markdown(elem_id="whatif-summary")
-            whatif_chart = chart("whatif-chart")
-            whatif_note = gr.Markdown(elem_id="whatif-note")
 
-        with gr.Tab("Batch", id="batch"):
-            gr.Markdown(
-                "Upload a CSV with a header naming the 18 features "
-                f"({', '.join(FEATURE_COLUMNS)}); other columns are kept as they are. "
-                f"Rows are sent {settings.ui_batch_rows:,} per request."
-            )
-            upload = gr.File(
+def _feature_input(gr: Any, view: UseCaseView, feature: dict[str, Any]) -> Any:
+    name = feature["name"]
+    if feature["kind"] == "categorical":
+        return gr.Dropdown(
+            choices=list(feature["categories"]),
+            value=feature["example"],
+            label=name,
+            info=view.feature_info(feature),
+            elem_id=f"whatif-{name}",
+        )
+    unit = f" ({feature['unit']})" if feature.get("unit") else ""
+    return gr.Number(
+        value=feature["example"],
+        label=f"{name}{unit}",
+        info=view.feature_info(feature),
+        minimum=feature.get("minimum"),
+        maximum=feature.get("maximum"),
+        elem_id=f"whatif-{name}",
+    )
+
+
+def _what_if_tab(gr: Any, view: UseCaseView) -> dict[str, Any]:
+    with gr.Tab("What if", id="whatif"):
+        gr.Markdown(
+            f"Change the features of a {view.singular} and see how the score moves. Defaults: "
+            "the declared example values."
+        )
+        inputs = []
+        features = view.features
+        for i in range(0, len(features), 3):
+            with gr.Row():
+                inputs += [_feature_input(gr, view, f) for f in features[i : i + 3]]
+        parts = {
+            "inputs": inputs,
+            "button": gr.Button("Predict", variant="primary", elem_id="whatif-button"),
+            "status": gr.Markdown(elem_id="whatif-status"),
+            "summary": gr.Markdown(elem_id="whatif-summary"),
+            "chart": _chart(gr, view, "whatif-chart"),
+            "note": gr.Markdown(elem_id="whatif-note"),
+        }
+    return parts
+
+
+def _batch_tab(gr: Any, view: UseCaseView, settings: Settings) -> dict[str, Any]:
+    with gr.Tab("Batch", id="batch"):
+        gr.Markdown(
+            f"Upload a CSV with a header naming the {len(view.features)} features "
+            f"({', '.join(view.feature_names)}); other columns are kept as they are. "
+            f"Rows are sent {settings.ui_batch_rows:,} per request."
+        )
+        parts = {
+            "upload": gr.File(
                 label="CSV of feature rows", file_types=[".csv"], type="filepath", elem_id="upload"
-            )
-            batch_button = gr.Button("Score file", variant="primary", elem_id="batch-button")
-            batch_status = gr.Markdown(elem_id="batch-status")
-            batch_summary = gr.Markdown(elem_id="batch-summary")
-            scored_file = gr.File(label="Scored CSV", interactive=False, elem_id="scored-file")
-            batch_errors = gr.DataFrame(
+            ),
+            "button": gr.Button("Score file", variant="primary", elem_id="batch-button"),
+            "status": gr.Markdown(elem_id="batch-status"),
+            "summary": gr.Markdown(elem_id="batch-summary"),
+            "file": gr.File(label="Scored CSV", interactive=False, elem_id="scored-file"),
+            "errors": gr.DataFrame(
                 errors_frame([]), label="Row errors", interactive=False, elem_id="batch-errors"
-            )
+            ),
+        }
+    return parts
 
-        with gr.Tab("Model", id="model"):
-            refresh = gr.Button("Refresh", elem_id="model-refresh")
-            model_status = gr.Markdown(elem_id="model-status")
-            model_summary = gr.Markdown(elem_id="model-summary")
-            gate_table = gr.DataFrame(
+
+def _model_tab(gr: Any) -> dict[str, Any]:
+    with gr.Tab("Model", id="model"):
+        parts = {
+            "refresh": gr.Button("Refresh", elem_id="model-refresh"),
+            "status": gr.Markdown(elem_id="model-status"),
+            "summary": gr.Markdown(elem_id="model-summary"),
+            "gate": gr.DataFrame(
                 fmt.gate_frame({"model_version": None}, []),
                 label="Gate evidence of the serving version",
                 interactive=False,
                 wrap=True,
                 elem_id="gate-table",
-            )
-            moves_table = gr.DataFrame(
+            ),
+            "moves": gr.DataFrame(
                 fmt.moves_frame({}),
                 label="Recent promotions and rollbacks (newest first)",
                 interactive=False,
                 wrap=True,
                 elem_id="moves-table",
-            )
+            ),
+        }
+    return parts
 
-        # --- wiring ---------------------------------------------------------------------------
-        def bars(frame: pd.DataFrame) -> Any:
-            # Hidden when there is nothing to show, so a failed call never leaves the previous
-            # customer's chart beside the error message.
-            return gr.BarPlot(value=frame, visible=not frame.empty)
 
-        def on_score(cid: float | None) -> tuple[Any, ...]:
-            r = score_customer(client, cid)
-            return (
-                r["status"],
-                r["summary"],
-                bars(r["chart"]),
-                r["note"],
-                r["history_summary"],
-                r["history"],
-            )
+def _wire(
+    gr: Any,
+    demo: Any,
+    client: RollguardClient,
+    view: UseCaseView,
+    settings: Settings,
+    out_dir: Path,
+    score: dict[str, Any],
+    whatif: dict[str, Any],
+    batch_parts: dict[str, Any],
+    model: dict[str, Any],
+) -> None:
+    def bars(frame: pd.DataFrame) -> Any:
+        # Hidden when there is nothing to show, so a failed call never leaves the previous
+        # row's chart beside the error message.
+        return gr.BarPlot(value=frame, visible=not frame.empty)
 
-        score_outputs = [
-            score_status,
-            score_summary,
-            score_chart,
-            score_note,
-            history_summary,
-            history_table,
-        ]
-        score_button.click(on_score, customer, score_outputs)
-        customer.submit(on_score, customer, score_outputs)
-
-        def on_what_if(*values: float | None) -> tuple[Any, ...]:
-            r = what_if(client, list(values))
-            return r["status"], r["summary"], bars(r["chart"]), r["note"]
-
-        whatif_button.click(
-            on_what_if, sliders, [whatif_status, whatif_summary, whatif_chart, whatif_note]
+    def on_score(eid: float | None) -> tuple[Any, ...]:
+        r = score_entity(client, view, eid)
+        return (
+            r["status"],
+            r["summary"],
+            bars(r["chart"]),
+            r["note"],
+            r["history_summary"],
+            r["history"],
         )
 
-        def on_batch(path: str | None) -> tuple[Any, ...]:
-            r = batch(client, path, chunk_rows=settings.ui_batch_rows, out_dir=out_dir)
-            return r["status"], r["summary"], r["file"], r["errors"]
+    score_outputs = [
+        score[k] for k in ("status", "summary", "chart", "note", "history_summary", "history")
+    ]
+    score["button"].click(on_score, score["entity"], score_outputs)
+    score["entity"].submit(on_score, score["entity"], score_outputs)
 
-        batch_button.click(
-            on_batch, upload, [batch_status, batch_summary, scored_file, batch_errors]
-        )
+    def on_what_if(*values: Any) -> tuple[Any, ...]:
+        r = what_if(client, view, list(values))
+        return r["status"], r["summary"], bars(r["chart"]), r["note"]
 
-        def on_model() -> tuple[Any, ...]:
-            r = model_page(client)
-            return r["status"], r["summary"], r["gate"], r["moves"]
+    whatif["button"].click(
+        on_what_if,
+        whatif["inputs"],
+        [whatif["status"], whatif["summary"], whatif["chart"], whatif["note"]],
+    )
 
-        model_outputs = [model_status, model_summary, gate_table, moves_table]
-        refresh.click(on_model, None, model_outputs)
-        demo.load(on_model, None, model_outputs)
+    def on_batch(path: str | None) -> tuple[Any, ...]:
+        r = batch(client, view, path, chunk_rows=settings.ui_batch_rows, out_dir=out_dir)
+        return r["status"], r["summary"], r["file"], r["errors"]
 
-    demo.queue(default_concurrency_limit=8)
-    demo.rollguard_out_dir = out_dir  # type: ignore[attr-defined]
-    return demo
+    batch_parts["button"].click(
+        on_batch,
+        batch_parts["upload"],
+        [batch_parts["status"], batch_parts["summary"], batch_parts["file"], batch_parts["errors"]],
+    )
+
+    def on_model() -> tuple[Any, ...]:
+        r = model_page(client)
+        return r["status"], r["summary"], r["gate"], r["moves"]
+
+    model_outputs = [model["status"], model["summary"], model["gate"], model["moves"]]
+    model["refresh"].click(on_model, None, model_outputs)
+    demo.load(on_model, None, model_outputs)
 
 
 def launch_options(settings: Settings, demo: Any) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Batch scoring of an uploaded CSV of feature rows through the API, with an error per row.
 
-The CSV has a header naming the 18 model features (any order); other columns (a customer id,
-say) are carried through to the output untouched. Cells that are not finite numbers are reported
-here (JSON cannot carry them); every other check is the API's: rows the API refuses (negative
-value, say) are reported with the API's field and problem, and the remaining rows are scored.
+The CSV has a header naming the model's features (any order; the names come from the API's
+``GET /v1/usecase``); other columns (an id, say) are carried through to the output untouched.
+Numeric cells that are not finite numbers, and empty cells, are reported here (JSON cannot carry
+them); categorical cells are sent as text. Every other check is the API's: rows the API refuses
+(a value out of bounds, say) are reported with the API's field and problem, and the remaining rows
+are scored.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from ui.client import ApiError, RollguardClient
-from usecases.cdnow.features import FEATURE_COLUMNS
+from ui.formatting import UseCaseView
 
 
 class BatchFileError(ValueError):
@@ -48,7 +51,7 @@ class BatchResult:
         return int(self.table["score"].notna().sum())
 
 
-def read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path, view: UseCaseView) -> pd.DataFrame:
     """The uploaded CSV as strings (nothing converted yet).
 
     Raises:
@@ -59,7 +62,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise BatchFileError(f"not a readable CSV file: {exc}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
+    missing = [c for c in view.feature_names if c not in frame.columns]
     if missing:
         raise BatchFileError(
             "feature columns missing from the header: "
@@ -71,19 +74,26 @@ def read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def parse_rows(frame: pd.DataFrame) -> tuple[dict[int, dict[str, float]], list[RowError]]:
-    """Feature rows keyed by 0-based position, and the cells that are not finite numbers."""
-    rows: dict[int, dict[str, float]] = {}
+def parse_rows(
+    frame: pd.DataFrame, view: UseCaseView
+) -> tuple[dict[int, dict[str, Any]], list[RowError]]:
+    """Feature rows keyed by 0-based position (numbers, or text for categorical features), and
+    the cells that are empty or (numeric) not finite numbers."""
+    rows: dict[int, dict[str, Any]] = {}
     errors: list[RowError] = []
-    records = frame.loc[:, list(FEATURE_COLUMNS)].to_dict("records")
+    categorical = {f["name"] for f in view.features if f["kind"] == "categorical"}
+    records = frame.loc[:, view.feature_names].to_dict("records")
     for i, record in enumerate(records):
-        row: dict[str, float] = {}
+        row: dict[str, Any] = {}
         bad = False
-        for name in FEATURE_COLUMNS:
+        for name in view.feature_names:
             text = str(record[name]).strip()
             if text == "":
                 errors.append(RowError(i + 1, name, "missing value"))
                 bad = True
+                continue
+            if name in categorical:
+                row[name] = text
                 continue
             try:
                 value = float(text)
@@ -111,23 +121,28 @@ def _row_of(field_path: str, positions: list[int]) -> tuple[int, str] | None:
     return None
 
 
-def score_csv(path: Path, client: RollguardClient, *, chunk_rows: int) -> BatchResult:
+def score_csv(
+    path: Path, client: RollguardClient, view: UseCaseView, *, chunk_rows: int
+) -> BatchResult:
     """Score every valid row of the CSV at ``path`` through ``client`` (``/v1/predict``),
     ``chunk_rows`` rows per request.
 
     A chunk the API refuses with row-level validation errors is sent again without those rows
-    (at most once per refused row, so this ends). Returns the table with ``score`` (probability
-    in [0, 1], empty for rows in error), ``model_version`` and ``error`` columns.
+    (at most once per refused row, so this ends). Returns the table with ``score`` (a probability
+    or a predicted value, as the use case says; empty for rows in error), ``model_version``, for a
+    use case with categorical features ``warning`` (an unseen category scored as missing), and
+    ``error`` columns.
 
     Raises:
         BatchFileError: the file as a whole is unusable.
         ApiError: the API failed in a way that is not about one row (timeout, unreachable,
             not ready, too large, ...); nothing is returned in that case.
     """
-    frame = read_csv(path)
-    rows, errors = parse_rows(frame)
+    frame = read_csv(path, view)
+    rows, errors = parse_rows(frame, view)
     scores: dict[int, float] = {}
     versions: dict[int, str] = {}
+    warnings: dict[int, list[str]] = {}
     positions = sorted(rows)
     for start in range(0, len(positions), chunk_rows):
         pending = positions[start : start + chunk_rows]
@@ -147,6 +162,11 @@ def score_csv(path: Path, client: RollguardClient, *, chunk_rows: int) -> BatchR
             for p, s in zip(pending, answer["scores"], strict=True):
                 scores[p] = float(s)
                 versions[p] = str(answer["model_version"])
+            for w in answer.get("warnings") or []:
+                located_warning = _row_of(w["field"], pending)
+                if located_warning is not None:
+                    position, name = located_warning
+                    warnings.setdefault(position, []).append(f"{name}: {w['problem']}")
             break
     errors.sort(key=lambda e: (e.row, e.field))
     by_row: dict[int, list[str]] = {}
@@ -155,6 +175,9 @@ def score_csv(path: Path, client: RollguardClient, *, chunk_rows: int) -> BatchR
     table = frame.copy()
     table["score"] = [scores.get(i) for i in range(len(frame))]
     table["model_version"] = [versions.get(i, "") for i in range(len(frame))]
+    if any(f["kind"] == "categorical" for f in view.features):
+        # Scored rows the API warned about (an unseen category scored as missing).
+        table["warning"] = ["; ".join(warnings.get(i, [])) for i in range(len(frame))]
     table["error"] = ["; ".join(by_row.get(i, [])) for i in range(len(frame))]
     return BatchResult(table, errors, sorted(set(versions.values())))
 

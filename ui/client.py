@@ -8,7 +8,7 @@ Retries (tenacity): only when the connection was refused or the name did not res
 (:class:`httpx.ConnectError`) — the request never reached the API, so sending it again cannot do
 anything twice, and a refusal is quick, so the retries do not stretch the wait. Answers, read timeouts and 5xx are never retried: every route the UI calls is
 read-only or a pure function of its input (``/v1/predict``, ``/v1/explain``), but
-``/v1/predict`` and the customer route write each scored row to the prediction log, so repeating
+``/v1/predict`` and the entity route write each scored row to the prediction log, so repeating
 a request the API may have received could log a row twice; and retrying a read timeout would
 multiply the wait the user configured.
 """
@@ -103,21 +103,30 @@ class RollguardClient:
         self._http.close()
 
     # --- routes ------------------------------------------------------------------------------
-    def customer_prediction(self, customer_id: int) -> dict[str, Any]:
-        """``GET /v1/customers/{id}/prediction``: score, rank, targeted, features, version."""
-        return self._call("GET", f"/v1/customers/{int(customer_id)}/prediction")
+    def usecase(self) -> dict[str, Any]:
+        """``GET /v1/usecase``: the declarations the pages are built from (title, task,
+        subject, entity column, route templates, label, money unit, features)."""
+        return self._call("GET", "/v1/usecase")
 
-    def customer_history(self, customer_id: int, limit: int = 100) -> dict[str, Any]:
-        """``GET /v1/customers/{id}/history``: purchases newest first, with totals."""
-        return self._call(
-            "GET", f"/v1/customers/{int(customer_id)}/history", params={"limit": limit}
-        )
+    def entity_prediction(self, usecase: dict[str, Any], entity_id: int) -> dict[str, Any]:
+        """``GET /v1/{subject}/{id}/prediction`` (template from :meth:`usecase`): score,
+        features, version; rank and targeted (classification) or the realized label
+        (regression)."""
+        path = usecase["entity_route"].format(**{usecase["entity_column"]: int(entity_id)})
+        return self._call("GET", path)
 
-    def predict(self, rows: list[dict[str, float]]) -> dict[str, Any]:
-        """``POST /v1/predict``: one probability per feature row, and the model version."""
+    def entity_history(
+        self, usecase: dict[str, Any], entity_id: int, limit: int = 100
+    ) -> dict[str, Any]:
+        """``GET /v1/{subject}/{id}/history``: the entity's records newest first, with totals."""
+        path = usecase["history_route"].format(**{usecase["entity_column"]: int(entity_id)})
+        return self._call("GET", path, params={"limit": limit})
+
+    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """``POST /v1/predict``: one score per feature row, and the model version."""
         return self._call("POST", "/v1/predict", json={"rows": rows})
 
-    def explain(self, rows: list[dict[str, float]]) -> dict[str, Any]:
+    def explain(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """``POST /v1/explain``: per-row score, base value and per-feature contributions."""
         return self._call("POST", "/v1/explain", json={"rows": rows})
 

@@ -10,27 +10,65 @@ import pandas as pd
 
 from ui.client import ApiError
 
-#: Feature descriptions shown beside the What-if sliders (same wording as the API's schema).
-FEATURE_LABELS = {
-    "recency_days": "Days since the last purchase",
-    "tenure_days": "Days since the first purchase",
-    "frequency": "Distinct purchase days",
-    "n_orders": "Purchases",
-    "monetary_total": "USD spent in all",
-    "monetary_mean": "USD per purchase",
-    "monetary_max": "Largest purchase, USD",
-    "cds_total": "CDs bought",
-    "cds_per_order": "CDs per purchase",
-    "orders_4w": "Purchases in the last 4 weeks",
-    "orders_12w": "Purchases in the last 12 weeks",
-    "orders_26w": "Purchases in the last 26 weeks",
-    "spend_4w": "USD in the last 4 weeks",
-    "spend_12w": "USD in the last 12 weeks",
-    "spend_26w": "USD in the last 26 weeks",
-    "mean_gap_days": "Mean days between purchase days",
-    "last_gap_days": "Days between the last two purchase days",
-    "recency_ratio": "Days since last purchase / mean gap",
-}
+
+class UseCaseView:
+    """Wording and form of the pages, from the API's ``GET /v1/usecase`` answer (the UI never
+    imports a use case).
+
+    Args:
+        info: the JSON of ``/v1/usecase`` (see ``api.schemas.UseCaseInfo``).
+    """
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.title: str = info["title"]
+        self.subject: str = info["subject"]
+        self.entity_column: str = info["entity_column"]
+        self.is_classification = info["task"] == "binary_classification"
+        self.label: dict[str, Any] = info["label"]
+        self.money_unit: str = info["value"]["unit"]
+        self.contribution_unit: str = info["contribution_unit"]
+        self.features: list[dict[str, Any]] = info["features"]
+
+    @property
+    def singular(self) -> str:
+        """One of :attr:`subject` (``customers`` -> ``customer``)."""
+        return self.subject[:-1] if self.subject.endswith("s") else self.subject
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f["name"] for f in self.features]
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The declared example value of every feature (the what-if defaults)."""
+        return {f["name"]: f["example"] for f in self.features}
+
+    def score_name(self) -> str:
+        """What a score is, short: ``Probability`` or ``Predicted rate (EUR)``."""
+        if self.is_classification:
+            return "Probability"
+        unit = f" ({self.label['unit']})" if self.label.get("unit") else ""
+        return f"Predicted {self.label['column']}{unit}"
+
+    def score_text(self, score: float) -> str:
+        """A score as shown: a percentage (classification) or a value with the label's unit."""
+        if self.is_classification:
+            return percent(score)
+        unit = f" {self.label['unit']}" if self.label.get("unit") else ""
+        return f"{score:,.2f}{unit}"
+
+    def feature_info(self, feature: dict[str, Any]) -> str:
+        """The hint beside a form field: description, unit and bounds (or the levels)."""
+        if feature["kind"] == "categorical":
+            return f"{feature['description']} Levels: {', '.join(feature['categories'])}."
+        unit = f" Unit: {feature['unit']}." if feature.get("unit") else ""
+        low, high = feature.get("minimum"), feature.get("maximum")
+        bounds = ""
+        if low is not None or high is not None:
+            bounds = f" Range [{'-inf' if low is None else f'{low:g}'}, "
+            bounds += f"{'inf' if high is None else f'{high:g}'}]."
+        return f"{feature['description']}{unit}{bounds}"
 
 
 def error_message(err: ApiError, *, subject: str = "the request") -> str:
@@ -81,29 +119,45 @@ def percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
 
-def customer_summary(pred: dict[str, Any]) -> str:
-    """Markdown: probability, targeted or not (with rank and group size), version, cutoff."""
+def entity_summary(pred: dict[str, Any], view: UseCaseView) -> str:
+    """Markdown: the score, what it means, targeted or not with rank and group size
+    (classification) or the realized label when matured (regression), version, cutoff."""
     score = float(pred["scores"][0])
-    budget = float(pred["targeting_budget"])
-    group = (
-        "**In this week's targeted group**"
-        if pred["targeted"]
-        else "**Not in this week's targeted group**"
-    )
-    return (
-        f"### Customer {pred['customer_id']}\n\n"
-        f"Probability of buying again within the horizon: **{percent(score)}**\n\n"
-        f"{group}: rank {pred['rank']:,} of {pred['n_customers']:,} customers; the top "
-        f"{budget:.0%} ({pred['n_targeted']:,} customers) are targeted.\n\n"
+    lines = [
+        f"### {view.singular.capitalize()} {pred[view.entity_column]}",
+        f"{view.score_name()}: **{view.score_text(score)}** · {view.label['description']}",
+    ]
+    if view.is_classification and "rank" in pred:
+        budget = float(pred["targeting_budget"])
+        group = (
+            "**In this week's targeted group**"
+            if pred["targeted"]
+            else "**Not in this week's targeted group**"
+        )
+        total = pred[f"n_{view.subject}"]
+        lines.append(
+            f"{group}: rank {pred['rank']:,} of {total:,} {view.subject}; the top "
+            f"{budget:.0%} ({pred['n_targeted']:,} {view.subject}) are targeted."
+        )
+    elif not view.is_classification:
+        realized = pred.get(view.label["column"])
+        lines.append(
+            f"Realized {view.label['column']}: **{view.score_text(float(realized))}**"
+            if pred.get("label_available") and realized is not None
+            else f"Realized {view.label['column']}: not known yet"
+        )
+    lines.append(
         f"Model **{pred['model_name']}** version **{pred['model_version']}** · features from the "
         f"snapshot at cutoff {pred['cutoff']}"
     )
+    lines += [f"Warning: `{w['field']}` {w['problem']}" for w in pred.get("warnings") or []]
+    return "\n\n".join(lines)
 
 
 def contributions_frame(explanation: dict[str, Any]) -> pd.DataFrame:
-    """One row per feature: ``feature``, ``contribution`` (log-odds, XGBoost ``pred_contribs``)
-    and ``effect`` (``raises`` / ``lowers`` the probability), largest magnitude first (the chart
-    lists features alphabetically, so each feature keeps its place from customer to customer)."""
+    """One row per feature: ``feature``, ``contribution`` (XGBoost ``pred_contribs``: log-odds,
+    or the label's unit) and ``effect`` (``raises`` / ``lowers`` the score), largest magnitude first (the chart
+    lists features alphabetically, so each feature keeps its place from row to row)."""
     items = sorted(explanation["contributions"].items(), key=lambda kv: -abs(kv[1]))
     return pd.DataFrame(
         {
@@ -114,45 +168,58 @@ def contributions_frame(explanation: dict[str, Any]) -> pd.DataFrame:
     )
 
 
-def explanation_note(explanation: dict[str, Any]) -> str:
+def explanation_note(explanation: dict[str, Any], view: UseCaseView) -> str:
     """Markdown: how to read the chart (base value + contributions = margin)."""
+    base = float(explanation["base_value"])
+    if view.is_classification:
+        return (
+            f"Contributions are in log-odds: base value {base:+.3f} plus the bars gives the "
+            "model's margin; the probability is its logistic. Bars to the right raise the "
+            "probability, bars to the left lower it."
+        )
     return (
-        f"Contributions are in log-odds: base value {explanation['base_value']:+.3f} plus the "
-        "bars gives the model's margin; the probability is its logistic. Bars to the right raise "
-        "the probability, bars to the left lower it."
+        f"Contributions are in {view.contribution_unit}: base value {base:,.2f} plus the bars "
+        f"gives the predicted {view.label['column']}. Bars to the right raise it, bars to the "
+        "left lower it."
     )
 
 
-def history_frame(history: dict[str, Any]) -> pd.DataFrame:
-    """The customer's purchases, newest first: ``date``, ``CDs``, ``USD``."""
-    purchases = history.get("purchases") or []
-    return pd.DataFrame(
-        {
-            "date": [p["date"] for p in purchases],
-            "CDs": [int(p["number_of_cds"]) for p in purchases],
-            "USD": [round(float(p["dollar_value"]), 2) for p in purchases],
-        }
-    )
+def history_frame(history: dict[str, Any], view: UseCaseView | None = None) -> pd.DataFrame:
+    """The entity's records, newest first: the record columns but the entity key."""
+    records = history.get("records") or []
+    key = view.entity_column if view is not None else None
+    frame = pd.DataFrame(records)
+    return frame.drop(columns=[key]) if key in frame.columns else frame
+
+
+def _amount(value: float) -> str:
+    """``1234.5`` -> ``1,234.50``; whole numbers without decimals (``6`` -> ``6``)."""
+    text = f"{float(value):,.2f}"
+    return text[:-3] if text.endswith(".00") else text
 
 
 def history_summary(history: dict[str, Any]) -> str:
-    """Markdown: purchase count, totals and the first and last purchase day."""
-    shown = len(history.get("purchases") or [])
-    more = f" (newest {shown} shown)" if shown < history["n_purchases"] else ""
+    """Markdown: record count, totals and the first and last record day."""
+    shown = len(history.get("records") or [])
+    n = int(history["n_records"])
+    more = f" (newest {shown} shown)" if shown < n else ""
+    totals = ", ".join(f"{k} {_amount(v)}" for k, v in history["totals"].items())
     return (
-        f"**{history['n_purchases']:,} purchase{'' if history['n_purchases'] == 1 else 's'}**{more}, {history['total_cds']:,} CDs, "
-        f"USD {history['total_dollars']:,.2f}; first {history['first_purchase']}, "
-        f"last {history['last_purchase']}."
+        f"**{n:,} record{'' if n == 1 else 's'}**{more}"
+        + (f"; totals: {totals}" if totals else "")
+        + f"; first {history['first']}, last {history['last']}."
     )
 
 
-def what_if_summary(explained: dict[str, Any]) -> str:
-    """Markdown: the probability of the edited row and the version that scored it."""
+def what_if_summary(explained: dict[str, Any], view: UseCaseView) -> str:
+    """Markdown: the score of the edited row, the version that scored it, and any warning."""
     e = explained["explanations"][0]
-    return (
-        f"Probability of buying again within the horizon: **{percent(float(e['score']))}** · "
+    text = (
+        f"{view.score_name()}: **{view.score_text(float(e['score']))}** · "
         f"model **{explained['model_name']}** version **{explained['model_version']}**"
     )
+    warnings = [f"Warning: `{w['field']}` {w['problem']}" for w in explained.get("warnings") or []]
+    return "\n\n".join([text, *warnings])
 
 
 def model_summary(info: dict[str, Any]) -> str:

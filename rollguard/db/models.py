@@ -67,9 +67,12 @@ class IngestionDecision(Base):
 class PredictionLogRow(Base):
     """One scored feature row served by the API (one row per request id and row index).
 
-    ``features`` is the JSON object of :data:`usecases.cdnow.features.FEATURE_COLUMNS` as received;
-    ``score`` is the champion's probability in [0, 1]; ``challenger_*`` are set only when shadow
-    scoring is on. The unique key makes replaying the API's local spool idempotent.
+    ``features`` is the JSON object of the use case's features as received; ``score`` is the
+    champion's score (a probability in [0, 1], or a predicted value in the label's unit);
+    ``entity_id`` is the use case's ``entity_column`` value when the row came from the
+    known-entity route (migration 0006 renamed it from ``customer_id``); ``challenger_*`` are set
+    only when shadow scoring is on. The unique key makes replaying the API's local spool
+    idempotent.
     """
 
     __tablename__ = "prediction_log"
@@ -85,7 +88,7 @@ class PredictionLogRow(Base):
     predicted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     model_name: Mapped[str] = mapped_column(String(255), nullable=False)
     model_version: Mapped[str] = mapped_column(String(32), nullable=False)
-    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    entity_id: Mapped[int | None] = mapped_column(BigInteger)
     features: Mapped[str] = mapped_column(Text, nullable=False)
     score: Mapped[float] = mapped_column(nullable=False)  # Float, from the annotation
     challenger_version: Mapped[str | None] = mapped_column(String(32))

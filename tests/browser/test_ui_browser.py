@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
 
+from tests.support.api_models import EXAMPLE_ROW as DEFAULTS
+from tests.support.api_models import (
+    RATES,
+    RATES_NAME,
+    log_rates_version,
+    rate_records,
+    register_rates,
+    train_rates_booster,
+)
 from tests.support.api_servers import start_api
 from tests.support.ui_stack import (
     SlowServer,
@@ -25,7 +35,6 @@ from tests.support.ui_stack import (
     start_ui,
     wait_until,
 )
-from ui.app import DEFAULTS
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -110,7 +119,7 @@ def score(driver, customer_id: int) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    field = driver.find_element(By.CSS_SELECTOR, "#customer-id input")
+    field = driver.find_element(By.CSS_SELECTOR, "#entity-id input")
     field.send_keys(Keys.CONTROL, "a")
     field.send_keys(Keys.DELETE)
     field.send_keys(str(customer_id))
@@ -152,7 +161,7 @@ def test_score_a_known_customer_shows_the_version(driver, ui, stack: Stack, shot
     assert text_of(driver, "score-status") == ""
     chart = wait_until(lambda: "frequency" in text_of(driver, "score-chart"), what="the chart")
     assert chart
-    assert "purchase" in text_of(driver, "history-summary")
+    assert "record" in text_of(driver, "history-summary")
     shot(driver, shots, "1-score-customer.png")
     assert outside_requests(driver) == []  # works offline: nothing fetched from the internet
 
@@ -263,19 +272,89 @@ def test_stopped_api_gives_the_unreachable_message(  # type: ignore[no-untyped-d
 
 
 def test_slow_api_gives_the_timeout_message(driver, logs: Path, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    """The pages are built from the API's declarations: an API too slow to give them at start
+    is a page saying so, with the configured timeout."""
     slow = SlowServer(delay=120).start()
     ui = start_ui(slow.url, logs, timeout_seconds=2)
     try:
-        open_page(driver, ui.url)
-        score(driver, 5)
+        driver.get(ui.url)
         status = wait_until(
             lambda: (
-                "Timeout" in text_of(driver, "score-status") and text_of(driver, "score-status")
+                "Timeout" in text_of(driver, "startup-status") and text_of(driver, "startup-status")
             ),
             what="the timeout message",
         )
         assert "2 s" in status and "ROLLGUARD_UI_TIMEOUT_SECONDS" in status
+        assert "/v1/usecase" in status
         shot(driver, shots, "7-score-api-timeout.png")
     finally:
         ui.stop()
         slow.stop()
+
+
+# --- a regression use case with categorical features --------------------------------------------
+RATES_CUTOFF = date(2017, 3, 6)
+
+
+@pytest.fixture(scope="module")
+def rates_ui(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory, logs: Path):  # type: ignore[no-untyped-def]
+    """The API for the test fixture use case RATES (selected by ROLLGUARD_USECASE, found by its
+    entry point) with a version in the real MLflow registry and a snapshot, and the UI on it."""
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("rates-ui")
+    entry_points = register_rates(root / "site")
+    name = f"rates-ui-{uuid.uuid4().hex[:8]}"
+    version = log_rates_version(train_rates_booster(), name, mlflow_server)
+    MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server).set_registered_model_alias(
+        name, "champion", version
+    )
+    folder = root / "home" / "warehouse" / "features"
+    folder.mkdir(parents=True)
+    rows = RATES.build_rows(rate_records(), RATES_CUTOFF, label_available=True)
+    rows.to_parquet(folder / f"cutoff={RATES_CUTOFF}.parquet")
+    repo = Path(__file__).resolve().parents[2]
+    api = start_api(
+        root / "home",
+        mlflow_server,
+        name,
+        logs,
+        token=TOKEN,
+        ROLLGUARD_USECASE=RATES_NAME,
+        PYTHONPATH=f"{repo}:{entry_points}",
+    )
+    ui = start_ui(api.url, logs, timeout_seconds=30)
+    ui.booking = int(rows["booking_id"].iloc[3])  # type: ignore[attr-defined]
+    yield ui
+    ui.stop()
+    api.stop()
+
+
+def test_regression_use_case_pages(driver, rates_ui, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    """The pages of a regression use case with categorical features: wording, the booking
+    score with its realized rate, and the what-if form of numbers and dropdowns."""
+    open_page(driver, rates_ui.url)
+    assert "Room rates (test fixture)" in text_of(driver, "header")
+    score(driver, rates_ui.booking)
+    summary = wait_until(
+        lambda: "version" in text_of(driver, "score-summary") and text_of(driver, "score-summary"),
+        what="the booking score",
+    )
+    assert f"Booking {rates_ui.booking}" in summary and "EUR" in summary
+    assert "Realized rate" in summary and "targeted" not in summary
+    wait_until(lambda: "segment" in text_of(driver, "score-chart"), what="the chart")
+    shot(driver, shots, "8-regression-score.png")
+
+    open_tab(driver, "What if")
+    assert "Levels: online, offline, corporate, groups" in text_of(driver, "whatif-segment")
+    assert "Range [1, 30]" in text_of(driver, "whatif-nights")
+    by_id(driver, "whatif-button").click()
+    what = wait_until(
+        lambda: (
+            "version" in text_of(driver, "whatif-summary") and text_of(driver, "whatif-summary")
+        ),
+        what="the what-if prediction",
+    )
+    assert "Predicted rate (EUR)" in what and "%" not in what
+    shot(driver, shots, "9-regression-what-if.png")
+    assert outside_requests(driver) == []

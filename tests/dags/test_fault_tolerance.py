@@ -22,7 +22,7 @@ SMALL = {
     "ROLLGUARD_TRAINING_CUTOFFS": "4",
 }
 
-# Turns <home>/warehouse/transactions into a plain file (ingestion cannot write its Parquet there)
+# Turns <home>/warehouse/records into a plain file (ingestion cannot write its Parquet there)
 # and, with HEAL=1, removes that file from another thread once the first try has failed.
 WAREHOUSE_FAULT = """
 import json, os, shutil, sys, threading, time
@@ -30,7 +30,7 @@ from pathlib import Path
 from rollguard.settings import Settings
 from pipeline import demo
 settings = Settings()
-target = settings.warehouse_dir / "transactions"
+target = settings.warehouse_dir / "records"
 target.parent.mkdir(parents=True, exist_ok=True)
 if target.is_dir():
     shutil.rmtree(target)

@@ -74,7 +74,7 @@ def test_demo_replay_through_the_real_dag(tmp_path: Path) -> None:
     assert rows[0]["decision"] == "bootstrap", rows[0]
     assert summary["files_quarantined"] == 1
     quarantined = [r for r in rows if r["files_quarantined"]]
-    assert list(quarantined[0]["quarantined"].values()) == ["negative_value"]
+    assert list(quarantined[0]["quarantined"].values()) == ["bad_type"]
     assert any(r["decision"] in ("promote", "reject") for r in rows[1:]), rows
     gated = [e for e in events if e.get("event") == "broken model gated"]
     assert gated and gated[0]["outcome"] == "reject"

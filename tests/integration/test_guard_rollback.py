@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 
+from domain.evaluation import evaluation_rows, stack_rows
 from domain.scoring import score_batch
-from domain.warehouse import ingested_weeks, load_transactions
+from domain.warehouse import ingested_weeks, load_records
 from pipeline import feed
 from pipeline.ingest import ingest_landing
-from pipeline.training import stack_features
 from registry_guard import registry
-from registry_guard.cli import evaluation_frame
 from registry_guard.guard import (
     EVALUATION_CUTOFF_TAG,
+    EVALUATION_POOL_TAG,
     check_champion,
     latest_guard_state,
 )
@@ -30,7 +30,8 @@ from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from rollguard.weeks import parse_iso_week
-from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, build_features
+from usecases.cdnow import USECASE
+from usecases.cdnow.features import FEATURE_COLUMNS, LABEL
 
 
 @pytest.fixture
@@ -82,10 +83,10 @@ def train_version(
     import xgboost as xgb
     from mlflow.models import infer_signature
 
-    tx = load_transactions(settings, engine=engine)
+    tx = load_records(settings, engine=engine)
     evaluation = evaluation_cutoff(settings, engine)
     cutoffs = [evaluation - timedelta(weeks=4 + k) for k in range(n_fit)]
-    fit = stack_features(tx, cutoffs, horizon_days=settings.horizon_days)
+    fit = stack_rows(USECASE, tx, cutoffs)
     x = fit.loc[:, list(FEATURE_COLUMNS)].astype("float64")
     y = fit[LABEL].to_numpy(dtype=np.int64)
     if shuffle:
@@ -119,12 +120,12 @@ def train_version(
 
 def gate(settings: Settings, engine: Engine, client: Any, version: str) -> registry.GateRun:
     return registry.run_gate(
-        evaluation_frame(settings),
+        evaluation_rows(settings, engine=engine).rows,
+        usecase=settings.usecase_spec,
         model_name=settings.model_name,
         policy=load_policy(settings.gate_policy_path),
         client=client,
         engine=engine,
-        feature_columns=FEATURE_COLUMNS,
         version=version,
     )
 
@@ -132,14 +133,14 @@ def gate(settings: Settings, engine: Engine, client: Any, version: str) -> regis
 def score_week(settings: Settings, engine: Engine, client: Any, version: str) -> date:
     """The weekly batch scoring of ``version`` at the newest ingested cutoff."""
     cutoff = newest_cutoff(settings, engine)
-    features = build_features(
-        load_transactions(settings, engine=engine), cutoff, label_available=False
+    features = USECASE.build_rows(
+        load_records(settings, engine=engine), cutoff, label_available=False
     )
     model = registry.load_version(client, settings.model_name, version)
     batch = score_batch(
         settings, cutoff, model_version=version, predict=model.predict, features=features
     )
-    assert batch.created and batch.n_customers > 1000
+    assert batch.created and batch.n_rows > 1000
     return cutoff
 
 
@@ -291,3 +292,110 @@ def test_replayed_check_of_the_same_cutoff_does_not_roll_back_twice(
     assert guard_rows(engine, name)[-1].rolled_back_to is None
     assert registry.read_pointer(engine, name) == broken  # the human's choice for this week stands
     assert len([r for r in audit_rows(engine, name) if r.action == "rollback"]) == 1
+
+
+# --- regression: the hotel use case --------------------------------------------------------------
+@pytest.fixture
+def hotel_settings(tmp_path: Path, mlflow_server: str) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        home=tmp_path / "hotel-home",
+        env="test",
+        _env_file=None,
+        mlflow_tracking_uri=mlflow_server,
+        model_name=f"guard-hotel-{uuid.uuid4().hex[:10]}",
+        usecase="hotel",
+    )
+
+
+def train_hotel_version(settings: Settings, *, shuffle: bool = False) -> str:
+    """Train the use case's model on a short plan (8 fit cutoffs), targets permuted when
+    ``shuffle``, log it as the pipeline does and register it as a candidate tagged with its pooled
+    evaluation cutoffs."""
+    from domain.evaluation import TrainingSet, build_training_set, load_training_inputs
+    from domain.evaluation import plan_cutoffs as plan_of
+    from pipeline import tracking, training
+
+    usecase = settings.usecase_spec
+    inputs = load_training_inputs(settings)
+    plan = plan_of(usecase, inputs.weeks, n_fit=8, n_validation=1)
+    data = build_training_set(usecase, inputs.records, plan)
+    if shuffle:
+        label, rng = usecase.label.column, np.random.default_rng(7)
+        data = TrainingSet(
+            plan=data.plan,
+            fit=data.fit.assign(**{label: rng.permutation(data.fit[label].to_numpy())}),
+            validation=data.validation.assign(
+                **{label: rng.permutation(data.validation[label].to_numpy())}
+            ),
+            evaluation=data.evaluation,
+            dataset_sha256=data.dataset_sha256,
+        )
+    model = training.train_model(usecase, data, training.TrainingConfig.from_settings(settings))
+    client = tracking.settings_client(settings)
+    experiment = tracking.ensure_experiment(
+        client, tracking_uri=client.tracking_uri, artifact_root=settings.mlflow_artifact_root
+    )
+    run = client.create_run(experiment)
+    uri = tracking.log_model(
+        usecase,
+        model.booster,
+        data.evaluation.head(50),
+        run_id=run.info.run_id,
+        tracking_uri=client.tracking_uri,
+    )
+    tags = {
+        registry.STATUS_TAG: "candidate",
+        EVALUATION_CUTOFF_TAG: plan.evaluation.isoformat(),
+        EVALUATION_POOL_TAG: ",".join(c.isoformat() for c in plan.evaluations),
+    }
+    version = tracking.register_version(
+        uri,
+        model_name=settings.model_name,
+        run_id=run.info.run_id,
+        client=client,
+        tracking_uri=client.tracking_uri,
+        tags=tags,
+    )
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return str(version.version)
+
+
+def test_hotel_gate_rejects_a_shuffled_target_model_and_the_guard_rolls_it_back(
+    hotel_settings: Settings,
+) -> None:
+    settings = hotel_settings
+    engine = open_store(settings)
+    client = mlflow_client(settings)
+    usecase = settings.usecase_spec
+    name = settings.model_name
+    ingest(settings, engine, 24)
+    good = train_hotel_version(settings)
+    first = gate(settings, engine, client, good)
+    assert first.decision.outcome == "bootstrap", first.decision.reasons
+    assert first.decision.task == "regression" and first.decision.unit == "EUR"
+    broken = train_hotel_version(settings, shuffle=True)
+    run = gate(settings, engine, client, broken)
+    assert run.decision.outcome == "reject"
+    primary = run.decision.check("primary_non_inferiority")
+    assert primary.verdict == "fail" and "EUR" in primary.detail, primary
+    assert any(r.startswith("MAE may be worse") for r in run.decision.reasons)
+
+    registry.move_champion(
+        name, broken, expected=good, actor="human", reason="forced", client=client, engine=engine
+    )
+    cutoff = newest_cutoff(settings, engine)
+    rows = usecase.build_rows(load_records(settings, engine=engine), cutoff, label_available=False)
+    model = registry.load_version(client, name, broken)
+    score_batch(settings, cutoff, model_version=broken, predict=model.predict, features=rows)
+
+    result = check_champion(settings, client=client, engine=engine)
+    realized = result.report.check("realized_quality")
+    # the gate's pooled evaluation cutoffs are out of time for the champion: judged at once
+    assert realized.n_rows >= 500 and realized.n_positives is None, realized
+    assert realized.verdict == "degraded" and realized.ci_low > 0.05, realized
+    assert result.report.check("score_shift").verdict in ("inconclusive", "ok")
+    assert result.state == "degraded"
+    assert result.rollback is not None
+    assert (result.rollback.from_version, result.rollback.to_version) == (broken, good)
+    assert registry.read_pointer(engine, name) == good
+    engine.dispose()

@@ -26,6 +26,7 @@ from registry_guard.registry import (
 )
 from rollguard import db
 from rollguard.db.models import AliasAudit
+from usecases.cdnow import USECASE
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 
@@ -416,7 +417,11 @@ def evaluation_rows(n: int = 4000, seed: int = 99) -> pd.DataFrame:
     x = pd.DataFrame(rng.gamma(2.0, 10.0, (n, len(FEATURE_COLUMNS))), columns=list(FEATURE_COLUMNS))
     logit = (x["frequency"] - 20) / 10 - 1.5 + rng.normal(0, 1, n)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return x.assign(repurchase=y, revenue_horizon=y * rng.gamma(2.0, 30.0, n))
+    return x.assign(
+        repurchase=y,
+        revenue_horizon=y * rng.gamma(2.0, 30.0, n),
+        customer_type=np.where(x["frequency"] >= 2, "returning", "new"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -466,7 +471,7 @@ def test_gate_bootstraps_rejects_and_promotes(
         policy=GatePolicy(),
         client=client,
         engine=engine,
-        feature_columns=FEATURE_COLUMNS,
+        usecase=USECASE,
     )
 
     add_version(client, name, tracking)
@@ -527,7 +532,7 @@ def test_gate_reports_a_champion_that_cannot_be_loaded(
         policy=GatePolicy(),
         client=client,
         engine=engine,
-        feature_columns=FEATURE_COLUMNS,
+        usecase=USECASE,
         version="2",
     )
     assert run.decision.outcome == "reject"
@@ -589,19 +594,21 @@ def test_cli_models_promote_history_rollback_and_gate(
         get_settings.cache_clear()
 
 
-def test_evaluation_frame_accepts_an_injected_loader(settings: Any) -> None:
-    from types import SimpleNamespace
+def test_gate_inputs_derive_from_the_use_case() -> None:
+    rows = evaluation_rows(50).assign(label_available=True)
+    rows.loc[:9, "label_available"] = False  # not matured: left out
+    inputs = registry.gate_inputs(rows, USECASE)
+    assert list(inputs.features.columns) == list(FEATURE_COLUMNS)
+    assert inputs.labels.dtype == np.int64 and inputs.labels.shape == (40,)
+    assert inputs.values.tolist() == rows["revenue_horizon"].iloc[10:].tolist()
+    assert set(inputs.slices) == {"customer_type"}
+    assert set(inputs.slices["customer_type"]) <= {"new", "returning"}
+    with pytest.raises(registry.RegistryError, match="customer_type"):
+        registry.gate_inputs(rows.drop(columns="customer_type"), USECASE)
 
-    from registry_guard.cli import NoEvaluationData, evaluation_frame
 
-    rows = evaluation_rows(50)
-    as_set = SimpleNamespace(
-        features=rows[list(FEATURE_COLUMNS)],
-        labels=rows["repurchase"].to_numpy(),
-        revenue=rows["revenue_horizon"].to_numpy(),
-    )
-    frame = evaluation_frame(settings, loader=lambda s: as_set)
-    assert list(frame.columns) == [*FEATURE_COLUMNS, "repurchase", "revenue_horizon"]
-    assert evaluation_frame(settings, loader=lambda s: rows) is rows
-    with pytest.raises(NoEvaluationData, match="run rollguard train first"):
-        evaluation_frame(settings, loader=lambda s: rows.iloc[:0])
+def test_gate_rows_without_ingested_data_is_no_evaluation_data(settings: Any) -> None:
+    from registry_guard.cli import NO_EVALUATION, NoEvaluationData, gate_rows
+
+    with pytest.raises(NoEvaluationData, match=NO_EVALUATION):
+        gate_rows(settings)

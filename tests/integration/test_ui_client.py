@@ -9,13 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from api.schemas import api_contract
+from tests.support.api_models import CDNOW
 from tests.support.api_servers import start_api
 from tests.support.servers import free_port
 from tests.support.ui_stack import SlowServer, Stack, build_home
 from ui import app as pages
 from ui.batch import score_csv
 from ui.client import ApiError, RollguardClient
-from ui.formatting import error_message
+from ui.formatting import UseCaseView, error_message
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 TOKEN = "ui-client-test-token-0123456789"
@@ -49,10 +51,22 @@ def client(api):  # type: ignore[no-untyped-def]
     c.close()
 
 
+@pytest.fixture
+def view(client: RollguardClient) -> UseCaseView:
+    """The pages' wording and form, from the real API's GET /v1/usecase."""
+    return pages.load_view(client)
+
+
+#: The CDNOW view for clients whose API never answers (stopped, slow).
+OFFLINE_VIEW = UseCaseView(api_contract(CDNOW, 10).info().model_dump(mode="json"))
+DEFAULTS = OFFLINE_VIEW.defaults
+
+
 def test_customer_page_shows_score_targeting_version_chart_and_history(
-    client: RollguardClient, stack: Stack
+    client: RollguardClient, view: UseCaseView, stack: Stack
 ) -> None:
-    page = pages.score_customer(client, stack.known_customer)
+    assert view.title == CDNOW.title and view.entity_column == "customer_id"
+    page = pages.score_entity(client, view, stack.known_customer)
     assert page["status"] == ""
     assert f"Customer {stack.known_customer}" in page["summary"]
     assert f"version **{stack.champion}**" in page["summary"]
@@ -60,22 +74,27 @@ def test_customer_page_shows_score_targeting_version_chart_and_history(
     chart = page["chart"]
     assert set(chart["feature"]) == set(FEATURE_COLUMNS)
     assert list(chart["contribution"].abs()) == sorted(chart["contribution"].abs(), reverse=True)
-    assert len(page["history"]) >= 1 and "purchase" in page["history_summary"]
+    assert len(page["history"]) >= 1 and "record" in page["history_summary"]
+    assert "dollar_value" in page["history"].columns and "customer_id" not in page["history"]
 
 
-def test_unknown_customer_is_a_not_found_message(client: RollguardClient) -> None:
-    page = pages.score_customer(client, 99_999_999)
+def test_unknown_customer_is_a_not_found_message(
+    client: RollguardClient, view: UseCaseView
+) -> None:
+    page = pages.score_entity(client, view, 99_999_999)
     assert page["status"].startswith("**Not found**")
     assert "99999999" in page["status"] and page["summary"] == ""
 
 
-def test_what_if_scores_the_edited_row_and_explains_it(client: RollguardClient) -> None:
-    values = [pages.DEFAULTS[n] for n in FEATURE_COLUMNS]
-    base = pages.what_if(client, values)
+def test_what_if_scores_the_edited_row_and_explains_it(
+    client: RollguardClient, view: UseCaseView
+) -> None:
+    values = [view.defaults[n] for n in view.feature_names]
+    base = pages.what_if(client, view, values)
     assert base["status"] == "" and "%" in base["summary"]
     recent = list(values)
     recent[FEATURE_COLUMNS.index("recency_days")] = 400.0
-    changed = pages.what_if(client, recent)
+    changed = pages.what_if(client, view, recent)
     assert changed["summary"] != base["summary"]
 
 
@@ -98,9 +117,9 @@ def test_a_body_above_the_api_limit_is_a_too_large_message(client: RollguardClie
 
 
 def test_batch_scores_valid_rows_and_reports_each_bad_row(
-    client: RollguardClient, tmp_path: Path
+    client: RollguardClient, view: UseCaseView, tmp_path: Path
 ) -> None:
-    good = {n: pages.DEFAULTS[n] for n in FEATURE_COLUMNS}
+    good = {n: DEFAULTS[n] for n in FEATURE_COLUMNS}
     rows = [
         {"customer_id": "a", **good},
         {"customer_id": "b", **good, "recency_days": "soon"},  # not a number (UI)
@@ -110,7 +129,7 @@ def test_batch_scores_valid_rows_and_reports_each_bad_row(
     ]
     path = tmp_path / "rows.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    result = score_csv(path, client, chunk_rows=2)
+    result = score_csv(path, client, view, chunk_rows=2)
     table = result.table
     assert list(table["customer_id"]) == ["a", "b", "c", "d", "e"]
     assert table["score"].notna().tolist() == [True, False, False, False, True]
@@ -122,7 +141,7 @@ def test_batch_scores_valid_rows_and_reports_each_bad_row(
     assert result.errors[1].problem == "must be >= 0"
     direct = client.predict([{**good}])["scores"][0]
     assert table["score"].iloc[0] == pytest.approx(direct)
-    page = pages.batch(client, str(path), chunk_rows=500, out_dir=tmp_path / "out")
+    page = pages.batch(client, view, str(path), chunk_rows=500, out_dir=tmp_path / "out")
     assert "2 of 5 rows scored" in page["summary"]
     scored = pd.read_csv(page["file"])
     assert list(scored.columns[-3:]) == ["score", "model_version", "error"]
@@ -147,7 +166,7 @@ def test_model_page_shows_version_gate_evidence_and_rollback_reason(
 def test_stopped_api_is_an_unreachable_message() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     client = RollguardClient(url, timeout=30, connect_attempts=3)
-    page = pages.score_customer(client, 1)
+    page = pages.score_entity(client, OFFLINE_VIEW, 1)
     assert page["status"].startswith("**API unreachable**") and url in page["status"]
     model = pages.model_page(client)
     assert "API unreachable" in model["status"]
@@ -157,7 +176,7 @@ def test_slow_api_is_a_timeout_message_naming_the_configured_timeout() -> None:
     slow = SlowServer(delay=60).start()
     try:
         client = RollguardClient(slow.url, timeout=1.5)
-        page = pages.score_customer(client, 1)
+        page = pages.score_entity(client, OFFLINE_VIEW, 1)
         assert page["status"].startswith("**Timeout**")
         assert "1.5 s" in page["status"] and "ROLLGUARD_UI_TIMEOUT_SECONDS" in page["status"]
         assert slow.requests == 1  # a read timeout is never retried
@@ -184,7 +203,7 @@ def test_api_without_a_champion_is_a_not_ready_message(stack: Stack, tmp_path: P
     )
     try:
         client = RollguardClient(api.url, timeout=30)
-        page = pages.score_customer(client, stack.known_customer)
+        page = pages.score_entity(client, pages.load_view(client), stack.known_customer)
         assert page["status"].startswith("**No model is serving yet**")
         assert "retry in" in page["status"]  # the API's Retry-After header
         model = pages.model_page(client)

@@ -49,9 +49,10 @@ def build_home(home: Path, tracking_uri: str, model_name: str) -> Stack:
     from pipeline import feed, ingest
     from registry_guard.gate import ModelEvidence, evaluate_gate
     from registry_guard.policy import load_policy
-    from registry_guard.registry import move_champion, returning_mask, rollback
+    from registry_guard.registry import move_champion, rollback
     from rollguard.settings import Settings
     from rollguard.store import open_store
+    from rollguard.usecase import TaskType
     from tests.support.api_models import cdnow_features, log_registered_version, train_booster
     from usecases.cdnow.features import FEATURE_COLUMNS, LABEL, REVENUE
 
@@ -68,7 +69,8 @@ def build_home(home: Path, tracking_uri: str, model_name: str) -> Stack:
     policy = load_policy(None)
     labels = evaluation[LABEL].astype(int).to_numpy()
     values = evaluation[REVENUE].to_numpy()
-    returning = returning_mask(evaluation, policy)
+    slices = {"customer_type": np.where(evaluation["frequency"] >= 2, "returning", "new")}
+    task = TaskType.BINARY_CLASSIFICATION
     evidence = [
         ModelEvidence(
             scores=b.inplace_predict(x).astype(np.float64),
@@ -80,7 +82,14 @@ def build_home(home: Path, tracking_uri: str, model_name: str) -> Stack:
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     engine = open_store(settings)
     first = evaluate_gate(
-        evidence[0], None, labels, values, returning, policy, expected_features=FEATURE_COLUMNS
+        evidence[0],
+        None,
+        labels,
+        values,
+        slices,
+        policy,
+        task=task,
+        expected_features=FEATURE_COLUMNS,
     )
     move_champion(
         model_name,
@@ -98,8 +107,9 @@ def build_home(home: Path, tracking_uri: str, model_name: str) -> Stack:
         evidence[0],
         labels,
         values,
-        returning,
+        slices,
         policy,
+        task=task,
         expected_features=FEATURE_COLUMNS,
     )
     move_champion(

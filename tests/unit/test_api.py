@@ -19,11 +19,10 @@ from api.app import create_app
 from api.lifecycle import ModelManager
 from api.metrics import MultipleWorkersError, ServingMetrics, check_single_process
 from api.model import ModelRefused, ServingModel, check_features, load_model_dir
-from api.schemas import EXAMPLE_ROW
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
 from rollguard.settings import Settings
-from tests.support.api_models import nan_booster, save_mlflow_model, train_booster
+from tests.support.api_models import EXAMPLE_ROW, nan_booster, save_mlflow_model, train_booster
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 TOKEN = "a-real-admin-token-for-tests"

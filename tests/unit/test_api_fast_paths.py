@@ -22,11 +22,11 @@ from sqlalchemy import insert, select
 
 from api.app import MAX_BODY_ERRORS, UnsupportedMediaType, parse_rows_body
 from api.predlog import LoggedRequest, insert_records, to_records
-from api.schemas import EXAMPLE_ROW, predict_request_model
+from api.schemas import predict_request_model
 from api.xgb_dense import dense_predictor
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
-from tests.support.api_models import cdnow_features, nan_booster, train_booster
+from tests.support.api_models import CDNOW, EXAMPLE_ROW, cdnow_features, nan_booster, train_booster
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 
@@ -131,7 +131,7 @@ def test_dense_predictor_passes_nan_scores_through(features: np.ndarray) -> None
 
 # --- body parsing -------------------------------------------------------------------------------
 
-Model = predict_request_model(50)
+Model = predict_request_model(50, CDNOW)
 
 
 def _slow(body: bytes) -> list[dict[str, float]] | list[dict]:
@@ -216,7 +216,7 @@ def test_a_non_json_content_type_is_refused_before_parsing() -> None:
 def test_work_on_a_bad_body_is_bounded_whatever_its_number_of_errors() -> None:
     # 10,000 rows of 20 unknown keys hold 380,000 errors; the answer names the first 50, in
     # row order, and validation stops there (no per-error work for the other rows).
-    big = predict_request_model(10_000)
+    big = predict_request_model(10_000, CDNOW)
     row = {str(k): 0 for k in range(20)}
     body = json.dumps({"rows": [row] * 10_000}).encode()
     with pytest.raises(RequestValidationError) as info:

@@ -88,24 +88,28 @@ def test_customer_history_lists_the_accepted_purchases_newest_first(
 
     body = client.get(f"/v1/customers/{cid}/history").json()
     assert body["customer_id"] == cid
-    assert body["n_purchases"] == len(mine)
-    assert body["total_dollars"] == pytest.approx(round(mine["dollar_value"].sum(), 2))
-    assert body["total_cds"] == int(mine["number_of_cds"].sum())
-    assert body["first_purchase"] == mine["date"].iloc[0].date().isoformat()
-    assert body["last_purchase"] == mine["date"].iloc[-1].date().isoformat()
-    dates = [p["date"] for p in body["purchases"]]
+    assert body["n_records"] == len(mine)
+    assert body["totals"]["dollar_value"] == pytest.approx(round(mine["dollar_value"].sum(), 2))
+    assert body["totals"]["number_of_cds"] == int(mine["number_of_cds"].sum())
+    assert set(body["totals"]) == {"dollar_value", "number_of_cds"}  # not the ids
+    assert body["first"] == mine["date"].iloc[0].date().isoformat()
+    assert body["last"] == mine["date"].iloc[-1].date().isoformat()
+    dates = [p["date"] for p in body["records"]]
     assert dates == sorted(dates, reverse=True) and len(dates) == len(mine)
+    newest = mine.iloc[-1]
+    assert body["records"][0]["transaction_id"] == int(newest["transaction_id"])
+    assert body["records"][0]["number_of_cds"] == int(newest["number_of_cds"])
 
     limited = client.get(f"/v1/customers/{cid}/history", params={"limit": 2}).json()
-    assert len(limited["purchases"]) == 2 and limited["n_purchases"] == len(mine)
-    assert limited["purchases"] == body["purchases"][:2]
+    assert len(limited["records"]) == 2 and limited["n_records"] == len(mine)
+    assert limited["records"] == body["records"][:2]
 
 
 def test_customer_history_errors_name_the_problem(client: TestClient) -> None:
     unknown = client.get("/v1/customers/99999999/history")
     assert unknown.status_code == 404
     assert unknown.json()["details"] == [
-        {"field": "customer_id", "problem": "no purchase in the warehouse"}
+        {"field": "customer_id", "problem": "no record in the warehouse"}
     ]
     bad = client.get("/v1/customers/1/history", params={"limit": 0})
     assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "limit"

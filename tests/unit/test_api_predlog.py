@@ -16,9 +16,9 @@ from sqlalchemy import Engine, func, select
 
 from api.metrics import ServingMetrics
 from api.predlog import LoggedRequest, PredictionLog, insert_records, to_records
-from api.schemas import EXAMPLE_ROW
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
+from tests.support.api_models import EXAMPLE_ROW
 from tests.support.servers import free_port
 
 
@@ -63,9 +63,14 @@ def test_store_outage_spools_then_replays_everything(tmp_path: Path) -> None:
     sizes = [1, 3, 10, 2, 25]
     for n in sizes:
         plog.submit(request(n))
-    wait_until(lambda: plog.spooled_rows() == sum(sizes))
+    # The counter moves just after each fsync: wait for both (the writer may be mid-batch).
+    wait_until(
+        lambda: (
+            plog.spooled_rows() == sum(sizes)
+            and metrics.log_spooled_rows._value.get() == sum(sizes)
+        )
+    )
     assert plog.status()["store_reachable"] is False
-    assert metrics.log_spooled_rows._value.get() == sum(sizes)
 
     target["url"] = good
     for n in sizes:
@@ -134,3 +139,26 @@ def test_shadow_scores_are_logged_beside_the_champions() -> None:
     # the challenger is not shadow-scored against itself
     same = to_records(request(1), ServingModel("m", "1", booster, challenger.feature_names))
     assert same[0]["challenger_score"] is None
+
+
+def test_spool_lines_from_before_the_entity_id_rename_are_replayed(tmp_path: Path) -> None:
+    """A spool written before migration 0006 keys the entity as ``customer_id``."""
+    import json as _json
+
+    from api.predlog import _read_chunks
+
+    record = to_records(request(1))[0]
+    record["predicted_at"] = record["predicted_at"].isoformat()
+    old = {("customer_id" if k == "entity_id" else k): v for k, v in record.items()}
+    old["customer_id"] = 42
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(_json.dumps(old) + "\n")
+    (chunk,) = list(_read_chunks(path, 10))
+    assert chunk[0]["entity_id"] == 42 and "customer_id" not in chunk[0]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    insert_records(engine, chunk)
+    with engine.connect() as conn:
+        assert conn.execute(select(PredictionLogRow.entity_id)).scalar_one() == 42
+    engine.dispose()

@@ -10,8 +10,14 @@ import pytest
 from scipy.special import expit
 
 from registry_guard.gate import ChampionUnavailable, ModelEvidence, evaluate_gate
-from registry_guard.policy import DEFAULT_POLICY_PATH, GatePolicy, load_policy
+from registry_guard.policy import (
+    DEFAULT_POLICY_PATH,
+    GatePolicy,
+    RegressionGatePolicy,
+    load_policy,
+)
 from rollguard.errors import ConfigurationError
+from rollguard.usecase import LabelSpec, TaskType
 
 FEATURES = ("recency_days", "frequency", "monetary_total")
 POLICY = GatePolicy()
@@ -41,7 +47,17 @@ def gate(
     ret,
     policy: GatePolicy = POLICY,
 ):
-    return evaluate_gate(chal, champ, y, rev, ret, policy, expected_features=FEATURES)
+    slices = {"customer_type": np.where(ret, "returning", "new")}
+    return evaluate_gate(
+        chal,
+        champ,
+        y,
+        rev,
+        slices,
+        policy,
+        task=TaskType.BINARY_CLASSIFICATION,
+        expected_features=FEATURES,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +219,219 @@ def test_bad_policy_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("n_resamples: 10\n")
     with pytest.raises(ConfigurationError, match="n_resamples"):
         load_policy(path)
+
+
+# --- regression ----------------------------------------------------------------------------------
+RATE = LabelSpec(column="rate", description="nightly rate", unit="EUR", minimum=0.0, maximum=1000.0)
+
+
+def rates(n: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nightly rates (EUR) driven by one feature and a segment, the room revenue per row, the
+    segment label of a generic slice (``market``), and the driving feature."""
+    rng = np.random.default_rng(seed)
+    segment = rng.choice(np.array(["city", "resort"]), n)
+    x = rng.normal(0.0, 1.0, n)
+    y = np.clip(
+        100 + 30 * x + np.where(segment == "resort", 20.0, 0.0) + rng.normal(0, 8, n), 0, 1000
+    )
+    revenue = y * rng.integers(1, 6, n)
+    return y, revenue, segment, x
+
+
+def reg_gate(chal, champ, y, revenue, segment, policy: GatePolicy = POLICY, **slices):
+    return evaluate_gate(
+        model(chal, "2"),
+        None if champ is None else model(champ, "1"),
+        y,
+        revenue,
+        {"market": segment, **slices},
+        policy,
+        task=TaskType.REGRESSION,
+        expected_features=FEATURES,
+        label=RATE,
+    )
+
+
+@pytest.fixture(scope="module")
+def hotel():
+    return rates(3000)
+
+
+def test_regression_better_model_is_promoted(hotel) -> None:
+    y, revenue, segment, x = hotel
+    noise = np.random.default_rng(2).normal(0, 1, y.size)
+    champion = np.clip(100 + 30 * x + 25 * noise, 0, 1000)  # ignores the segment, noisy
+    challenger = 100 + 30 * x + np.where(segment == "resort", 20.0, 0.0) + 4 * noise
+    d = reg_gate(challenger, champion, y, revenue, segment)
+    assert d.outcome == "promote" and d.reason_code == "non_inferior", d.reasons
+    primary = d.check("primary_non_inferiority")
+    assert primary.ci_high < 0 and primary.challenger < primary.champion
+    assert "EUR" in primary.detail and d.unit == "EUR" and d.n_positives is None
+    assert {d.check("slice_city").verdict, d.check("slice_resort").verdict} == {"pass"}
+    assert d.check("guardrail_rmse").verdict == "pass"
+    assert d.check("guardrail_bias").verdict == "pass"
+
+
+def test_regression_shuffled_target_model_is_rejected_with_mae_ci_reasons(hotel) -> None:
+    y, revenue, segment, x = hotel
+    good = 100 + 30 * x + np.where(segment == "resort", 20.0, 0.0)
+    # a model trained on shuffled targets: its predictions bear no relation to the rows
+    shuffled = np.random.default_rng(4).permutation(good)
+    d = reg_gate(shuffled, good, y, revenue, segment)
+    # the first failed check names the code: not even better than the labels' median
+    assert d.outcome == "reject" and d.reason_code == "worse_than_constant"
+    primary = d.check("primary_non_inferiority")
+    assert primary.verdict == "fail" and primary.ci_low > RegressionGatePolicy().relative_margin
+    assert any(r.startswith("MAE may be worse by more than 5%") and "CI" in r for r in d.reasons)
+    assert d.check("better_than_constant").verdict == "fail"
+    # without a champion the same model is not credibly better than the labels' median
+    alone = reg_gate(shuffled, None, y, revenue, segment)
+    assert alone.outcome == "reject" and alone.reason_code == "worse_than_constant"
+    assert reg_gate(good, None, y, revenue, segment).outcome == "bootstrap"
+
+
+def test_regression_with_too_few_rows_is_insufficient_evidence() -> None:
+    y, revenue, segment, x = rates(300, seed=5)
+    good = 100 + 30 * x
+    d = reg_gate(good, good + 5, y, revenue, segment)
+    assert d.outcome == "reject" and d.reason_code == "insufficient_evidence"
+    assert d.reasons[0] == ("not enough evidence: 300 rows; the policy needs at least 500 rows")
+    assert reg_gate(good, None, y, revenue, segment).reason_code == "insufficient_evidence"
+
+
+@pytest.mark.parametrize("error, outcome", [(10.4, "promote"), (10.6, "reject")])
+def test_relative_margin_on_a_hand_example(error: float, outcome: str) -> None:
+    """Champion errors are +-10 EUR on every row (MAE 10), the challenger's +-10.4 (MAE 10.4,
+    relative +4%) or +-10.6 (+6%). Every resample has the same MAEs, so the CI is a point:
+    +4% is under the 5% margin, +6% is not."""
+    n = 600
+    y = np.linspace(50.0, 350.0, n)
+    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    segment = np.full(n, "all")
+    d = reg_gate(y + error * sign, y + 10.0 * sign, y, y, segment)
+    primary = d.check("primary_non_inferiority")
+    expected = (error - 10.0) / 10.0
+    assert primary.value == pytest.approx(expected)
+    assert primary.ci_low == pytest.approx(expected) and primary.ci_high == pytest.approx(expected)
+    assert (primary.challenger, primary.champion) == (pytest.approx(error), pytest.approx(10.0))
+    assert d.outcome == outcome
+
+
+def test_regression_scores_outside_the_label_bounds_or_infinite_are_invalid(hotel) -> None:
+    y, revenue, segment, x = hotel
+    good = 100 + 30 * x
+    for bad, word in ((1500.0, "out-of-range"), (np.inf, "infinite"), (np.nan, "NaN")):
+        s = good.copy()
+        s[3] = bad
+        d = reg_gate(s, good, y, revenue, segment)
+        assert d.reason_code == "invalid_scores" and word in d.reasons[0], d.reasons
+
+
+def test_regression_generic_slice_regression_blocks_a_total_improvement(hotel) -> None:
+    y, revenue, segment, x = hotel
+    noise = np.random.default_rng(8).normal(0, 1, y.size)
+    resort = segment == "resort"
+    truth = 100 + 30 * x + np.where(resort, 20.0, 0.0)
+    champion = np.clip(truth + 12 * noise, 0, 1000)
+    # much better on city rows, worse on resort rows
+    challenger = np.clip(np.where(resort, truth + 16 * noise, truth + 2 * noise), 0, 1000)
+    d = reg_gate(challenger, champion, y, revenue, segment)
+    assert d.check("primary_non_inferiority").verdict == "pass"
+    assert d.check("slice_city").verdict == "pass"
+    assert d.check("slice_resort").verdict == "fail"
+    assert d.outcome == "reject" and d.reason_code == "slice_regressed"
+    assert any(r.startswith("slice market=resort: relative MAE difference") for r in d.reasons)
+
+
+def test_bias_guardrail(hotel) -> None:
+    y, revenue, segment, x = hotel
+    truth = 100 + 30 * x + np.where(segment == "resort", 20.0, 0.0)
+    # 1.5 EUR too high on every row: MAE barely moves, |bias| grows by more than 0.05 x MAE
+    d = reg_gate(truth + 1.5, truth, y, revenue, segment)
+    assert d.check("primary_non_inferiority").verdict == "pass"
+    bias = d.check("guardrail_bias")
+    assert bias.verdict == "fail" and bias.value > bias.threshold
+    assert d.outcome == "reject" and d.reason_code == "guardrail_failed"
+
+
+def test_segments_shared_by_two_slices_get_qualified_names(data) -> None:
+    y, rev, ret, off, z = data
+    s = expit(off + 1.5 * y + z)
+    half = np.where(np.arange(y.size) < y.size // 2, "a", "b")
+    d = evaluate_gate(
+        model(s.copy(), "2"),
+        model(s, "1"),
+        y,
+        rev,
+        {"first": half, "second": half[::-1]},
+        POLICY,
+        task=TaskType.BINARY_CLASSIFICATION,
+        expected_features=FEATURES,
+    )
+    names = [c.name for c in d.checks if c.name.startswith("slice_")]
+    assert names == ["slice_first_a", "slice_first_b", "slice_second_a", "slice_second_b"]
+    assert d.outcome == "promote"
+
+
+def test_policy_sections_change_the_regression_thresholds(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("regression:\n  relative_margin: 0.2\n  min_rows: 50\n")
+    policy = load_policy(path)
+    assert policy.regression.relative_margin == 0.2 and policy.regression.min_rows == 50
+    assert policy.classification == GatePolicy().classification
+    path.write_text("regression:\n  relative_margn: 0.2\n")
+    with pytest.raises(ConfigurationError, match=r"regression\.relative_margn"):
+        load_policy(path)
+
+
+def test_hotel_gate_decides_on_mae_with_real_rows() -> None:
+    """The hotel use case end to end through the gate's inputs: pooled evaluation cutoffs, an XGBoost
+    regressor with native categoricals promotes over nothing, a model trained on shuffled targets is
+    rejected with MAE confidence-interval reasons in EUR."""
+    import xgboost as xgb
+
+    from domain.evaluation import plan_cutoffs, stack_rows
+    from registry_guard.registry import gate_inputs
+    from rollguard.weeks import iso_week_label
+    from usecases.hotel import USECASE as hotel_usecase
+
+    records = hotel_usecase.load_history().records
+    weeks = sorted({iso_week_label(d.date()) for d in records[hotel_usecase.record_time_column]})
+    plan = plan_cutoffs(hotel_usecase, weeks, n_fit=12, n_validation=1)
+    fit = stack_rows(hotel_usecase, records, plan.fit)
+    inputs = gate_inputs(stack_rows(hotel_usecase, records, plan.evaluations), hotel_usecase)
+    assert len(plan.evaluations) == hotel_usecase.evaluation_cutoffs
+    assert inputs.labels.size >= RegressionGatePolicy().min_rows
+
+    def predictions(target: np.ndarray) -> np.ndarray:
+        model = xgb.XGBRegressor(
+            n_estimators=60, max_depth=5, enable_categorical=True, nthread=2, random_state=1
+        )
+        model.fit(hotel_usecase.feature_frame(fit), target)
+        return np.clip(model.predict(inputs.features).astype(np.float64), 0, 1000)
+
+    y = fit[hotel_usecase.label.column].to_numpy(dtype=np.float64)
+    good = predictions(y)
+    shuffled = predictions(np.random.default_rng(0).permutation(y))
+    names = hotel_usecase.feature_names
+
+    def decide(chal: np.ndarray, champ: np.ndarray | None):
+        return evaluate_gate(
+            ModelEvidence(chal, "2", feature_names=names),
+            None if champ is None else ModelEvidence(champ, "1", feature_names=names),
+            inputs.labels,
+            inputs.values,
+            inputs.slices,
+            POLICY,
+            task=hotel_usecase.task,
+            expected_features=names,
+            label=hotel_usecase.label,
+        )
+
+    first = decide(good, None)
+    assert first.outcome == "bootstrap", first.reasons
+    broken = decide(shuffled, good)
+    assert broken.outcome == "reject"
+    primary = broken.check("primary_non_inferiority")
+    assert primary.verdict == "fail" and primary.ci_low > 0.05 and "EUR" in primary.detail
+    assert any(r.startswith("MAE may be worse") and "EUR" in r for r in broken.reasons)

@@ -1,4 +1,5 @@
-"""The vectorised paired bootstrap: equal to scikit-learn per resample, symmetric, reproducible."""
+"""The vectorised paired bootstrap (domain.metrics): equal to scikit-learn per resample, symmetric,
+reproducible, for both task types; and the one targeting rule."""
 
 from __future__ import annotations
 
@@ -6,9 +7,24 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    mean_absolute_error,
+    roc_auc_score,
+    root_mean_squared_error,
+)
 
-from registry_guard.gate import multiplicities, paired_bootstrap, resample_indices, weighted_metrics
+from domain import scoring
+from domain.metrics import (
+    multiplicities,
+    paired_bootstrap,
+    resample_indices,
+    targeted_mask,
+    weighted_metrics,
+    weighted_regression_metrics,
+)
+from rollguard.usecase import TaskType
 
 
 @pytest.mark.parametrize("decimals", [None, 2, 1])  # None: continuous scores; else many ties
@@ -77,3 +93,57 @@ def test_swapping_models_negates_the_interval(
         assert ab[metric].ci_low == pytest.approx(-ba[metric].ci_high, abs=1e-9)
         assert ab[metric].ci_high == pytest.approx(-ba[metric].ci_low, abs=1e-9)
         assert ab[metric].n_degenerate == ba[metric].n_degenerate
+
+
+# --- regression --------------------------------------------------------------------------------------
+def test_weighted_regression_metrics_equal_sklearn_on_each_resample() -> None:
+    rng = np.random.default_rng(4)
+    n = 700
+    y = rng.gamma(4.0, 25.0, n)
+    pred = y + rng.normal(2.0, 15.0, n)
+    idx = resample_indices(n, 30, seed=9)
+    got = weighted_regression_metrics(pred, y, multiplicities(idx, n))
+    for b in range(idx.shape[0]):
+        yb, pb = y[idx[b]], pred[idx[b]]
+        assert got["mae"][b] == pytest.approx(mean_absolute_error(yb, pb), rel=1e-12)
+        assert got["rmse"][b] == pytest.approx(root_mean_squared_error(yb, pb), rel=1e-12)
+        assert got["bias"][b] == pytest.approx(float(np.mean(pb - yb)), rel=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(5, 300), scale=st.floats(0.1, 500.0))
+def test_swapping_regression_models_negates_the_interval(seed: int, n: int, scale: float) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.normal(100.0, scale, n)
+    a = y + rng.normal(0.0, scale / 2, n)
+    b = y + rng.normal(1.0, scale, n)
+    ab = paired_bootstrap(a, b, y, task=TaskType.REGRESSION, n_resamples=1000, seed=seed)
+    ba = paired_bootstrap(b, a, y, task=TaskType.REGRESSION, n_resamples=1000, seed=seed)
+    for metric in ("mae", "rmse", "bias", "abs_bias"):
+        tol = 1e-9 * max(1.0, scale)
+        assert ab[metric].difference == pytest.approx(-ba[metric].difference, abs=tol)
+        assert ab[metric].ci_low == pytest.approx(-ba[metric].ci_high, abs=tol)
+        assert ab[metric].ci_high == pytest.approx(-ba[metric].ci_low, abs=tol)
+
+
+def test_relative_mae_interval_brackets_the_point_and_identical_models_give_zero() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.gamma(4.0, 25.0, 800)
+    a, b = y + rng.normal(0, 10, 800), y + rng.normal(0, 12, 800)
+    rel = paired_bootstrap(a, b, y, task=TaskType.REGRESSION, n_resamples=1000, seed=3)
+    point = rel["mae_relative"]
+    assert point.difference == pytest.approx(
+        mean_absolute_error(y, a) / mean_absolute_error(y, b) - 1
+    )
+    assert point.ci_low < point.difference < point.ci_high
+    same = paired_bootstrap(a, a.copy(), y, task=TaskType.REGRESSION, n_resamples=1000, seed=3)
+    assert same["mae_relative"].ci_low == same["mae_relative"].ci_high == 0.0
+
+
+def test_one_targeting_rule() -> None:
+    assert scoring.targeted_mask is targeted_mask
+    s = np.array([0.1, 0.9, 0.5, 0.9, 0.2])
+    assert targeted_mask(s, 0.4).tolist() == [False, True, False, True, False]
+    assert targeted_mask(s, 0.01).sum() == 1  # ceil(budget * n), ties broken by row order
+    assert targeted_mask(s, 0.01).tolist() == [False, True, False, False, False]
+    assert targeted_mask(np.zeros(0), 0.1).size == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.special import expit, logit
 
-from registry_guard.guard import evaluate_guard, population_stability_index
+from registry_guard.guard import (
+    GuardCheck,
+    evaluate_guard,
+    gate_cutoffs,
+    guard_state,
+    population_stability_index,
+)
 from registry_guard.policy import (
     DEFAULT_POLICY_PATH,
     GatePolicy,
@@ -20,6 +27,7 @@ from registry_guard.policy import (
     load_policy,
 )
 from rollguard.errors import ConfigurationError
+from rollguard.usecase import TaskType
 
 GATE = GatePolicy()
 GUARD = GuardPolicy()
@@ -145,7 +153,7 @@ def test_realized_quality_clearly_worse_is_degraded() -> None:
     champ, prev, y = realized(champion_noise=3.0, prev_noise=0.5)
     report = guard(champion_scores=champ, previous_scores=prev, labels=y)
     rq = report.check("realized_quality")
-    assert rq.verdict == "degraded" and rq.ci_high < -GATE.non_inferiority_margin
+    assert rq.verdict == "degraded" and rq.ci_high < -GATE.classification.non_inferiority_margin
     assert report.state == "degraded"
 
 
@@ -164,7 +172,7 @@ def test_realized_quality_with_an_ambiguous_ci_is_inconclusive() -> None:
     champ = expit(logit(prev) + np.random.default_rng(3).normal(0, 0.2, prev.size))
     report = guard(champion_scores=champ, previous_scores=prev, labels=y)
     rq = report.check("realized_quality")
-    assert rq.ci_low < -GATE.non_inferiority_margin < rq.ci_high
+    assert rq.ci_low < -GATE.classification.non_inferiority_margin < rq.ci_high
     assert rq.verdict == "inconclusive" and report.state == "inconclusive"
 
 
@@ -190,7 +198,7 @@ def test_guard_policy_defaults_and_gate_keys_still_load() -> None:
 
 def test_a_bad_guard_key_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text("min_rows: 100\nguard:\n  psi_treshold: 0.3\n")
+    path.write_text("classification:\n  min_rows: 100\nguard:\n  psi_treshold: 0.3\n")
     for loader in (load_guard_policy, load_policy):
         with pytest.raises(ConfigurationError, match=r"guard\.psi_treshold"):
             loader(path)
@@ -200,6 +208,72 @@ def test_a_bad_guard_key_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("guard: 3\n")
     with pytest.raises(ConfigurationError, match="expected a mapping"):
         load_guard_policy(path)
-    path.write_text("min_rows: 100\n")  # no guard section: defaults
+    path.write_text("classification:\n  min_rows: 100\n")  # no guard section: defaults
     assert load_guard_policy(path) == GuardPolicy()
-    assert load_policy(path).min_rows == 100
+    assert load_policy(path).classification.min_rows == 100
+
+
+# --- regression --------------------------------------------------------------------------------------
+def realized_rates(n: int = 1500, seed: int = 5, champion_sd: float = 10.0, prev_sd: float = 10.0):
+    """Nightly rates (EUR) and two prediction vectors whose error grows with their sd."""
+    rng = np.random.default_rng(seed)
+    y = rng.gamma(4.0, 25.0, n)
+    return y + rng.normal(0, champion_sd, n), y + rng.normal(0, prev_sd, n), y
+
+
+def reg_guard(**kw):
+    return guard(task=TaskType.REGRESSION, unit="EUR", **kw)
+
+
+def test_regression_realized_quality_ok_degraded_and_inconclusive() -> None:
+    champ, prev, y = realized_rates()
+    ok = reg_guard(champion_scores=champ, previous_scores=champ.copy(), labels=y)
+    rq = ok.check("realized_quality")
+    assert rq.verdict == "ok" and rq.ci_low == rq.ci_high == 0.0 and ok.state == "ok"
+    assert rq.n_positives is None and "EUR" in rq.detail
+    champ, prev, y = realized_rates(champion_sd=40.0, prev_sd=10.0)  # MAE about 4x the previous
+    bad = reg_guard(champion_scores=champ, previous_scores=prev, labels=y)
+    rq = bad.check("realized_quality")
+    assert rq.verdict == "degraded" and rq.ci_low > GATE.regression.relative_margin
+    assert bad.state == "degraded"
+    few = reg_guard(champion_scores=champ[:300], previous_scores=prev[:300], labels=y[:300])
+    rq = few.check("realized_quality")
+    assert rq.verdict == "inconclusive" and "too little evidence" in rq.detail
+    assert few.state == "inconclusive"
+
+
+def test_regression_ambiguous_realized_quality_is_inconclusive() -> None:
+    # 6% worse on average, on few rows: the CI straddles the 5% margin
+    champ, prev, y = realized_rates(n=600, seed=2, champion_sd=10.6, prev_sd=10.0)
+    rq = reg_guard(champion_scores=champ, previous_scores=prev, labels=y).check("realized_quality")
+    assert rq.ci_low < GATE.regression.relative_margin < rq.ci_high
+    assert rq.verdict == "inconclusive"
+
+
+def test_regression_score_shift_uses_quantile_bins_of_predicted_values() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.gamma(4.0, 25.0, 5000)  # gate-time predictions, EUR
+    same = reg_guard(live_scores=rng.gamma(4.0, 25.0, 2000), reference_scores=reference)
+    assert same.check("score_shift").verdict == "ok"
+    broken = reg_guard(live_scores=np.full(2000, 80.0), reference_scores=reference)
+    assert broken.check("score_shift").verdict == "degraded" and broken.state == "degraded"
+
+
+def test_guard_state_is_the_one_degraded_rule() -> None:
+    def c(verdict: str) -> GuardCheck:
+        return GuardCheck("x", verdict, "rule")  # type: ignore[arg-type]
+
+    assert guard_state([c("ok"), c("degraded")]) == "degraded"
+    assert guard_state([c("ok"), c("inconclusive")]) == "ok"
+    assert guard_state([c("skip"), c("inconclusive")]) == "inconclusive"
+    assert guard_state([]) == "inconclusive"
+
+
+def test_gate_cutoffs_read_a_pooled_or_single_tag() -> None:
+    assert gate_cutoffs("2017-08-21,2017-08-14, 2017-08-28") == (
+        date(2017, 8, 14),
+        date(2017, 8, 21),
+        date(2017, 8, 28),
+    )
+    assert gate_cutoffs("1998-04-06") == (date(1998, 4, 6),)
+    assert gate_cutoffs(None) == gate_cutoffs("") == ()
