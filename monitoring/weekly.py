@@ -9,8 +9,9 @@ For a scoring cutoff ``C`` (the Monday that starts the scored week; ``week`` in 
 - **drift** (:func:`monitor_drift`): the rows at ``C`` against the training rows of the version
   that scored ``C`` (its fit cutoffs, version tag ``rollguard.cutoff.fit``; rows rebuilt from the
   warehouse, or read from the snapshot when one exists), and that version's production scores at
-  ``C`` against its gate-time scores (the same version scoring the rows at its evaluation cutoff,
-  tag ``rollguard.cutoff.evaluation``); the retrain rule's drift share
+  ``C`` against its gate-time scores (the same version scoring the rows at its evaluation
+  cutoffs, tag ``rollguard.cutoff.evaluation_pool``, else ``rollguard.cutoff.evaluation``); the
+  retrain rule's drift share
   (:func:`monitoring.compute.drift_share`) against the evaluation-cutoff rows.
 - **outcomes** (:func:`monitor_outcomes`): realized quality and business KPIs of the predictions
   the serving version made at ``C``, once the label of ``C`` has matured; before that every
@@ -61,6 +62,9 @@ log = logging.getLogger(__name__)
 
 FIT_CUTOFFS_TAG = "rollguard.cutoff.fit"
 EVALUATION_CUTOFF_TAG = "rollguard.cutoff.evaluation"
+#: The gate's pooled evaluation cutoffs (comma-separated; a use case that pools several small
+#: weeks), read before :data:`EVALUATION_CUTOFF_TAG`, as the live guard does.
+EVALUATION_POOL_TAG = "rollguard.cutoff.evaluation_pool"
 #: Version tag holding the training median of the label (the constant baseline of regression).
 TRAINING_MEDIAN_TAG = "baseline.training_median"
 #: Metric of the training run holding the gate-time (evaluation) figure ``m``: ``eval_<m>``.
@@ -246,7 +250,7 @@ def monitor_drift(inputs: Inputs, cutoff: date) -> Section:
         )
     # Score drift: this week's production scores of `version` vs its gate-time scores.
     live = load_predictions(s, cutoff, version)
-    gate_cutoffs = _cutoffs(tags, EVALUATION_CUTOFF_TAG)
+    gate_cutoffs = _cutoffs(tags, EVALUATION_POOL_TAG) or _cutoffs(tags, EVALUATION_CUTOFF_TAG)
     ref_scores, skip = _gate_time_scores(inputs, version, gate_cutoffs, live)
     score = compute.score_drift_figures(
         ref_scores,
