@@ -44,7 +44,7 @@ from api.entities import NoSnapshot, SnapshotFeatures, Targeting, UnknownEntity
 from api.history import NoRecords, RecordHistory, StoreUnavailable, recent_alias_moves
 from api.lifecycle import ModelManager, configure_mlflow_http
 from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
-from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
+from api.middleware import MetricsMiddleware
 from api.model import NonFiniteScore, ServingModel, Unseen
 from api.predlog import LoggedRequest, PredictionLog
 from api.schemas import (
@@ -62,7 +62,9 @@ from api.schemas import (
     count_field,
     score_description,
 )
+from rollguard.asgi import BodySizeLimitMiddleware
 from rollguard.settings import Settings
+from rollguard.store import open_store
 
 log = logging.getLogger("rollguard.api")
 
@@ -341,8 +343,6 @@ class _LazyStore:
             StoreUnavailable: the store cannot be opened (down, or an older schema revision).
         """
         if self._engine is None:
-            from rollguard.store import open_store
-
             try:
                 self._engine = open_store(self._settings)
             except Exception as exc:  # noqa: BLE001 - any failure is "unavailable" to a reader
@@ -906,8 +906,6 @@ def _server(
             usecase=usecase,
         )
     if prediction_log is None:
-        from rollguard.store import open_store
-
         prediction_log = PredictionLog(
             lambda: open_store(settings),
             settings.home / "spool",

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from rollguard.commands import settings
+from rollguard.errors import RollguardError
+
 serve_app = typer.Typer(help="Run a Rollguard service.", no_args_is_help=True)
 
 
@@ -25,8 +28,8 @@ def serve_api(
 
     import uvicorn
 
+    # The model server's stack (FastAPI, uvicorn, XGBoost) loads only when a server starts.
     from api.app import create_app
-    from rollguard.commands import settings
 
     s = settings()
     # The prediction-log and model-watch threads share the GIL with request handling; a 1 ms
@@ -46,27 +49,6 @@ def serve_api(
     )
 
 
-@serve_app.command("ui")
-def serve_ui(
-    host: Annotated[
-        str | None, typer.Option(help="Bind address (default: ROLLGUARD_UI_HOST).")
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="Port (default: ROLLGUARD_UI_PORT).")
-    ] = None,
-    api_url: Annotated[
-        str | None, typer.Option(help="REST API base URL (default: ROLLGUARD_UI_API_URL).")
-    ] = None,
-) -> None:
-    """Serve the Gradio UI (score a row, what if, batch, model) over the REST API."""
-    from rollguard.commands import settings
-    from ui.server import run
-
-    s = settings()
-    overrides = {"ui_host": host, "ui_port": port, "ui_api_url": api_url}
-    run(s.model_copy(update={k: v for k, v in overrides.items() if v is not None}))
-
-
 @serve_app.command("guard")
 def serve_guard(
     host: Annotated[
@@ -82,8 +64,6 @@ def serve_guard(
     import uvicorn
 
     from api.lifecycle import configure_mlflow_http
-    from rollguard.commands import settings
-    from rollguard.errors import RollguardError
 
     s = settings()
     configure_mlflow_http()

@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from domain.warehouse import accepted_batches
 from rollguard.db.models import AliasAudit
 from rollguard.usecase import UseCase
 
@@ -100,8 +101,6 @@ class RecordHistory:
         ]
 
     def _load(self) -> tuple[pd.DataFrame, np.ndarray]:
-        from domain.warehouse import accepted_batches
-
         try:
             batches = accepted_batches(self._settings, engine=self._engine())
         except StoreUnavailable:

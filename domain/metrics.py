@@ -34,13 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    mean_absolute_error,
-    roc_auc_score,
-    root_mean_squared_error,
-)
 
 from rollguard.usecase import TaskType
 
@@ -181,6 +174,9 @@ def regression_bias(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 def classification_point_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """AP, ROC AUC and Brier score of ``scores`` (probabilities) against 0/1 ``labels``."""
+    # scikit-learn is not in the API image, which needs only the targeting rule of this module.
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
     return {
         "average_precision": float(average_precision_score(labels, scores)),
         "roc_auc": float(roc_auc_score(labels, scores)),
@@ -190,6 +186,8 @@ def classification_point_metrics(scores: np.ndarray, labels: np.ndarray) -> dict
 
 def regression_point_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """MAE, RMSE and bias of ``predictions`` against ``labels`` (label units)."""
+    from sklearn.metrics import mean_absolute_error, root_mean_squared_error
+
     return {
         "mae": float(mean_absolute_error(labels, predictions)),
         "rmse": float(root_mean_squared_error(labels, predictions)),

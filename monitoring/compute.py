@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from domain.metrics import (
+    classification_point_metrics,
     multiplicities,
     percentile_ci,
     population_stability_index,
@@ -727,9 +727,10 @@ def quality_figures(
     figures: list[Figure] = []
     two_classes = 0 < pos < n
     single = f"only one class among {n:,} labels ({pos:,} positives): undefined"
-    auc = float(roc_auc_score(y, s)) if two_classes else None
+    point = classification_point_metrics(s, y) if two_classes else {}
+    auc = point.get("roc_auc")
     for metric, value in (
-        ("average_precision", float(average_precision_score(y, s)) if two_classes else None),
+        ("average_precision", point.get("average_precision")),
         ("roc_auc", auc),
     ):
         figures.append(
@@ -742,7 +743,8 @@ def quality_figures(
                 **size,
             )
         )
-    figures.append(Figure(QUALITY, "brier", float(brier_score_loss(y, s)), **size))
+    brier = point["brier"] if two_classes else float(np.mean((s - y) ** 2))  # Brier (1950)
+    figures.append(Figure(QUALITY, "brier", brier, **size))
     figures.append(
         Figure(
             QUALITY,

@@ -29,7 +29,7 @@ from typing import Any
 from domain.evaluation import TrainingDataError, evaluation_rows, plan_cutoffs
 from pipeline import feed
 from pipeline.airflow_env import DAGS_FOLDER, configure_airflow
-from pipeline.faults import register_shuffled_label_model
+from pipeline.faults import register_shuffled_label_model, write_malformed_week
 from registry_guard.policy import load_policy
 from registry_guard.registry import move_champion, read_pointer, run_gate
 from rollguard.errors import RollguardError
@@ -200,8 +200,6 @@ def run_demo(
             break
         week = replay.newest_week or "?"
         if options.faults and run == options.malformed_at:
-            from pipeline.faults import write_malformed_week
-
             name = write_malformed_week(settings, week)
             result.events.append({"run": run, "event": "malformed file landed", "file": name})
             progress(f"fault: a malformed file {name} lands beside {week}")

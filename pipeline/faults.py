@@ -91,7 +91,9 @@ def register_shuffled_label_model(settings: Settings, *, seed: int = 7) -> Broke
     )
     tags = {
         FAULT_TAG: "shuffled_labels",
+        "rollguard.usecase": usecase.name,
         "rollguard.cutoff.evaluation": plan.evaluation.isoformat(),
+        "rollguard.cutoff.evaluation_pool": ",".join(c.isoformat() for c in plan.evaluations),
         "rollguard.cutoff.validation": ",".join(c.isoformat() for c in plan.validation),
         "rollguard.cutoff.fit": ",".join(c.isoformat() for c in plan.fit),
         "rollguard.dataset_sha256": data.dataset_sha256,

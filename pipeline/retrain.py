@@ -26,6 +26,7 @@ from domain.evaluation import (
     load_training_inputs,
     plan_cutoffs,
 )
+from monitoring.weekly import TRAINING_MEDIAN_TAG
 from pipeline import tracking, training, tuning
 from rollguard.weeks import horizon_weeks, iso_week_label
 
@@ -177,6 +178,8 @@ def retrain(
         tuning.PARAMS_FOUND_CUTOFF_TAG: found_cutoff.isoformat(),
         **decision.as_tags(),
     }
+    if metrics.training_median is not None:  # regression: the constant baseline of gate and KPIs
+        lineage[TRAINING_MEDIAN_TAG] = f"{metrics.training_median:.6g}"
     batches_json = json.dumps(batches, sort_keys=True)
     if len(batches_json) <= 5000:  # MLflow tag values are bounded; the artifact has them all
         lineage["rollguard.batches"] = batches_json

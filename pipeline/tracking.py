@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rollguard.errors import RollguardError
+from rollguard.mlflow_client import mlflow_client
 from rollguard.usecase import UseCase
 
 if TYPE_CHECKING:
@@ -353,6 +354,4 @@ def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def settings_client(settings: Settings) -> MlflowClient:
     """An MlflowClient on ``settings.tracking_uri`` (registry on the same URI)."""
-    from rollguard.mlflow_client import mlflow_client
-
     return mlflow_client(settings)

@@ -5,10 +5,12 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.retrain import retrain
+from rollguard.commands import JsonFlag, emit, reports_errors, settings
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to ``app`` (the ``rollguard`` entry point)."""
-    from rollguard.commands import JsonFlag, emit, reports_errors, settings
 
     @app.command("train")
     @reports_errors
@@ -33,8 +35,6 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Train the challenger: tune or reuse parameters, log to MLflow, register, alias it."""
-        from pipeline.retrain import retrain
-
         s = settings()
         if s.mlflow_tracking_uri is None or s.optuna_storage_url is None:
             s.ensure_dirs()

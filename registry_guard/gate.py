@@ -265,6 +265,7 @@ class _Rows:
     challenger: np.ndarray  # float64 scores
     label: LabelSpec | None
     budget: float
+    constant: float | None = None  # regression: the challenger's training median
 
     @property
     def n(self) -> int:
@@ -293,9 +294,18 @@ class _Rows:
 
     def constant_model(self) -> np.ndarray:
         """Scores of the constant model a first champion must beat: the base rate (classification)
-        or the labels' median (regression, the best constant for MAE)."""
-        fill = float(np.median(self.labels)) if self.regression else float(self.labels.mean())
+        or, for regression, the median label of the challenger's training rows (a constant one
+        could have deployed instead), else the evaluation labels' median (the best constant for
+        MAE in hindsight, a stricter bar)."""
+        if not self.regression:
+            return np.full(self.n, float(self.labels.mean()))
+        fill = self.constant if self.constant is not None else float(np.median(self.labels))
         return np.full(self.n, fill)
+
+    @property
+    def constant_name(self) -> str:
+        """How the regression constant is named in reasons."""
+        return "training median" if self.constant is not None else "labels' median"
 
 
 def _inputs(
@@ -306,6 +316,7 @@ def _inputs(
     task: TaskType,
     label: LabelSpec | None,
     budget: float,
+    constant: float | None = None,
 ) -> _Rows:
     task = TaskType(task)
     dtype = np.float64 if task is TaskType.REGRESSION else np.int64
@@ -316,7 +327,7 @@ def _inputs(
     if v.shape != (n,) or any(s.shape != (n,) for s in segs.values()):
         raise ValueError(f"labels, values and every slice must have shape ({n},)")
     scores = np.asarray(challenger.scores, dtype=np.float64)
-    return _Rows(task, y, v, segs, scores, label, budget)
+    return _Rows(task, y, v, segs, scores, label, budget, constant)
 
 
 def _pct(policy: GatePolicy) -> str:
@@ -511,7 +522,8 @@ def _better_than_constant(
     check = Check(
         "better_than_constant",
         "pass" if ok else "fail",
-        f"{pct} CI upper bound of (MAE(challenger) - MAE(labels' median)) / MAE(median) < 0",
+        f"{pct} CI upper bound of (MAE(challenger) - MAE({rows.constant_name})) / "
+        f"MAE({rows.constant_name}) < 0",
         value=cmp.difference,
         threshold=0.0,
         ci_low=cmp.ci_low,
@@ -519,11 +531,11 @@ def _better_than_constant(
         challenger=cmp.challenger,
         champion=cmp.champion,
         detail=f"MAE {_money(cmp.challenger, unit)} vs {_money(cmp.champion, unit)} for the "
-        f"labels' median",
+        f"{rows.constant_name}",
     )
     reason = (
         f"challenger MAE {_money(cmp.challenger, unit)} is not credibly below the MAE of the "
-        f"labels' median {_money(cmp.champion, unit)}"
+        f"{rows.constant_name} {_money(cmp.champion, unit)}"
     )
     return _found(check, None if ok else ("worse_than_constant", reason))
 
@@ -807,6 +819,7 @@ def evaluate_gate(
     expected_features: Sequence[str],
     label: LabelSpec | None = None,
     budget: float = 0.10,
+    constant: float | None = None,
 ) -> GateDecision:
     """Decide whether the challenger may replace the champion.
 
@@ -826,6 +839,8 @@ def evaluate_gate(
         expected_features: input names the serving API sends, in order.
         label: the use case's label declaration (regression: unit and bounds of the scores).
         budget: targeting budget, share of rows acted on (classification lift and value share).
+        constant: regression: the challenger's training-median label, the constant model it must
+            credibly beat (None: the evaluation labels' median).
 
     Returns:
         A frozen :class:`GateDecision`. Pure: same inputs, same decision.
@@ -833,7 +848,7 @@ def evaluate_gate(
     Raises:
         ValueError: when ``labels``, ``values`` and the slices do not have one entry per row.
     """
-    rows = _inputs(challenger, labels, values, slices, task, label, budget)
+    rows = _inputs(challenger, labels, values, slices, task, label, budget, constant)
     tp = policy.for_task(rows.task)
     done: list[_Found] = []
 

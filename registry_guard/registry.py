@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from monitoring.weekly import TRAINING_MEDIAN_TAG
 from registry_guard.gate import (
     ChampionUnavailable,
     GateDecision,
@@ -801,6 +802,17 @@ def gate_inputs(rows: pd.DataFrame, usecase: UseCase) -> GateInputs:
     )
 
 
+def _training_median(client: Any, model_name: str, version: str) -> float | None:
+    """The version's training-median label (tag :data:`monitoring.weekly.TRAINING_MEDIAN_TAG`,
+    regression models only), or None."""
+    tags = client.get_model_version(model_name, version).tags or {}
+    value = tags.get(TRAINING_MEDIAN_TAG)
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
 def _score_models(
     client: Any,
     model_name: str,
@@ -890,6 +902,7 @@ def run_gate(
         expected_features=usecase.feature_names,
         label=usecase.label,
         budget=usecase.targeting.budget if budget is None else budget,
+        constant=_training_median(client, model_name, challenger_version),
     )
     ts = now or _now()
     artifacts = _record_decision(

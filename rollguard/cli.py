@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from api.cli import register as register_api
+from api.cli import serve_app
 from domain import snapshots
 from monitoring.cli import register as register_monitoring
 from pipeline import demo as job
@@ -39,6 +40,7 @@ from rollguard.commands import (
 )
 from rollguard.settings import get_settings
 from rollguard.usecase import available_usecases, load_usecase
+from ui.cli import register as register_ui
 
 app = typer.Typer(
     name="rollguard",
@@ -330,6 +332,7 @@ def _register_parts() -> None:
     register_train(app)
     register_registry_guard(app)
     register_api(app)
+    register_ui(serve_app)
     register_monitoring(app, rule=live_quality_rule, load_model=model_loader)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -315,12 +316,12 @@ def log_rates_version(booster: xgb.Booster, model_name: str, tracking_uri: str) 
     return str(info.registered_model_version)
 
 
-def register_rates(folder: Path) -> Path:
+def register_rates(folder: Path, *, in_process: bool = False) -> Path:
     """Register :data:`RATES` under ``rollguard.usecases`` the way an installed package does: a
-    ``.dist-info`` folder with ``entry_points.txt`` in ``folder``, which is put on ``sys.path``
-    (give it as ``PYTHONPATH`` to a subprocess). Returns ``folder``."""
-    import sys
-
+    ``.dist-info`` folder with ``entry_points.txt`` in ``folder`` (give it as ``PYTHONPATH`` to a
+    subprocess). With ``in_process`` the folder is also put on this process's ``sys.path``, until
+    :func:`unregister_rates` takes it off again (later tests must see only the built-in use
+    cases). Returns ``folder``."""
     dist = folder / "rollguard_rates_fixture-0.0.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text(
@@ -329,6 +330,12 @@ def register_rates(folder: Path) -> Path:
     (dist / "entry_points.txt").write_text(
         f"[rollguard.usecases]\n{RATES_NAME} = tests.support.api_models:RATES\n"
     )
-    if str(folder) not in sys.path:
+    if in_process and str(folder) not in sys.path:
         sys.path.append(str(folder))
     return folder
+
+
+def unregister_rates(folder: Path) -> None:
+    """Take ``folder`` (from :func:`register_rates`) off ``sys.path`` again."""
+    while str(folder) in sys.path:
+        sys.path.remove(str(folder))

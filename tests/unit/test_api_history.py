@@ -24,6 +24,7 @@ from rollguard.settings import Settings
 from rollguard.store import open_store
 from tests.support.api_models import save_mlflow_model, train_booster
 from tests.unit.test_api import make_client, make_settings
+from usecases.cdnow import USECASE as CDNOW
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 CUTOFF = date(1997, 3, 31)
@@ -57,6 +58,7 @@ def test_customer_prediction_says_rank_and_targeted_as_the_weekly_batch_does(
 ) -> None:
     frame = pd.read_parquet(warehouse / "warehouse" / "features" / f"cutoff={CUTOFF}.parquet")
     expected = score_frame(
+        CDNOW,
         frame,
         lambda x: model.predict(x.loc[:, list(model.feature_names)].to_numpy(np.float32)),
         0.1,

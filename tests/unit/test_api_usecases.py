@@ -5,6 +5,7 @@ own categorical handling."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tests.support.api_models import (
     save_rates_model,
     train_booster,
     train_rates_booster,
+    unregister_rates,
 )
 from usecases.cdnow.features import FEATURE_COLUMNS
 
@@ -39,8 +41,10 @@ CUTOFF = date(2017, 3, 6)
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return register_rates(tmp_path_factory.mktemp("entry-points"))
+def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = register_rates(tmp_path_factory.mktemp("entry-points"), in_process=True)
+    yield folder
+    unregister_rates(folder)
 
 
 @pytest.fixture(scope="module")
