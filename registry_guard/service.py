@@ -51,6 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from monitoring.exporter import store_registry
 from registry_guard import registry
 from registry_guard.guard import degraded_versions, roll_back_degraded
+from rollguard.asgi import BodySizeLimitMiddleware
 from rollguard.db.models import AliasAudit
 from rollguard.errors import ConfigurationError
 from rollguard.mlflow_client import mlflow_client
@@ -341,8 +342,6 @@ def create_guard_app(
     Raises:
         ConfigurationError: the token file is unreadable or a placeholder (see :func:`webhook_token`).
     """
-    from api.middleware import BodySizeLimitMiddleware
-
     token = webhook_token(settings)
     store = StoreHandle(open_engine or (lambda: open_store(settings)))
     metrics_registry = store_registry(store.get, settings.model_name)
