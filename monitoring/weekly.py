@@ -403,6 +403,17 @@ def monitor_outcomes(inputs: Inputs, cutoff: date) -> Section:
                 else {}
             ),
             **{m: value.get(m) for m in compute.kpi_metrics(usecase.task)},
+            **(
+                {}
+                if usecase.is_classification
+                else {
+                    "baseline_mae": {
+                        f.feature: f.value
+                        for f in figures
+                        if f.kind == KPI and f.metric == "baseline_mae" and f.feature
+                    }
+                }
+            ),
         },
     )
 

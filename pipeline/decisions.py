@@ -45,6 +45,7 @@ def decide_retrain(
     max_champion_age_weeks: int,
     drift_share: float | None,
     drift_threshold: float,
+    drift_exceeded: bool | None = None,
 ) -> RetrainDecision:
     """Apply the rule of the module docstring.
 
@@ -55,7 +56,10 @@ def decide_retrain(
         champion_age_weeks: weeks of data time since the champion's evaluation cutoff, or None.
         max_champion_age_weeks: retrain when the champion is older than this.
         drift_share: share of features that drifted, in [0, 1], or None when not measured.
-        drift_threshold: retrain when ``drift_share > drift_threshold``.
+        drift_threshold: the threshold the share was judged against (reported).
+        drift_exceeded: the judgement of the one drift computation
+            (:attr:`monitoring.compute.DriftShare.exceeded`, the monitor step's
+            ``retrain_drift_exceeded``); None when drift was not measured.
     """
 
     def made(retrain: bool, reason: RetrainReason, detail: str) -> RetrainDecision:
@@ -82,7 +86,7 @@ def decide_retrain(
             "champion_stale",
             f"the champion is {champion_age_weeks} weeks old (limit {max_champion_age_weeks})",
         )
-    if drift_share is not None and drift_share > drift_threshold:
+    if drift_exceeded and drift_share is not None:
         return made(
             True,
             "drift",

@@ -109,10 +109,14 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
         "guard": guard.get("state"),
         "rolled_back_to": guard.get("rolled_back_to"),
         "kpi_cutoff": monitored.get("matured_cutoff") if kpis else None,
+        "quality_state": outcomes.get("quality_state"),
         "live_ap": kpis.get("average_precision"),
         "lift": kpis.get("lift"),
         "revenue_share": kpis.get("targeted_value_share"),
         "random_revenue_share": kpis.get("random_value_share"),
+        "live_mae": kpis.get("mae"),
+        "live_bias": kpis.get("bias"),
+        "baseline_mae": kpis.get("baseline_mae") or {},
     }
 
 
@@ -127,9 +131,21 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 
 def format_row(row: dict[str, Any]) -> str:
-    """One fixed-width line of the week table."""
+    """One fixed-width line of the week table. Binary classification: the gate's AP and the CI of
+    the AP difference, then lift and value share of the targeted rows; regression: the gate's MAE
+    and the CI of the relative MAE difference (%), then the realized MAE and that of the first
+    declared baseline."""
     ci = row.get("primary_diff_ci")
-    ci_text = f"[{ci[0]:+.3f},{ci[1]:+.3f}]" if ci and ci[0] is not None else "-"
+    regression = row.get("primary_metric") == "mae" or row.get("live_mae") is not None
+    if ci and ci[0] is not None:
+        ci_text = (
+            f"[{100 * ci[0]:+.1f}%,{100 * ci[1]:+.1f}%]"
+            if regression
+            else f"[{ci[0]:+.3f},{ci[1]:+.3f}]"
+        )
+    else:
+        ci_text = "-"
+    spec = ".1f" if regression else ".3f"
     tuning = row.get("tuning") or "-"
     if row.get("tuning_reason") and tuning != "-":
         tuning = f"{tuning}:{row['tuning_reason']}"
@@ -137,12 +153,22 @@ def format_row(row: dict[str, Any]) -> str:
     return (
         f"{_fmt(row.get('week')):9} {row.get('rows_accepted', 0):6} {row.get('files_quarantined', 0):3} "
         f"{_fmt(row.get('drift_share'), '.2f'):>5} {_fmt(row.get('retrain')):18.18} "
-        f"{tuning:24.24} {_fmt(row.get('challenger_primary'), '.3f'):>6} "
-        f"{_fmt(row.get('champion_primary'), '.3f'):>6} {ci_text:17} {_fmt(row.get('decision')):9} "
+        f"{tuning:24.24} {_fmt(row.get('challenger_primary'), spec):>6} "
+        f"{_fmt(row.get('champion_primary'), spec):>6} {ci_text:17} {_fmt(row.get('decision')):9} "
         f"{'v' + str(row['champion']) if row.get('champion') else '-':5} "
-        f"{_fmt(row.get('guard')):12} {rollback:7} {_fmt(row.get('lift'), '.2f'):>5} "
-        f"{_fmt(_percent(row.get('revenue_share')), '.0f'):>5}"
+        f"{_fmt(row.get('guard')):12} {rollback:7} {_kpis(row, regression)}"
     )
+
+
+def _kpis(row: dict[str, Any], regression: bool) -> str:
+    if not regression:
+        return (
+            f"{_fmt(row.get('lift'), '.2f'):>5} "
+            f"{_fmt(_percent(row.get('revenue_share')), '.0f'):>5}"
+        )
+    baselines = row.get("baseline_mae") or {}
+    first = next(iter(baselines.values()), None)
+    return f"{_fmt(row.get('live_mae'), '.1f'):>5} {_fmt(first, '.1f'):>5}"
 
 
 #: Short names of the gate's primary metrics in the table.
@@ -152,13 +178,14 @@ _METRIC_ABBREVIATIONS = {"average_precision": "AP", "mae": "MAE"}
 def table_header(settings: Settings) -> str:
     """The week table's header line; the primary metric's columns are named after the use case's
     task (average precision for classification, MAE for regression)."""
-    metric = _METRIC_ABBREVIATIONS[
-        "average_precision" if settings.usecase_spec.is_classification else "mae"
-    ]
+    usecase = settings.usecase_spec
+    metric = _METRIC_ABBREVIATIONS["average_precision" if usecase.is_classification else "mae"]
+    kpis = f"{'lift':>5} {'rev%':>5}" if usecase.is_classification else f"{'MAE':>5} {'base':>5}"
+    diff = f"{metric} diff 95% CI" if usecase.is_classification else "MAE diff % 95% CI"
     return (
         f"{'week':9} {'rows':>6} {'qua':>3} {'drift':>5} {'retrain?':18} {'tuned/reused':24} "
-        f"{'chal' + metric:>6} {'chmp' + metric:>6} {metric + ' diff 95% CI':17} {'decision':9} "
-        f"{'champ':5} {'guard':12} {'rollbk':7} {'lift':>5} {'rev%':>5}"
+        f"{'chal' + metric:>6} {'chmp' + metric:>6} {diff:17} {'decision':9} "
+        f"{'champ':5} {'guard':12} {'rollbk':7} {kpis}"
     )
 
 

@@ -107,7 +107,14 @@ def retrain(
         and ((plan.evaluation - stored.found_cutoff).days <= settings.params_max_age_days)
     ):
         reference = usecase.build_rows(inputs.records, stored.found_cutoff, label_available=False)
-        drift = tuning.feature_drift(usecase, reference, data.evaluation)
+        drift = tuning.feature_drift(
+            usecase,
+            reference,
+            data.evaluation,
+            threshold=settings.drift_threshold,
+            sample_rows=settings.monitor_sample_rows,
+            seed=settings.monitor_sample_seed,
+        )
     decision = tuning.decide_tuning(
         stored,
         evaluation_cutoff=plan.evaluation,

@@ -192,6 +192,7 @@ def decide_step(
         max_champion_age_weeks=settings.max_champion_age_weeks,
         drift_share=drift.get("retrain_drift_share"),
         drift_threshold=settings.retrain_drift_threshold,
+        drift_exceeded=drift.get("retrain_drift_exceeded"),
     )
     return asdict(decision)
 
@@ -247,7 +248,7 @@ def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
         "outcome": run.decision.outcome,
         "reason_code": run.decision.reason_code,
         "reasons": list(run.decision.reasons)[:3],
-        "primary_metric": run.decision.policy.get("primary_metric"),
+        "primary_metric": "average_precision" if settings.usecase_spec.is_classification else "mae",
         "challenger_primary": None if primary is None else primary.challenger,
         "champion_primary": None if primary is None else primary.champion,
         "primary_diff_ci": None if primary is None else [primary.ci_low, primary.ci_high],

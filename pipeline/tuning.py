@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from domain.evaluation import TrainingSet
+from monitoring.compute import ColumnMapping, drift_share
 from pipeline.training import (
     DEFAULT_TUNABLE,
     TUNABLE_PARAMS,
@@ -208,53 +209,41 @@ def feature_drift(
     usecase: UseCase,
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    columns: Sequence[str] | None = None,
+    *,
+    threshold: float,
+    sample_rows: int,
+    seed: int,
 ) -> DriftSummary:
-    """Share of the use case's features (or ``columns``) that drifted from ``reference`` to
-    ``current`` (Evidently 0.7).
+    """Share of the use case's features that drifted from ``reference`` to ``current``: the one
+    drift computation of Rollguard (:func:`monitoring.compute.drift_share`, Evidently 0.7 with the
+    use case's column mapping and seeded samples), summarised for the tuning rule.
 
-    Uses ``Report([DataDriftPreset()])`` with the columns declared numerical or categorical as the
-    use case declares them; Evidently picks the per-column test and threshold (its documented
-    defaults). Both frames: row frames of the use case.
+    Args:
+        usecase: decides the features and their kinds.
+        reference, current: row frames of the use case.
+        threshold: the tuning rule's threshold (reported; :func:`decide_tuning` applies it).
+        sample_rows, seed: the monitoring sample (``Settings.monitor_sample_rows`` and
+            ``monitor_sample_seed``).
+
+    Raises:
+        RuntimeError: nothing could be compared (no rows or no comparable feature).
     """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
-    cols = list(columns or usecase.feature_names)
-    categorical = [c for c in cols if usecase.feature(c).is_categorical]
-    definition = DataDefinition(
-        numerical_columns=[c for c in cols if c not in categorical],
-        categorical_columns=categorical,
+    found = drift_share(
+        reference,
+        current,
+        ColumnMapping.from_usecase(usecase),
+        threshold=threshold,
+        sample_rows=sample_rows,
+        seed=seed,
     )
-    current = usecase.feature_frame(current)
-    reference = usecase.feature_frame(reference)
-    snapshot = Report([DataDriftPreset(columns=cols)]).run(
-        Dataset.from_pandas(current[cols], data_definition=definition),
-        Dataset.from_pandas(reference[cols], data_definition=definition),
-    )
-    drifted: list[str] = []
-    share = None
-    method = "evidently DataDriftPreset"
-    for metric in snapshot.dict()["metrics"]:
-        config = metric.get("config", {})
-        kind = config.get("type", "")
-        if kind.endswith("DriftedColumnsCount"):
-            share = float(metric["value"]["share"])
-        elif kind.endswith("ValueDrift"):
-            score, threshold = float(metric["value"]), float(config.get("threshold", 0.0))
-            name = str(config.get("method", ""))
-            # Evidently's rule: p-value tests drift when below the threshold, distances above.
-            is_p_value = "p_value" in name.replace("-", "_") or "test" in name.lower()
-            if (score < threshold) if is_p_value else (score >= threshold):
-                drifted.append(str(config["column"]))
-    if share is None:
-        raise RuntimeError("Evidently's DataDriftPreset returned no DriftedColumnsCount metric")
+    if found.share is None:
+        raise RuntimeError(f"feature drift not measured: {found.detail}")
     return DriftSummary(
-        share=share,
-        n_drifted=round(share * len(cols)),
-        n_features=len(cols),
-        drifted=tuple(sorted(drifted)),
-        method=method,
+        share=found.share,
+        n_drifted=len(found.drifted),
+        n_features=found.n_features,
+        drifted=found.drifted,
+        method="monitoring.compute.drift_share (Evidently DataDriftPreset)",
     )
 
 
