@@ -19,7 +19,7 @@ $(CURDIR)/.tools/bin/uv:
 setup: $(UV) ## Create .venv with every dependency group from the lock file
 	$(UV) sync --locked --all-groups
 
-demo: setup ## Set up, then run the main job (replay CDNOW through the loop)
+demo: setup ## Set up, then run the main job (replay the default use case through the loop)
 	$(RUN) rollguard demo
 
 test: setup ## Set up, then run the linters, the import layers and the whole test suite

@@ -1,7 +1,7 @@
 """Prometheus metrics of the model server.
 
 Process model: **one server process per container** (``uvicorn --workers 1``; scale out with
-replicas that Prometheus scrapes one by one, as DESIGN.md "Beyond one machine" says). We chose this
+replicas that Prometheus scrapes one by one, as docs/design.md "Beyond one machine" says). We chose this
 over prometheus-client's multiprocess mode because (1) every worker would hold its own model and
 hot-swap on its own schedule, so "the serving version" would not be one value; (2) multiprocess
 mode cannot export per-process gauges such as ``rollguard_model_info`` without a live-sum/max mode

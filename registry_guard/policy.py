@@ -1,7 +1,7 @@
 """The gate and guard policies: thresholds of the validation gate and the live guard, read from one
 YAML file.
 
-The defaults are the contract of ``DESIGN.md`` (sections "Gate" and "Live guard and rollback") and
+The defaults are the contract of ``docs/design.md`` (sections "Gate" and "Live guard and rollback") and
 are kept in ``registry_guard/policy.default.yaml``: the gate's shared fields at the top level, its
 per-task fields under ``classification:`` and ``regression:``, the guard's under ``guard:``. A user copy set through ``ROLLGUARD_GATE_POLICY_PATH`` may change any of
 them. Unknown keys are refused so a typo cannot silently fall back to a default.
@@ -128,7 +128,8 @@ class GuardPolicy(BaseModel):
         gt=0,
         description=(
             "PSI above this is a broken model or feature path. Siddiqi's 0.25 assumes a stable "
-            "population; on CDNOW healthy model pairs measure 0.3-0.4 and a shuffled-label model "
+            "population; on the default use case healthy model pairs measure 0.3-0.4 and a "
+            "shuffled-label model "
             "about 4.5 (see policy.default.yaml)."
         ),
     )

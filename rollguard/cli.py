@@ -39,7 +39,7 @@ from rollguard.commands import (
     settings,
 )
 from rollguard.settings import get_settings
-from rollguard.usecase import available_usecases, load_usecase
+from rollguard.usecase import available_usecases, default_usecase_name, load_usecase
 from ui.cli import register as register_ui
 
 app = typer.Typer(
@@ -211,19 +211,21 @@ def demo(
         typer.Option(
             "--usecase",
             help="Run this registered use case (sets ROLLGUARD_USECASE; its state goes under "
-            "./.rollguard-NAME unless ROLLGUARD_HOME is set) [default: ROLLGUARD_USECASE, cdnow].",
+            "./.rollguard-NAME unless ROLLGUARD_HOME is set) [default: ROLLGUARD_USECASE, else the "
+            "default use case].",
         ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Replay a use case's history (CDNOW by default) week by week through the real Airflow DAG:
+    """Replay a use case's history (the default one unless --usecase) week by week through the
+    real Airflow DAG:
     retrain, gate, promote, roll back."""
     if all_weeks and weeks is not None:
         raise typer.BadParameter("give either --weeks N or --all, not both", param_hint="--weeks")
     if usecase is not None:
         load_usecase(usecase)  # refuse an unknown or broken use case before anything runs
         os.environ["ROLLGUARD_USECASE"] = usecase
-        if usecase != "cdnow":
+        if usecase != default_usecase_name():
             os.environ.setdefault("ROLLGUARD_HOME", f".rollguard-{usecase}")
 
     def stop(signum: int, _frame: object) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rollguard.usecase import UseCase, load_usecase
+from rollguard.usecase import UseCase, default_usecase_name, load_usecase
 
 #: Secret values that are refused outside ``development`` (see :meth:`Settings._refuse_placeholders`).
 PLACEHOLDER_SECRETS = frozenset(
@@ -80,9 +80,10 @@ class Settings(BaseSettings):
 
     # --- use case -------------------------------------------------------------------------------
     usecase: str = Field(
-        default="cdnow",
+        default=None,  # type: ignore[assignment]  # filled before validation: the default use case
         description="Use case to run: a name registered under the entry-point group "
-        "rollguard.usecases (built in: cdnow, hotel).",
+        "rollguard.usecases. Default: the one Rollguard's pyproject.toml nominates "
+        "(rollguard.default_usecase).",
     )
     horizon_days: int = Field(
         default=None,  # type: ignore[assignment]  # filled from the use case before validation
@@ -243,9 +244,11 @@ class Settings(BaseSettings):
         """
         if not isinstance(data, dict):
             return data
+        if data.get("usecase") in (None, ""):
+            data["usecase"] = default_usecase_name()
         unset = [k for k in _USECASE_DEFAULTS if data.get(k) in (None, "")]
         if unset:
-            usecase = load_usecase(str(data.get("usecase") or "cdnow"))
+            usecase = load_usecase(str(data["usecase"]))
             for key in unset:
                 data[key] = _USECASE_DEFAULTS[key](usecase)
         return data

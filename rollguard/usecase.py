@@ -10,9 +10,10 @@ KPIs and the dashboards are derived from it; nothing outside a use case's own pa
 columns. See docs/design.md ("Use cases") and docs/usecases.md (how to write one).
 
 Use cases are found through the entry-point group :data:`ENTRY_POINT_GROUP` and chosen by the setting
-``ROLLGUARD_USECASE``. An entry point names either a :class:`UseCase` instance or a callable with no
-arguments that returns one. The built-in ones (``cdnow``, ``hotel``) register exactly that way, in
-Rollguard's ``pyproject.toml``; a team's own package registers in its own.
+``ROLLGUARD_USECASE`` (unset: the one named in :data:`DEFAULT_ENTRY_POINT_GROUP`). An entry point
+names either a :class:`UseCase` instance or a callable with no arguments that returns one. The
+built-in ones register exactly that way, in Rollguard's ``pyproject.toml``; a team's own package
+registers in its own.
 
 Cutoffs and rows (both scoring units):
 
@@ -48,6 +49,9 @@ from rollguard.weeks import horizon_weeks
 
 #: Entry-point group under which use cases register.
 ENTRY_POINT_GROUP = "rollguard.usecases"
+#: Entry-point group whose one entry names the use case run when ``ROLLGUARD_USECASE`` is unset
+#: (Rollguard's own ``pyproject.toml`` nominates its first built-in use case there).
+DEFAULT_ENTRY_POINT_GROUP = "rollguard.default_usecase"
 #: The key column every row frame carries besides the entity key: the cutoff (datetime64[ns]).
 CUTOFF_COLUMN = "cutoff"
 #: Boolean column of every row frame: whether the label columns hold matured values.
@@ -221,8 +225,8 @@ class UseCase(ABC):
     :data:`ENTRY_POINT_GROUP`.
 
     Class attributes (all required):
-        name: the entry-point name (``cdnow``), lower case.
-        title: human title (``CDNOW repurchase``).
+        name: the entry-point name (``churn``), lower case.
+        title: human title (``Subscriber churn``).
         model_name: registered model name in the MLflow registry.
         task: :class:`TaskType`.
         scoring_unit: ``entity_at_cutoff`` or ``event`` (see the module docstring).
@@ -520,6 +524,25 @@ def _check_label_values(usecase: UseCase, rows: pd.DataFrame) -> None:
 def available_usecases() -> dict[str, metadata.EntryPoint]:
     """Entry points of the group :data:`ENTRY_POINT_GROUP`, by name."""
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def default_usecase_name() -> str:
+    """The name of the use case run when none is chosen: the one entry of the group
+    :data:`DEFAULT_ENTRY_POINT_GROUP`.
+
+    Raises:
+        UseCaseError: no installed distribution nominates one, or several do.
+    """
+    names = sorted({ep.name for ep in metadata.entry_points(group=DEFAULT_ENTRY_POINT_GROUP)})
+    if len(names) != 1:
+        found = ", ".join(names) or "none"
+        raise UseCaseError(
+            "?",
+            "ROLLGUARD_USECASE",
+            f"is unset and the default use case is ambiguous (entry points of "
+            f"{DEFAULT_ENTRY_POINT_GROUP}: {found}); set ROLLGUARD_USECASE",
+        )
+    return names[0]
 
 
 @lru_cache(maxsize=16)
