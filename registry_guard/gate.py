@@ -19,7 +19,8 @@ the one implementation the guard uses too). The metrics depend on the use case's
 Both: two equally good models pass, so the fresher one wins ties (identical models give a CI of
 exactly ``[0, 0]``); batch latency, model size and signature guardrails; the same
 non-inferiority check on every segment of every slice with enough evidence. Without a champion the
-challenger is compared with a constant model (the base rate; the labels' median for regression) and
+challenger is compared with a constant model (the base rate; for regression its training median, else
+the evaluation labels' median) and
 becomes the first champion (``bootstrap``) when it is credibly better.
 
 :func:`evaluate_gate` composes named checks (:func:`_sanity`, :func:`_signature`,
@@ -484,7 +485,7 @@ def _better_than_constant(
     policy: GatePolicy,
 ) -> _Found:
     """The challenger is credibly better than a constant model (the base rate's AP, or the MAE of
-    the labels' median)."""
+    the constant of :meth:`_Rows.constant_model`)."""
     pct = _pct(policy)
     if not rows.regression:
         base = boot["challenger_vs_base_rate"]
@@ -930,7 +931,7 @@ def _first_champion_sentence(
         m = boot["mae_relative"]
         return (
             f"no champion yet: version {challenger.version} becomes the first champion "
-            f"(MAE {_money(m.challenger, rows.unit)}, labels' median "
+            f"(MAE {_money(m.challenger, rows.unit)}, {rows.constant_name} "
             f"{_money(m.champion, rows.unit)})"
         )
     base = boot["challenger_vs_base_rate"]
