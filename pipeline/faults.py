@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from domain.evaluation import (
     TrainingSet,
@@ -21,6 +22,7 @@ from domain.evaluation import (
     load_training_inputs,
     plan_cutoffs,
 )
+from monitoring.weekly import TRAINING_MEDIAN_TAG
 from pipeline import tracking, training, tuning
 from rollguard.files import write_atomic
 from rollguard.settings import Settings
@@ -99,6 +101,9 @@ def register_shuffled_label_model(settings: Settings, *, seed: int = 7) -> Broke
         "rollguard.dataset_sha256": data.dataset_sha256,
         "rollguard.code_version": tracking.code_version(),
     }
+    if not usecase.is_classification:  # the constant it must beat, as retrain records it
+        trained = pd.concat([data.fit, data.validation])[label].to_numpy(dtype="float64")
+        tags[TRAINING_MEDIAN_TAG] = f"{float(np.median(trained)):.6g}"
     if stored is not None:  # the parameters it reuses keep their provenance
         tags[tuning.PARAMS_FOUND_CUTOFF_TAG] = stored.found_cutoff.isoformat()
     run = client.create_run(experiment, run_name=f"fault-shuffled-{plan.evaluation}", tags=tags)
