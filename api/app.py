@@ -335,7 +335,7 @@ def create_app(
         manager: the model manager; default: one watching ``settings.model_name@champion`` in the
             registry at ``settings.tracking_uri``.
         prediction_log: the prediction log; default: the monitoring store of ``settings`` with
-            its spool under ``settings.home / "spool"``.
+            its spool in ``settings.api_spool_dir`` (one folder per replica).
         metrics: Prometheus metrics; default: a fresh registry.
 
     Raises:
@@ -356,7 +356,7 @@ def create_app(
 
         prediction_log = PredictionLog(
             lambda: open_store(settings),
-            settings.home / "spool",
+            settings.api_spool_dir,
             metrics,
             max_queue_rows=settings.api_log_queue_rows,
             challenger=lambda: manager.challenger,

@@ -428,11 +428,13 @@ def _register_parts() -> None:
     from monitoring.cli import register as register_monitoring
     from pipeline.train_cli import register as register_train
     from registry_guard.cli import register as register_registry_guard
+    from rollguard.stack_cli import register as register_stack
 
     register_train(app)
     register_registry_guard(app)
     register_api(app)
     register_monitoring(app)
+    register_stack(app)
 
 
 _register_parts()
