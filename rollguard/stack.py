@@ -144,6 +144,7 @@ class Service:
         url: where a person reaches it (None: no HTTP interface).
         ready: readiness check.
         absent: why it cannot run on this machine (a missing binary), else None.
+        port: the loopback port it listens on (checked free before it starts), if any.
     """
 
     name: str
@@ -153,6 +154,7 @@ class Service:
     url: str | None = None
     ready: Readiness | None = None
     absent: str | None = None
+    port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -313,11 +315,12 @@ def _airflow_services(settings: Settings, env: Mapping[str, str]) -> list[Servic
     services = [
         Service(
             "airflow-api-server", "airflow-api-server", (airflow, "api-server"), env, api,
-            Readiness(f"{api}/api/v2/version"),
+            Readiness(f"{api}/api/v2/version"), port=settings.stack_airflow_port,
         ),
         Service(
             "airflow-scheduler", "airflow-scheduler", (airflow, "scheduler"), env, None,
             Readiness(f"{_local(settings.stack_scheduler_health_port)}/health"),
+            port=settings.stack_scheduler_health_port,
         ),
         Service(
             "airflow-dag-processor", "airflow-dag-processor", (airflow, "dag-processor"), env,
@@ -346,6 +349,7 @@ def _airflow_services(settings: Settings, env: Mapping[str, str]) -> list[Servic
                     None,
                     # The worker's log server answers once the worker has started (any status).
                     Readiness(_local(log_port), any_status=True),
+                    port=log_port,
                 )
             )
     return services
@@ -365,7 +369,7 @@ def _rollguard_services(
                     **env, "ROLLGUARD_API_HOST": "127.0.0.1", "ROLLGUARD_API_PORT": str(port),
                     "ROLLGUARD_API_REPLICA_ID": f"api-{n}",
                 },
-                _local(port), Readiness(f"{_local(port)}/healthz"),
+                _local(port), Readiness(f"{_local(port)}/healthz"), port=port,
             )
         )  # fmt: skip
     guard = _local(settings.guard_port)
@@ -377,7 +381,7 @@ def _rollguard_services(
                 "ROLLGUARD_GUARD_PORT": str(settings.guard_port),
                 "ROLLGUARD_GUARD_TOKEN_FILE": str(paths.guard_token),
             },
-            guard, Readiness(f"{guard}/healthz"),
+            guard, Readiness(f"{guard}/healthz"), port=settings.guard_port,
         )
     )  # fmt: skip
     ui = _local(settings.ui_port)
@@ -388,7 +392,7 @@ def _rollguard_services(
                 "ROLLGUARD_ENV": settings.env, "ROLLGUARD_UI_HOST": "127.0.0.1",
                 "ROLLGUARD_UI_PORT": str(settings.ui_port), "ROLLGUARD_UI_API_URL": _local(ports[0]),
             },
-            ui, Readiness(f"{ui}/"),
+            ui, Readiness(f"{ui}/"), port=settings.ui_port,
         )
     )  # fmt: skip
     return services
@@ -424,6 +428,7 @@ def _monitoring_services(
             ),
             {}, am, Readiness(f"{am}/-/ready"),
             None if binary else "no prometheus-alertmanager binary on PATH",
+            settings.stack_alertmanager_port,
         )
     )  # fmt: skip
     binary = _find(BINARIES["prometheus"], which)
@@ -440,6 +445,7 @@ def _monitoring_services(
             ),
             {}, prom, Readiness(f"{prom}/-/ready"),
             None if binary else "no prometheus binary on PATH",
+            settings.stack_prometheus_port,
         )
     )  # fmt: skip
     binary = _find(BINARIES["grafana"], which)
@@ -459,6 +465,7 @@ def _monitoring_services(
             },
             grafana, Readiness(f"{grafana}/api/health"),
             None if binary else "no grafana binary on PATH",
+            settings.stack_grafana_port,
         )
     )  # fmt: skip
     return services
@@ -490,7 +497,7 @@ def plan_stack(
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_BACKEND_STORE_URI": urls["mlflow"],
         },
-        mlflow, Readiness(f"{mlflow}/health"),
+        mlflow, Readiness(f"{mlflow}/health"), port=settings.stack_mlflow_port,
     )  # fmt: skip
     jobs = (
         Job("rollguard-migrate", "rollguard-migrate", (executable("rollguard"), "db", "upgrade"),

@@ -216,9 +216,10 @@ def start_service(service: Service, paths: StackPaths) -> int:
     Raises:
         StackError: its port is taken by another process, or the executable cannot be started.
     """
-    port = httpx.URL(service.ready.url).port if service.ready else None
-    if port is not None and _listening(port):
-        raise StackError(f"{service.name}: port {port} is already in use by another process")
+    if service.port is not None and _listening(service.port):
+        raise StackError(
+            f"{service.name}: port {service.port} is already in use by another process"
+        )
     log_path = _log_file(paths, service.name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
