@@ -57,8 +57,9 @@ from api.schemas import (
     ReloadResponse,
     predict_request_model,
 )
+from api.workers import refuse_multiple_workers
 from pipeline.features import FEATURE_COLUMNS
-from rollguard.settings import Settings
+from rollguard.settings import Settings, get_settings
 
 log = logging.getLogger("rollguard.api")
 
@@ -322,7 +323,7 @@ class _LazyStore:
 
 
 def create_app(
-    settings: Settings,
+    settings: Settings | None = None,
     *,
     manager: ModelManager | None = None,
     prediction_log: PredictionLog | None = None,
@@ -331,7 +332,9 @@ def create_app(
     """Build the model server.
 
     Args:
-        settings: limits, model name, registry and store locations, admin token, CORS origins.
+        settings: limits, model name, registry and store locations, admin token, CORS origins
+            (default: read from the environment, so ``uvicorn --factory api.app:create_app``
+            works).
         manager: the model manager; default: one watching ``settings.model_name@champion`` in the
             registry at ``settings.tracking_uri``.
         prediction_log: the prediction log; default: the monitoring store of ``settings`` with
@@ -340,7 +343,13 @@ def create_app(
 
     Raises:
         api.metrics.MultipleWorkersError: at start-up, when several workers are configured.
+
+    Exits the process with code 2 (one line on stderr) when it is one of several server workers
+    (:func:`api.workers.refuse_multiple_workers`).
     """
+    refuse_multiple_workers()
+    if settings is None:
+        settings = get_settings()
     if metrics is None:
         metrics = manager.metrics if manager is not None else ServingMetrics.create()
     if manager is None:
