@@ -276,17 +276,62 @@ def data_replay(
         int | None,
         typer.Option(min=1, help="Write the next N weeks after those already delivered."),
     ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Deliver one week per --every interval until stopped.")
+    ] = False,
+    every: Annotated[
+        str, typer.Option(help="With --live: time between deliveries (60s, 2m, 500ms).")
+    ] = "60s",
     path: PathOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Write the log as one CSV per ISO week into the landing zone, like a production feed."""
     from pipeline import feed
 
+    s = settings()
+    if live:
+        _replay_live(s, until, weeks, every, path, as_json)
+        return
     if (until is None) == (weeks is None):
         raise ValueError("give exactly one of --until YYYY-MM-DD or --weeks N")
-    s = settings()
     result = feed.replay(s, until=until.date() if until else None, weeks=weeks, path=path)
     emit(result, as_json, feed.format_replay)
+
+
+def _replay_live(
+    s: Settings, until: datetime | None, weeks: int | None, every: str, path: Path | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``data replay --live``: deliveries until --weeks, the log's end, Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from pipeline import live_feed
+
+    if until is not None:
+        raise ValueError("--live delivers week by week: use --weeks N (or nothing), not --until")
+    seconds = live_feed.parse_interval(every)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        results = live_feed.replay_live(
+            s, every_seconds=seconds, stop=stop, weeks=weeks, path=path,
+            on_delivery=lambda r: typer.echo(
+                f"delivered {r.newest_week} ({', '.join(r.written) or 'already there'})",
+                err=as_json,
+            ),
+        )  # fmt: skip
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = {
+        "delivered": [r.newest_week for r in results],
+        "stopped_by_signal": stop.is_set(),
+        "landing_dir": str(s.landing_dir),
+    }
+    emit(summary, as_json)
 
 
 @data_app.command("ingest")
