@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from api.metrics import MultipleWorkersError, check_single_process
 
@@ -25,10 +26,10 @@ def uvicorn_workers() -> int | None:
     """``workers`` of the uvicorn ``Config`` this process was spawned with by a uvicorn
     supervisor (``--workers`` or ``--reload``), or None when it was not."""
     kwargs = getattr(multiprocessing.current_process(), "_kwargs", None) or {}
-    config = kwargs.get("config")
-    if type(config).__module__.startswith("uvicorn") and hasattr(config, "workers"):
-        return int(config.workers or 1)
-    return None
+    config: Any = kwargs.get("config")
+    if config is None or not type(config).__module__.startswith("uvicorn"):
+        return None
+    return int(getattr(config, "workers", 1) or 1)
 
 
 def gunicorn_workers(parent_cmdline: list[str]) -> int | None:
