@@ -17,6 +17,7 @@ from tests.support.live_stack import (
     bootstrap_champion,
     start_live_stack,
     stop_live_stack,
+    trained_runs,
     unavailable,
     wait_until,
 )
@@ -42,9 +43,10 @@ def celery_stack() -> Iterator[LiveStack]:
 def test_one_run_is_executed_by_both_celery_workers_without_duplicate_registration(
     celery_stack: LiveStack,
 ) -> None:
-    run_id, champion = bootstrap_champion(celery_stack)
-    tis = celery_stack.task_instances("rollguard_retrain", run_id)
-    ran = [t for t in tis if t["state"] == "success"]
+    _, champion = bootstrap_champion(celery_stack)
+    trained = trained_runs(celery_stack)
+    assert len(trained) == 1, trained
+    ran = [t for t in trained[0][1].values() if t["state"] == "success"]
     hosts = {t["hostname"] for t in ran}
     host = socket.gethostname()
     assert hosts == {f"worker1@{host}", f"worker2@{host}"}, [

@@ -24,6 +24,7 @@ from tests.support.live_stack import (
     bootstrap_champion,
     start_live_stack,
     stop_live_stack,
+    trained_runs,
     unavailable,
     wait_until,
 )
@@ -59,11 +60,9 @@ def test_landing_files_retrain_under_the_scheduler_and_every_replica_serves_the_
 ) -> None:
     runs = live.dag_runs("rollguard_retrain")
     run = next(r for r in runs if r["run_type"] == "asset_triggered")  # scheduled by the event
-    states = {
-        t["task_id"]: t["state"]
-        for t in live.task_instances("rollguard_retrain", run["dag_run_id"])
-    }
-    assert states["train"] == "success" and states["gate"] == "success", states
+    assert run["state"] == "success"
+    trained = trained_runs(live)  # the event's run or the weekly cron run (see trained_runs)
+    assert len(trained) == 1 and trained[0][1]["gate"]["state"] == "success", trained
     models = live.rollguard("models", "--json")["versions"]
     gated = next(m for m in models if str(m["version"]) == champion)
     assert gated["gate_decision"] == "bootstrap", gated

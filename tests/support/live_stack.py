@@ -36,9 +36,9 @@ SMALL = {
     "ROLLGUARD_SHAP_SAMPLE_ROWS": "200",
     "ROLLGUARD_TRAINING_CUTOFFS": "4",
 }
-#: Weekly files of the first delivery: enough history for 4 fit cutoffs, a validation cutoff
-#: and a matured evaluation cutoff.
-FIRST_WEEKS = 14
+#: Weekly files of the first delivery, as the main job's initial load (14 weeks are too few for
+#: 4 fit cutoffs, a validation cutoff and a matured evaluation cutoff).
+FIRST_WEEKS = 20
 
 
 def unavailable(*, redis: bool = False) -> str | None:
@@ -212,6 +212,21 @@ def bootstrap_champion(stack: LiveStack) -> tuple[str, str]:
     champions = [m for m in models if "champion" in m["aliases"]]
     assert len(champions) == 1, models
     return run_id, str(champions[0]["version"])
+
+
+def trained_runs(stack: LiveStack) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """``rollguard_retrain`` runs whose ``train`` task succeeded: (run id, task instances by id).
+    Besides the event's run, the scheduler starts the weekly cron run at once (catchup off: the
+    latest Monday only); runs are serial (``max_active_runs=1``), so whichever finds the files
+    first ingests, trains and gates, and the other short-circuits."""
+    out = []
+    for run in stack.dag_runs("rollguard_retrain"):
+        tis = {
+            t["task_id"]: t for t in stack.task_instances("rollguard_retrain", run["dag_run_id"])
+        }
+        if tis.get("train", {}).get("state") == "success":
+            out.append((run["dag_run_id"], tis))
+    return out
 
 
 def wait_until(
