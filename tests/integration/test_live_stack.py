@@ -61,6 +61,11 @@ def test_landing_files_retrain_under_the_scheduler_and_every_replica_serves_the_
     runs = live.dag_runs("rollguard_retrain")
     run = next(r for r in runs if r["run_type"] == "asset_triggered")  # scheduled by the event
     assert run["state"] == "success"
+    events = live.api("GET", "assets/events", params={"limit": 100})["asset_events"]
+    announced = [e for e in events if e["source_dag_id"] == "rollguard_landing_watch"]
+    assert announced, events
+    created = {r["run_id"] for e in announced for r in e["created_dagruns"]}
+    assert run["dag_run_id"] in created, (run["dag_run_id"], announced)
     trained = trained_runs(live)  # the event's run or the weekly cron run (see trained_runs)
     assert len(trained) == 1 and trained[0][1]["gate"]["state"] == "success", trained
     models = live.rollguard("models", "--json")["versions"]
@@ -76,32 +81,38 @@ def test_landing_files_retrain_under_the_scheduler_and_every_replica_serves_the_
 
 def test_a_transient_task_fault_is_retried_by_the_scheduler(live: LiveStack, champion: str) -> None:
     """The warehouse folder is a plain file while ``ingest`` first runs (its Parquet cannot be
-    written); once the scheduler has put the task up for retry the folder is put back."""
+    written); once the scheduler has put the task up for retry the folder is put back. Two new
+    weekly files land and the landing watch announces them, as in production."""
     warehouse = live.home / "warehouse" / "transactions"
     aside = warehouse.with_name("transactions.aside")
     warehouse.rename(aside)
     warehouse.write_text("not a folder")
-    try:
-        live.rollguard("data", "replay", "--weeks", "2", "--json")
-        run_id = live.trigger("rollguard_retrain")
-        healed = threading.Event()
+    healed: list[str] = []
 
-        def heal() -> bool:
-            tis = {t["task_id"]: t for t in live.task_instances("rollguard_retrain", run_id)}
+    def heal() -> bool:
+        for run in live.dag_runs("rollguard_retrain"):
+            if run["state"] not in ("queued", "running"):
+                continue
+            tis = {
+                t["task_id"]: t for t in live.task_instances("rollguard_retrain", run["dag_run_id"])
+            }
             if tis.get("ingest", {}).get("state") == "up_for_retry":
                 warehouse.unlink()
                 aside.rename(warehouse)
-                healed.set()
+                healed.append(run["dag_run_id"])
                 return True
-            return False
+        return False
 
-        wait_until(heal, 600, "ingest up for retry", period=0.2)
-        run = live.wait_for_run("rollguard_retrain", run_id, timeout=1500)
+    try:
+        live.rollguard("data", "replay", "--weeks", "2", "--json")
+        live.trigger("rollguard_landing_watch")
+        wait_until(heal, 900, "ingest up for retry", period=0.3)
+        run = live.wait_for_run("rollguard_retrain", healed[0], timeout=1500)
     finally:
-        if not healed.is_set() and aside.exists():
+        if not healed and aside.exists():
             warehouse.unlink(missing_ok=True)
             aside.rename(warehouse)
-    tis = {t["task_id"]: t for t in live.task_instances("rollguard_retrain", run_id)}
+    tis = {t["task_id"]: t for t in live.task_instances("rollguard_retrain", healed[0])}
     assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
     assert tis["ingest"]["try_number"] >= 2
     assert tis["ingest"]["state"] == "success"

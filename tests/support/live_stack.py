@@ -190,20 +190,13 @@ def bootstrap_champion(stack: LiveStack) -> tuple[str, str]:
     # first announces them, so the test follows the asset event, not one particular watch run.
     watch = stack.trigger("rollguard_landing_watch")
     assert stack.wait_for_run("rollguard_landing_watch", watch, timeout=600)["state"] == "success"
-    found: list[str] = []
 
-    def announced() -> bool:
-        events = stack.api("GET", "assets/events", params={"limit": 100})["asset_events"]
-        found[:] = [
-            r["run_id"]
-            for e in events
-            if e["source_dag_id"] == "rollguard_landing_watch" and e["uri"] == "rollguard://landing"
-            for r in e["created_dagruns"]
-        ]
-        return bool(found)
+    def asset_runs() -> list[dict[str, Any]]:
+        runs = stack.dag_runs("rollguard_retrain")
+        return [r for r in runs if r["run_type"] == "asset_triggered"]
 
-    wait_until(announced, 300, "a landing event that scheduled rollguard_retrain", period=1.0)
-    run_id = found[0]
+    wait_until(lambda: bool(asset_runs()), 300, "an asset-triggered rollguard_retrain run")
+    run_id = asset_runs()[0]["dag_run_id"]
     run = stack.wait_for_run("rollguard_retrain", run_id, timeout=1500)
     if run["state"] != "success":
         print(stack.logs())
