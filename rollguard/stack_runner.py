@@ -255,6 +255,13 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _wait_port_free(port: int, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds until nothing listens on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while _listening(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def probe(ready: Readiness, timeout: float = 2.0) -> bool:
     """True when ``ready`` passes now (see :class:`rollguard.stack.Readiness`)."""
     try:
@@ -502,8 +509,9 @@ def stop_service(settings: Settings, name: str, *, sig: int = signal.SIGTERM) ->
         os.killpg(pid, signal.SIGKILL)
         child = _CHILDREN.pop(pid, None)
         if child is not None:
-            child.wait(timeout=10)
-        deadline = time.monotonic() + 10
+            child.wait(timeout=settings.stack_stop_timeout_seconds)
+        # A process in an uninterruptible wait (an fsync, say) dies only when the call returns.
+        deadline = time.monotonic() + settings.stack_stop_timeout_seconds
         while _group_members(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     else:
@@ -521,6 +529,8 @@ def start_one(settings: Settings, name: str) -> int:
     svc = plan.service(name)
     pid = recorded_pid(plan.paths, name)
     if pid is None:
+        if svc.port is not None:  # a process just killed may hold its port a moment longer
+            _wait_port_free(svc.port, settings.stack_stop_timeout_seconds)
         pid = start_service(svc, plan.paths)
     wait_ready([svc], plan.paths, settings.stack_ready_timeout_seconds)
     return pid
