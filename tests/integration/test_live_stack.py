@@ -204,6 +204,7 @@ def test_a_replica_killed_mid_load_loses_no_logged_prediction(
         with httpx.Client(timeout=5) as client:
             for _ in range(40):
                 resp = client.post(f"{live.api_urls[1]}/v1/predict", json={"rows": [ROW]})
+                assert resp.status_code == 200, resp.text
                 answered["api-2"].add(resp.json()["request_id"])
         wait_until(lambda: spooled(live.api_urls[1]) >= 40, 60, "api-2 spooled its predictions")
         pid = stack_runner.stop_service(settings, "api-2", sig=signal.SIGKILL)
