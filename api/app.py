@@ -43,7 +43,7 @@ from api.lifecycle import ModelManager, configure_mlflow_http
 from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from api.model import NonFiniteScore, ServingModel
-from api.predlog import LoggedRequest, PredictionLog
+from api.predlog import LoggedRequest, PredictionLog, adopt_shared_spool
 from api.schemas import (
     CustomerHistoryResponse,
     CustomerPredictionResponse,
@@ -385,6 +385,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         check_single_process()
         configure_mlflow_http()
+        if prediction_log.spool_dir == settings.api_spool_dir:
+            adopt_shared_spool(settings.home / "spool", settings.api_spool_dir)
         prediction_log.start()
         manager.start()
         # Objects from start-up (modules of MLflow, pandas, SQLAlchemy...) never die: move them
