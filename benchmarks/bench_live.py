@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ def dag_test_seconds(weeks: int, small: dict[str, str]) -> float:
     )  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"dag.test baseline failed:\n{proc.stderr[-3000:]}")
+    shutil.rmtree(home, ignore_errors=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     if out["champion"] is None:
         raise SystemExit("dag.test baseline made no champion")
@@ -77,6 +79,7 @@ def main() -> None:
         SMALL,
         start_live_stack,
         stop_live_stack,
+        trained_runs,
         unavailable,
         wait_until,
     )
@@ -103,8 +106,15 @@ def main() -> None:
 
         wait_until(serving, 1800, "the API serving a champion", period=0.2)
         landing_to_serving = time.monotonic() - landed
-        runs = [r for r in stack.dag_runs("rollguard_retrain") if r["state"] == "success"]
-        retrain = _seconds(runs[0])
+
+        # The API swaps as soon as the gate moves the alias; the run ends a task later.
+        def trained() -> list[dict]:
+            ids = {run_id for run_id, _ in trained_runs(stack)}
+            runs = stack.dag_runs("rollguard_retrain")
+            return [r for r in runs if r["dag_run_id"] in ids and r["state"] == "success"]
+
+        wait_until(lambda: bool(trained()), 600, "the training run's end", period=1.0)
+        retrain = _seconds(trained()[0])
         rss = {
             row.name: stack_runner.group_rss_bytes(row.pid)
             for row in stack_runner.status(stack.settings)
