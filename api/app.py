@@ -46,7 +46,7 @@ from api.lifecycle import ModelManager, configure_mlflow_http
 from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
 from api.middleware import MetricsMiddleware
 from api.model import NonFiniteScore, ServingModel, Unseen
-from api.predlog import LoggedRequest, PredictionLog
+from api.predlog import LoggedRequest, PredictionLog, adopt_shared_spool
 from api.schemas import (
     MAX_FEATURE_VALUE,
     MAX_WARNINGS,
@@ -62,8 +62,9 @@ from api.schemas import (
     count_field,
     score_description,
 )
+from api.workers import refuse_multiple_workers
 from rollguard.asgi import BodySizeLimitMiddleware
-from rollguard.settings import Settings
+from rollguard.settings import Settings, get_settings
 from rollguard.store import open_store
 
 log = logging.getLogger("rollguard.api")
@@ -908,7 +909,7 @@ def _server(
     if prediction_log is None:
         prediction_log = PredictionLog(
             lambda: open_store(settings),
-            settings.home / "spool",
+            settings.api_spool_dir,
             metrics,
             max_queue_rows=settings.api_log_queue_rows,
             challenger=lambda: manager.challenger,
@@ -930,7 +931,7 @@ def _server(
 
 
 def create_app(
-    settings: Settings,
+    settings: Settings | None = None,
     *,
     manager: ModelManager | None = None,
     prediction_log: PredictionLog | None = None,
@@ -939,17 +940,25 @@ def create_app(
     """Build the model server for the use case of ``settings`` (``settings.usecase_spec``).
 
     Args:
-        settings: use case, limits, model name, registry and store locations, admin token, CORS.
+        settings: use case, limits, model name, registry and store locations, admin token, CORS
+            (default: read from the environment, so ``uvicorn --factory api.app:create_app``
+            works).
         manager: the model manager; default: one watching ``settings.model_name@champion`` in the
             registry at ``settings.tracking_uri``.
         prediction_log: the prediction log; default: the monitoring store of ``settings`` with
-            its spool under ``settings.home / "spool"``.
+            its spool in ``settings.api_spool_dir`` (one folder per replica).
         metrics: Prometheus metrics; default: a fresh registry.
 
     Raises:
         api.metrics.MultipleWorkersError: at start-up, when several workers are configured.
         rollguard.usecase.UseCaseError: the use case is not registered or is malformed.
+
+    Exits the process with code 2 (one line on stderr) when it is one of several server workers
+    (:func:`api.workers.refuse_multiple_workers`).
     """
+    refuse_multiple_workers()
+    if settings is None:
+        settings = get_settings()
     srv = _server(settings, manager, prediction_log, metrics)
     contract, manager, metrics = srv.contract, srv.manager, srv.metrics
     usecase = contract.usecase
@@ -959,6 +968,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         check_single_process()
         configure_mlflow_http()
+        if srv.prediction_log.spool_dir == settings.api_spool_dir:
+            adopt_shared_spool(settings.home / "spool", settings.api_spool_dir)
         srv.prediction_log.start()
         srv.manager.start()
         # Objects from start-up (modules of MLflow, pandas, SQLAlchemy...) never die: move them

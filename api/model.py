@@ -31,8 +31,7 @@ import yaml
 
 from api.schemas import example_row
 from api.xgb_dense import DensePredictor, dense_predictor
-from rollguard.settings import Settings
-from rollguard.usecase import UseCase, load_usecase
+from rollguard.usecase import UseCase, default_usecase_name, load_usecase
 
 #: One request row: feature name to a number (numeric) or a level (categorical).
 Row = dict[str, Any]
@@ -43,8 +42,7 @@ Unseen = tuple[int, str, str]
 def default_usecase() -> UseCase:
     """The use case of ``ROLLGUARD_USECASE`` (the settings' default when unset), for callers that
     name none."""
-    name = os.environ.get("ROLLGUARD_USECASE") or str(Settings.model_fields["usecase"].default)
-    return load_usecase(name)
+    return load_usecase(os.environ.get("ROLLGUARD_USECASE") or default_usecase_name())
 
 
 def model_categories(booster: xgb.Booster) -> dict[str, tuple[str, ...]]:

@@ -445,6 +445,23 @@ class PredictionLog:
         }
 
 
+def adopt_shared_spool(shared_dir: Path, spool_dir: Path) -> Path | None:
+    """Move the spool file of a release that shared one spool between replicas
+    (``<shared_dir>/predictions.jsonl``) into this replica's ``spool_dir`` as a file to replay.
+    Atomic: when several replicas start at once, exactly one adopts it. The adopted path, or
+    None when there was nothing to adopt."""
+    legacy = shared_dir / SPOOL_FILE
+    if not legacy.is_file():
+        return None
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    target = spool_dir / f"replay-{time.time_ns():020d}.jsonl"
+    try:
+        legacy.rename(target)
+    except FileNotFoundError:  # another replica adopted it first
+        return None
+    return target
+
+
 def _read_chunks(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
     with path.open("r", encoding="utf-8") as fh:

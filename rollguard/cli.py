@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,7 @@ from api.cli import serve_app
 from domain import snapshots
 from monitoring.cli import register as register_monitoring
 from pipeline import demo as job
-from pipeline import feed, ingest
+from pipeline import feed, ingest, live_feed
 from pipeline.steps import live_quality_rule, model_loader
 from pipeline.train_cli import register as register_train
 from pipeline.usecase_check import check_usecase, format_check
@@ -38,7 +39,8 @@ from rollguard.commands import (
     reports_errors,
     settings,
 )
-from rollguard.settings import get_settings
+from rollguard.settings import Settings, get_settings
+from rollguard.stack_cli import register as register_stack
 from rollguard.usecase import available_usecases, default_usecase_name, load_usecase
 from ui.cli import register as register_ui
 
@@ -156,16 +158,55 @@ def data_replay(
         int | None,
         typer.Option(min=1, help="Write the next N weeks after those already delivered."),
     ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Deliver one week per --every interval until stopped.")
+    ] = False,
+    every: Annotated[
+        str, typer.Option(help="With --live: time between deliveries (60s, 2m, 500ms).")
+    ] = "60s",
     path: PathOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Write the history as one CSV per ISO week into the landing zone, like a production feed."""
-
+    s = settings()
+    if live:
+        _replay_live(s, until, weeks, every, path, as_json)
+        return
     if (until is None) == (weeks is None):
         raise ValueError("give exactly one of --until YYYY-MM-DD or --weeks N")
-    s = settings()
     result = feed.replay(s, until=until.date() if until else None, weeks=weeks, path=path)
     emit(result, as_json, feed.format_replay)
+
+
+def _replay_live(
+    s: Settings, until: datetime | None, weeks: int | None, every: str, path: Path | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``data replay --live``: deliveries until --weeks, the log's end, Ctrl-C or SIGTERM."""
+    if until is not None:
+        raise ValueError("--live delivers week by week: use --weeks N (or nothing), not --until")
+    seconds = live_feed.parse_interval(every)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        results = live_feed.replay_live(
+            s, every_seconds=seconds, stop=stop, weeks=weeks, path=path,
+            on_delivery=lambda r: typer.echo(
+                f"delivered {r.newest_week} ({', '.join(r.written) or 'already there'})",
+                err=as_json,
+            ),
+        )  # fmt: skip
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = {
+        "delivered": [r.newest_week for r in results],
+        "stopped_by_signal": stop.is_set(),
+        "landing_dir": str(s.landing_dir),
+    }
+    emit(summary, as_json)
 
 
 @data_app.command("ingest")
@@ -336,6 +377,7 @@ def _register_parts() -> None:
     register_api(app)
     register_ui(serve_app)
     register_monitoring(app, rule=live_quality_rule, load_model=model_loader)
+    register_stack(app)
 
 
 _register_parts()

@@ -12,6 +12,8 @@ PostgreSQL URLs and an MLflow tracking server instead; no code changes.
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -186,6 +188,60 @@ class Settings(BaseSettings):
         default=200_000, gt=0, description="Prediction-log rows held in memory before spilling."
     )
 
+    api_replica_id: str | None = Field(
+        default=None,
+        description="Name of this API replica; keys its prediction-log spool folder "
+        "(default: host name and port).",
+    )
+
+    # --- local process stack (``rollguard stack``) ---------------------------------------------
+    stack_postgres_url: str | None = Field(
+        default=None,
+        description="Admin URL of an existing PostgreSQL server; `stack up` creates the stack's "
+        "databases <stack_db_prefix>_{airflow,mlflow,store,optuna} there. Default: SQLite.",
+    )
+    stack_db_prefix: str = Field(
+        default="rollguard_stack",
+        pattern=r"^[a-z][a-z0-9_]{0,40}$",
+        description="Prefix of the databases the stack creates on stack_postgres_url.",
+    )
+    stack_executor: Literal["LocalExecutor", "CeleryExecutor"] = Field(
+        default="LocalExecutor", description="Airflow executor of the stack."
+    )
+    stack_celery_workers: int = Field(
+        default=2, ge=1, description="`airflow celery worker` processes (CeleryExecutor)."
+    )
+    stack_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker (CeleryExecutor)."
+    )
+    stack_redis_prefix: str = Field(
+        default="rollguard:", description="Prefix of every Redis key the Celery broker writes."
+    )
+    stack_api_ports: list[int] = Field(
+        default_factory=list,
+        description="One API replica per port (default: one replica on api_port).",
+    )
+    stack_mlflow_port: int = Field(default=5000, gt=0, lt=65536)
+    stack_airflow_port: int = Field(default=8080, gt=0, lt=65536)
+    stack_scheduler_health_port: int = Field(default=8974, gt=0, lt=65536)
+    stack_worker_log_port: int = Field(
+        default=8793, gt=0, lt=65536, description="Airflow log server of the scheduler/worker 1 "
+        "(worker n uses this + n - 1)."
+    )  # fmt: skip
+    stack_trigger_log_port: int = Field(default=8794, gt=0, lt=65536)
+    stack_prometheus_port: int = Field(default=9090, gt=0, lt=65536)
+    stack_alertmanager_port: int = Field(default=9093, gt=0, lt=65536)
+    stack_grafana_port: int = Field(default=3000, gt=0, lt=65536)
+    stack_scrape_seconds: float = Field(
+        default=15.0, gt=0, description="Prometheus scrape and rule evaluation interval, seconds."
+    )
+    stack_ready_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait for one service to become ready, seconds."
+    )
+    stack_stop_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="Wait after SIGTERM before SIGKILL, seconds."
+    )
+
     # --- UI -------------------------------------------------------------------------------------
     ui_host: str = Field(default="127.0.0.1", description="Address the Gradio UI binds.")
     ui_port: int = Field(default=7860, gt=0, lt=65536, description="Port of the Gradio UI.")
@@ -311,6 +367,17 @@ class Settings(BaseSettings):
     def usecase_spec(self) -> UseCase:
         """The use case these settings run (loaded once per process, declaration checked)."""
         return load_usecase(self.usecase)
+
+    @property
+    def api_replica(self) -> str:
+        """This API replica's name, safe as a folder name (``api_replica_id`` or host-port)."""
+        name = self.api_replica_id or f"{socket.gethostname()}-{self.api_port}"
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+    @property
+    def api_spool_dir(self) -> Path:
+        """Prediction-log spool folder of this API replica (one per replica: no shared file)."""
+        return self.home / "spool" / self.api_replica
 
     @property
     def optuna_url(self) -> str:

@@ -303,7 +303,7 @@ def test_prediction_log_survives_a_store_outage(registry: Registry, tmp_path: Pa
         assert metric(server.url, "rollguard_prediction_log_dropped_rows_total") == 0
         assert metric(server.url, "rollguard_prediction_log_spooled_rows_total") > 0
         wait_for(
-            lambda: not list((tmp_path / "home" / "spool").glob("*.jsonl")), what="spool emptied"
+            lambda: not list((tmp_path / "home" / "spool").rglob("*.jsonl")), what="spool emptied"
         )
     except BaseException:
         if server is not None:

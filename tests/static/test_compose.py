@@ -289,6 +289,7 @@ def _service_ports() -> dict[str, set[int]]:
     """Container ports each service listens on (its published targets and known defaults)."""
     known = {
         "postgres": {5432},
+        "redis": {6379},
         "mlflow": {5000},
         "api": {8000},
         "ui": {7860},

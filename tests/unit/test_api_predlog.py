@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
 from api.metrics import ServingMetrics
-from api.predlog import LoggedRequest, PredictionLog, insert_records, to_records
+from api.predlog import (
+    SPOOL_FILE,
+    LoggedRequest,
+    PredictionLog,
+    adopt_shared_spool,
+    insert_records,
+    to_records,
+)
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
 from tests.support.api_models import EXAMPLE_ROW
@@ -162,3 +169,14 @@ def test_spool_lines_from_before_the_entity_id_rename_are_replayed(tmp_path: Pat
     with engine.connect() as conn:
         assert conn.execute(select(PredictionLogRow.entity_id)).scalar_one() == 42
     engine.dispose()
+
+
+def test_a_shared_spool_of_an_older_release_is_adopted_by_one_replica(tmp_path: Path) -> None:
+    shared = tmp_path / "spool"
+    shared.mkdir()
+    (shared / SPOOL_FILE).write_text('{"request_id": "r"}\n')
+    first = adopt_shared_spool(shared, shared / "api-1")
+    assert first is not None and first.parent == shared / "api-1"
+    assert first.read_text() == '{"request_id": "r"}\n'
+    assert adopt_shared_spool(shared, shared / "api-2") is None
+    assert not (shared / SPOOL_FILE).exists()
