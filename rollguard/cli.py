@@ -278,6 +278,10 @@ def demo(
     # The demo keeps Optuna's budget small so that it ends in minutes; a person's own setting wins.
     os.environ.setdefault("ROLLGUARD_TUNING_TRIALS", "12")
     os.environ.setdefault("ROLLGUARD_TUNING_TIMEOUT_SECONDS", "120")
+    # Weeks pass in seconds here: the rollback cooldown (wall-clock, 900 s by default, against a
+    # registry that flaps within hours) would span dozens of replayed weeks. One DAG run's worth
+    # keeps its meaning (no second automatic rollback within the same run).
+    os.environ.setdefault("ROLLGUARD_ROLLBACK_COOLDOWN_SECONDS", "30")
     get_settings.cache_clear()
 
     s = settings()
