@@ -36,6 +36,7 @@ from rollguard.errors import RollguardError
 from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
+from rollguard.usecase import default_usecase_name
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,11 @@ def where_to_look(settings: Settings) -> str:
     else:
         run = str(Path(sys.executable).parent) + "/"
     sep = "" if run.endswith("/") else " "
+    # The commands below must look at this run's use case and home, not the defaults.
+    env = f"ROLLGUARD_USECASE={settings.usecase} ROLLGUARD_HOME={home} "
+    if settings.usecase == default_usecase_name() and home == Path(".rollguard").absolute():
+        env = ""
+    run = env + run
     return "\n".join(
         [
             "Where to look:",

@@ -38,6 +38,10 @@ from rollguard.store import open_store
 from rollguard.usecase import UseCase
 from rollguard.weeks import find_iso_week, parse_iso_week
 
+#: Longest field accepted, in characters: no record of a weekly file needs more, and a longer one
+#: (a runaway export) would be stored and served as it is.
+MAX_FIELD_CHARS = 10_000
+
 #: Every reason a file can be quarantined for.
 REASON_CODES = (
     "bad_filename",  # no ISO week (YYYY-Www) in the file name
@@ -51,6 +55,8 @@ REASON_CODES = (
     "out_of_range",  # a value outside its declared range (a use case's check named so)
     "unknown_category",  # a level the use case does not know (a use case's check named so)
     "invalid_value",  # any other rule of the use case's record schema
+    "missing_value",  # an empty field where the record schema allows none
+    "too_long",  # a field longer than MAX_FIELD_CHARS characters
     "date_outside_week",  # a date outside the ISO week of the file name
     "duplicate_rows",  # a transaction_id more than once
     "week_already_ingested",  # another file for this week was accepted before
@@ -161,7 +167,17 @@ def validate_file(path: Path, max_bytes: int, usecase: UseCase) -> Verdict:
     frame = frame.loc[:, expected].apply(lambda c: c.str.strip())
     if frame.empty:
         return _bad(week, "header_only", "a header and no rows")
-
+    lengths = frame.apply(lambda c: c.str.len()).to_numpy()
+    if lengths.size and lengths.max() > MAX_FIELD_CHARS:
+        row, col = np.unravel_index(int(lengths.argmax()), lengths.shape)
+        return _bad(
+            week,
+            "too_long",
+            f"{expected[col]} holds {int(lengths[row, col]):,} characters "
+            f"(at most {MAX_FIELD_CHARS:,})",
+            line=int(row) + 2,
+            column=expected[col],
+        )
     return _check_records(usecase, frame, week, monday)
 
 
@@ -172,7 +188,7 @@ def _check_records(usecase: UseCase, frame: pd.DataFrame, week: str, monday: dat
     try:
         rows = usecase.record_schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return _first_schema_failure(exc, frame, week)
+        return _first_schema_failure(exc, frame, week, _unique_columns(usecase))
     time, rid = usecase.record_time_column, usecase.record_id_column
     start = pd.Timestamp(monday)
     outside = (rows[time] < start) | (rows[time] >= start + pd.Timedelta(days=7))
@@ -200,21 +216,34 @@ def _check_records(usecase: UseCase, frame: pd.DataFrame, week: str, monday: dat
     return Verdict(week=week, rows=rows.reset_index(drop=True))
 
 
-def _first_schema_failure(exc: pa.errors.SchemaErrors, frame: pd.DataFrame, week: str) -> Verdict:
+def _unique_columns(usecase: UseCase) -> list[str]:
+    """Columns whose values must be unique in a file: the schema's ``unique`` and the record id."""
+    unique = usecase.record_schema.unique or []
+    return list(dict.fromkeys([*([unique] if isinstance(unique, str) else unique)]))
+
+
+def _first_schema_failure(
+    exc: pa.errors.SchemaErrors, frame: pd.DataFrame, week: str, unique: list[str]
+) -> Verdict:
     """The failure on the earliest line (then the schema's column order) as a :class:`Verdict`.
 
-    A type that does not coerce is ``bad_type``; a failed check is reported under the check's name
-    when it is one of :data:`REASON_CODES` (a use case names its checks so), else ``invalid_value``.
+    A type that does not coerce is ``bad_type``; an empty field the schema does not allow is
+    ``missing_value``; a repeated unique value is ``duplicate_rows`` on the line of its second
+    occurrence; a failed check is reported under the check's name when it is one of
+    :data:`REASON_CODES` (a use case names its checks so), else ``invalid_value``.
     """
     columns = list(frame.columns)
     found: list[tuple[int, int, str, str]] = []
     for error in exc.schema_errors:
         cases = getattr(error, "failure_cases", None)
         column = str(getattr(error, "column_name", None) or "")
-        if cases is None or not isinstance(cases, pd.DataFrame) or "index" not in cases:
-            continue
         check = getattr(error, "check", None)
         name = str(getattr(check, "name", None) or check or "")
+        if "uniqueness" in name:
+            found.extend(_duplicates(frame, unique or [column], columns))
+            continue
+        if cases is None or not isinstance(cases, pd.DataFrame) or "index" not in cases:
+            continue
         error_text = str(getattr(check, "error", None) or "")
         for index, value in zip(cases["index"], cases["failure_case"], strict=True):
             if index is None or pd.isna(index):
@@ -230,10 +259,29 @@ def _first_schema_failure(exc: pa.errors.SchemaErrors, frame: pd.DataFrame, week
     )
 
 
+def _duplicates(
+    frame: pd.DataFrame, unique: list[str], columns: list[str]
+) -> list[tuple[int, int, str, str]]:
+    """The first repeated record (second occurrence) of the ``unique`` columns, as a failure."""
+    present = [c for c in unique if c in frame]
+    if not present:
+        return []
+    again = frame.duplicated(subset=present)
+    if not again.any():
+        return []
+    i = int(np.flatnonzero(again.to_numpy())[0])
+    key = ", ".join(f"{c} {frame[c].iloc[i]}" for c in present)
+    total = int(frame.duplicated(subset=present, keep=False).sum())
+    detail = f"{key} appears more than once ({total} rows involved)"
+    return [(i, columns.index(present[0]), "duplicate_rows", detail)]
+
+
 def _reason_of(
     check: str, error: str, column: str, frame: pd.DataFrame, index: int, value: object
 ) -> tuple[str, str]:
     raw = frame[column].iloc[index] if column in frame else value
+    if check == "not_nullable" or raw == "":
+        return "missing_value", f"{column} is empty"
     if check.startswith(("coerce_dtype", "dtype")) or not check:
         dtype = check.split("(", 1)[1].rstrip(")").strip("'") if "(" in check else "its type"
         return "bad_type", f"{column} {raw!r} is not {_TYPE_WORDS.get(dtype, dtype)}"

@@ -28,7 +28,7 @@ import pandera.pandas as pa
 from pipeline.feed import render_week, week_file_name
 from pipeline.ingest import validate_file
 from rollguard.settings import Settings
-from rollguard.usecase import UseCase, UseCaseError
+from rollguard.usecase import History, UseCase, UseCaseError
 from rollguard.weeks import horizon_weeks, parse_iso_week
 
 
@@ -46,6 +46,12 @@ def check_usecase(
         rollguard.errors.DatasetError: the history is missing, altered or unparseable.
     """
     history = usecase.load_history(path, None if path is None else settings.dataset_sha256)
+    if not isinstance(history, History) or not isinstance(history.records, pd.DataFrame):
+        raise UseCaseError(
+            usecase.name,
+            "load_history",
+            f"returned {type(history).__name__}, not a History holding a DataFrame of records",
+        )
     records = _validated_records(usecase, history.records)
     sample = _sample_weeks(usecase, records, weeks)
     _check_landing_files(usecase, records, sample, settings.max_file_bytes)
@@ -131,6 +137,10 @@ def _check_rows_at_cutoffs(
         cutoff = parse_iso_week(week)
         matured = set(horizon_weeks(cutoff, usecase.label.horizon_days)) <= set(weeks)
         rows = usecase.build_rows(records, cutoff, label_available=matured)
+        if not isinstance(rows, pd.DataFrame):
+            raise UseCaseError(
+                usecase.name, "build_rows", f"returned {type(rows).__name__}, not a DataFrame"
+            )
         usecase.check_rows(rows)
         frames.append(rows)
     rows = pd.concat(frames, ignore_index=True)

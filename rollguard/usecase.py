@@ -460,15 +460,46 @@ def _check_feature(name: str, spec: FeatureSpec) -> None:
 def check_rows(usecase: UseCase, rows: pd.DataFrame) -> None:
     """Checks of built rows against the declarations (see :meth:`UseCase.check_rows`)."""
     name = usecase.name
-    needed = [usecase.entity_column, CUTOFF_COLUMN, LABEL_AVAILABLE_COLUMN, usecase.label.column]
-    needed += [usecase.value.column] + [s.column for s in usecase.slices]
-    needed += [b.column for b in usecase.baselines]
-    for column in needed:
+    needed = {
+        usecase.entity_column: "entity_column",
+        CUTOFF_COLUMN: CUTOFF_COLUMN,
+        LABEL_AVAILABLE_COLUMN: LABEL_AVAILABLE_COLUMN,
+        usecase.label.column: "label",
+        usecase.value.column: "value",
+        **{s.column: f"slices.{s.name}" for s in usecase.slices},
+        **{b.column: f"baselines.{b.name}" for b in usecase.baselines},
+    }
+    for column, field_name in needed.items():
         if column not in rows.columns:
-            raise UseCaseError(name, column, "is not produced by build_rows")
+            raise UseCaseError(name, field_name, f"column {column!r} is not produced by build_rows")
+    _check_keys(usecase, rows)
     for spec in usecase.features:
         _check_feature_values(usecase, spec, rows)
     _check_label_values(usecase, rows)
+
+
+def _check_keys(usecase: UseCase, rows: pd.DataFrame) -> None:
+    """The entity column is int64, the cutoff datetime64, and no entity appears twice at a cutoff."""
+    entity = rows[usecase.entity_column]
+    if not pd.api.types.is_integer_dtype(entity):
+        raise UseCaseError(
+            usecase.name,
+            "entity_column",
+            f"{usecase.entity_column} has dtype {entity.dtype}, not int64",
+        )
+    if not pd.api.types.is_datetime64_any_dtype(rows[CUTOFF_COLUMN]):
+        raise UseCaseError(
+            usecase.name, CUTOFF_COLUMN, f"has dtype {rows[CUTOFF_COLUMN].dtype}, not datetime64"
+        )
+    twice = rows.duplicated([usecase.entity_column, CUTOFF_COLUMN])
+    if twice.any():
+        first = rows.loc[twice].iloc[0]
+        raise UseCaseError(
+            usecase.name,
+            "entity_column",
+            f"{usecase.entity_column} {first[usecase.entity_column]} appears more than once at "
+            f"cutoff {pd.Timestamp(first[CUTOFF_COLUMN]).date()} ({int(twice.sum())} repeated rows)",
+        )
 
 
 def _check_feature_values(usecase: UseCase, spec: FeatureSpec, rows: pd.DataFrame) -> None:
@@ -487,6 +518,8 @@ def _check_feature_values(usecase: UseCase, spec: FeatureSpec, rows: pd.DataFram
     if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
         raise UseCaseError(usecase.name, where, f"dtype {column.dtype} is not numeric")
     values = column.to_numpy(dtype="float64", na_value=np.nan)
+    if np.isinf(values).any():
+        raise UseCaseError(usecase.name, where, "holds an infinite value")
     finite = values[np.isfinite(values)]
     if finite.size and spec.minimum is not None and finite.min() < spec.minimum:
         raise UseCaseError(
@@ -518,6 +551,20 @@ def _check_label_values(usecase: UseCase, rows: pd.DataFrame) -> None:
             )
     elif not np.isfinite(values).all():
         raise UseCaseError(usecase.name, where, "holds an infinite value")
+    else:
+        _check_label_bounds(usecase, where, values)
+
+
+def _check_label_bounds(usecase: UseCase, where: str, values: np.ndarray) -> None:
+    low, high = usecase.label.minimum, usecase.label.maximum
+    if values.size and low is not None and values.min() < low:
+        raise UseCaseError(
+            usecase.name, where, f"value {values.min():g} is below the declared minimum {low:g}"
+        )
+    if values.size and high is not None and values.max() > high:
+        raise UseCaseError(
+            usecase.name, where, f"value {values.max():g} is above the declared maximum {high:g}"
+        )
 
 
 # --- discovery ----------------------------------------------------------------------------------
@@ -567,7 +614,12 @@ def load_usecase(name: str) -> UseCase:
         raise UseCaseError(
             name, "entry point", f"{found[name].value} does not import: {type(exc).__name__}: {exc}"
         ) from exc
-    usecase = target() if callable(target) and not isinstance(target, UseCase) else target
+    try:
+        usecase = target() if callable(target) and not isinstance(target, UseCase) else target
+    except Exception as exc:  # noqa: BLE001 - a failing factory is the use case's to fix
+        raise UseCaseError(
+            name, "entry point", f"{found[name].value}() fails: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(usecase, UseCase):
         raise UseCaseError(
             name,

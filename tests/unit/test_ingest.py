@@ -219,3 +219,47 @@ def test_links_folders_and_fifos_are_moved_aside_never_followed(home: Path, tmp_
     assert len(load_records(settings)) == 2, "nothing was read through the link"
     again = ingest_landing(settings)
     assert not again.quarantined and not again.accepted
+
+
+@pytest.fixture(scope="module")
+def hotel_week() -> tuple[str, list[str]]:
+    """The hotel feed's own file for 2016-W33: (file name, CSV lines)."""
+    from usecases.hotel import USECASE as HOTEL
+
+    records = HOTEL.load_history().records
+    iso = records[HOTEL.record_time_column].dt.isocalendar()
+    week = records[(iso["year"] == 2016) & (iso["week"] == 33)]
+    text = feed.render_week(HOTEL, week).decode()
+    return feed.week_file_name(HOTEL, "2016-W33"), text.splitlines()
+
+
+def _hotel_field(lines: list[str], line: int, column: str, value: str) -> list[str]:
+    header = lines[0].split(",")
+    fields = lines[line - 1].split(",")
+    fields[header.index(column)] = value
+    return [*lines[: line - 1], ",".join(fields), *lines[line:]]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "code", "line", "column"),
+    [
+        (
+            lambda ls: _hotel_field(ls, 4, "booking_id", ls[2].split(",")[0]),
+            "duplicate_rows",
+            4,
+            "booking_id",
+        ),
+        (lambda ls: _hotel_field(ls, 3, "agent", "a" * 20_000), "too_long", 3, "agent"),
+        (lambda ls: _hotel_field(ls, 5, "lead_time", ""), "missing_value", 5, "lead_time"),
+    ],
+)
+def test_hotel_files_are_quarantined_at_the_exact_line(
+    home: Path, hotel_week: tuple[str, list[str]], corrupt, code: str, line: int, column: str
+) -> None:
+    settings = Settings(home=home, usecase="hotel", _env_file=None)  # type: ignore[call-arg]
+    settings.landing_dir.mkdir(parents=True)
+    name, lines = hotel_week
+    (settings.landing_dir / name).write_text("\n".join(corrupt(lines)) + "\n")
+    (outcome,) = ingest_landing(settings).quarantined
+    reason = json.loads(next(settings.quarantine_dir.glob("*.reason.json")).read_text())
+    assert (outcome.reason_code, reason["line"], reason["column"]) == (code, line, column), reason

@@ -125,7 +125,9 @@ def test_a_label_that_does_not_fit_the_task_type_is_refused(cdnow_rows) -> None:
 
 
 def test_a_missing_slice_column_is_refused(cdnow_rows) -> None:
-    with pytest.raises(UseCaseError, match="customer_type: is not produced by build_rows"):
+    with pytest.raises(
+        UseCaseError, match="slices.customer_type: column .customer_type. is not produced"
+    ):
         CDNOW.check_rows(cdnow_rows.drop(columns="customer_type"))
 
 
@@ -156,3 +158,38 @@ def test_usecase_check_refuses_an_unknown_name_in_one_line() -> None:
         "error: use case 'hotle': ROLLGUARD_USECASE: no use case registered under this name "
         "(registered: cdnow, hotel)"
     ]
+
+
+def test_key_columns_must_be_typed_and_unique(cdnow_rows) -> None:
+    with pytest.raises(UseCaseError, match="entity_column: customer_id has dtype object"):
+        CDNOW.check_rows(cdnow_rows.assign(customer_id=cdnow_rows["customer_id"].astype(str)))
+    with pytest.raises(UseCaseError, match="cutoff: has dtype object, not datetime64"):
+        CDNOW.check_rows(cdnow_rows.assign(cutoff="1997-03-03"))
+    with pytest.raises(UseCaseError, match="appears more than once at cutoff 1997-03-03"):
+        CDNOW.check_rows(pd.concat([cdnow_rows, cdnow_rows.head(2)], ignore_index=True))
+
+
+def test_infinite_features_and_labels_outside_their_bounds_are_refused(cdnow_rows) -> None:
+    with pytest.raises(UseCaseError, match="features.recency_days: holds an infinite value"):
+        CDNOW.check_rows(cdnow_rows.assign(recency_days=np.inf))
+    history = HOTEL.load_history()
+    rows = HOTEL.build_rows(history.records, date(2017, 3, 6), label_available=True)
+    HOTEL.check_rows(rows)
+    label = HOTEL.label.column
+    with pytest.raises(UseCaseError, match=rf"label.{label}: value 5000 is above the declared"):
+        HOTEL.check_rows(rows.assign(**{label: rows[label].where(rows.index > 0, 5000.0)}))
+
+
+def test_a_failing_factory_is_one_clear_error(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "broken_factory_uc"
+    package.mkdir()
+    (package / "__init__.py").write_text("def make():\n    raise RuntimeError('no data dir')\n")
+    dist = tmp_path / "broken_factory_uc-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-factory-uc\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[rollguard.usecases]\nbroken = broken_factory_uc:make\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UseCaseError, match=r"entry point: broken_factory_uc:make\(\) fails: Runti"):
+        load_usecase("broken")
