@@ -38,6 +38,7 @@ from sqlalchemy import Engine, insert, select
 from grafana.dashboards_src import DEFAULT_OUT, PER_USECASE, SHARED
 from grafana.dashboards_src.inventory import Query, load, queries
 from rollguard.settings import Settings
+from rollguard.usecase import default_usecase_name
 from tests.support.grafana_queries import (
     expand_promql,
     expand_sql,
@@ -68,7 +69,7 @@ MAY_BE_NULL = {
 }
 
 #: The replay runs the default use case: the shared dashboards and that use case's.
-DEFAULT_USECASE = Settings.model_fields["usecase"].default
+DEFAULT_USECASE = default_usecase_name()
 DOCS = {name: load(DEFAULT_OUT / name) for name in SHARED} | {
     name: load(DEFAULT_OUT / DEFAULT_USECASE / name) for name in PER_USECASE
 }

@@ -16,7 +16,6 @@ import httpx
 import psycopg
 import pytest
 
-from pipeline.features import FEATURE_COLUMNS
 from rollguard import stack_runner
 from tests.support.live_stack import (
     PG,
@@ -28,6 +27,7 @@ from tests.support.live_stack import (
     unavailable,
     wait_until,
 )
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 pytestmark = [pytest.mark.slow]
 

@@ -53,7 +53,7 @@ def test_downgrade_to_base_and_back(store_url: str) -> None:
 
 @pytest.mark.postgres
 def test_ingestion_runs_unchanged_on_postgresql(postgres_url: str, home: Path) -> None:
-    from domain.warehouse import ingested_weeks, load_transactions
+    from domain.warehouse import ingested_weeks, load_records
     from pipeline import feed
     from pipeline.ingest import ingest_landing
     from rollguard.store import open_store
@@ -67,7 +67,7 @@ def test_ingestion_runs_unchanged_on_postgresql(postgres_url: str, home: Path) -
     assert len(ingest_landing(settings, engine=engine).accepted) == 3
     assert len(ingest_landing(settings, engine=engine).skipped) == 3
     assert ingested_weeks(settings, engine=engine) == ["1997-W01", "1997-W02", "1997-W03"]
-    assert len(load_transactions(settings, engine=engine)) == 1129 + 1801 + 1963
+    assert len(load_records(settings, engine=engine)) == 1129 + 1801 + 1963
 
 
 def test_configured_store_must_be_migrated_explicitly(tmp_path: Path) -> None:
