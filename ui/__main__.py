@@ -2,7 +2,7 @@
 
 import typer
 
-from api.cli import serve_ui
+from ui.cli import serve_ui
 
 if __name__ == "__main__":
     typer.run(serve_ui)
