@@ -90,7 +90,7 @@ class TicketEscalation(UseCase):
     slices = (SliceSpec("priority", "priority_slice", "low, medium or high priority"),)
     targeting = TargetingSpec(0.2, "team leads review the 20% riskiest tickets", "tickets")
     training_cutoffs = 6
-    evaluation_cutoffs = 2
+    evaluation_cutoffs = 4  # 4 x 700 tickets: above the gate's 2,000-row minimum evidence
 
     def load_history(self, path: Path | None = None, expected_sha256: str | None = None) -> History:
         source = path or DATA
