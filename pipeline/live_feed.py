@@ -42,7 +42,7 @@ def replay_live(
 
     Args:
         weeks: most weeks to deliver (None: until the log ends or ``stop`` is set).
-        path: a CDNOW-shaped log instead of the packaged one.
+        path: a file of the use case's source shape instead of its packaged one.
         on_delivery: called after each delivery with its result.
 
     Returns:
