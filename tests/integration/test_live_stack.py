@@ -83,8 +83,8 @@ def test_a_transient_task_fault_is_retried_by_the_scheduler(live: LiveStack, cha
     """The warehouse folder is a plain file while ``ingest`` first runs (its Parquet cannot be
     written); once the scheduler has put the task up for retry the folder is put back. Two new
     weekly files land and the landing watch announces them, as in production."""
-    warehouse = live.home / "warehouse" / "transactions"
-    aside = warehouse.with_name("transactions.aside")
+    warehouse = live.home / "warehouse" / "records"
+    aside = warehouse.with_name("records.aside")
     warehouse.rename(aside)
     warehouse.write_text("not a folder")
     healed: list[str] = []
