@@ -3,11 +3,14 @@ the scores are kept as that week's production predictions.
 
 Predictions are Parquet files ``warehouse/predictions/cutoff=YYYY-MM-DD/version=N.parquet`` (one
 row per scored unit: the use case's entity column, ``score``, ``rank``, ``targeted``), written once
-per cutoff and version (idempotent). The guard and the KPI reports read them.
+per cutoff and version (idempotent), and rewritten only by a backfill when a late week made them
+stale. Each records the batches its features were built from (:mod:`domain.lineage`). The guard
+and the KPI reports read them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from io import BytesIO
@@ -16,10 +19,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Engine
 
+from domain import lineage
 from domain.metrics import targeted_mask
+from domain.warehouse import accepted_batches
 from rollguard.files import write_atomic
 from rollguard.settings import Settings
+from rollguard.store import open_store
 from rollguard.usecase import UseCase
 
 
@@ -72,11 +79,19 @@ def score_batch(
     model_version: str,
     predict: Any,
     features: pd.DataFrame,
+    batch_ids: Sequence[str] | None = None,
+    replace: bool = False,
+    engine: Engine | None = None,
 ) -> BatchScores:
     """Score ``features`` (the snapshot at ``cutoff``) with ``predict`` of ``model_version`` and
-    keep the result; an existing file for the same cutoff and version is kept as it is."""
+    keep the result with its lineage; an existing file for the same cutoff and version is kept as
+    it is unless ``replace`` (a backfill rescoring rebuilt features).
+
+    ``batch_ids`` are the accepted batches ``features`` were built from (the snapshot's lineage);
+    None records the ledger's current batches before ``cutoff``.
+    """
     target = predictions_path(settings, cutoff, model_version)
-    if target.exists():
+    if target.exists() and not replace:
         frame = pd.read_parquet(target)
         created = False
     else:
@@ -85,6 +100,19 @@ def score_batch(
         frame.to_parquet(buf, index=False)
         write_atomic(target, buf.getvalue())
         created = True
+        engine = engine or open_store(settings)
+        if batch_ids is None:
+            batch_ids = lineage.window_batches(accepted_batches(settings, engine=engine), cutoff)
+        lineage.record(
+            engine,
+            kind=lineage.PREDICTIONS,
+            cutoff=cutoff,
+            until=cutoff,
+            batch_ids=batch_ids,
+            model_name=settings.model_name,
+            model_version=str(model_version),
+            n_rows=len(frame),
+        )
     return BatchScores(
         cutoff=cutoff.isoformat(),
         model_version=str(model_version),

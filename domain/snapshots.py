@@ -2,18 +2,24 @@
 
 A snapshot is the use case's row frame at one cutoff (:meth:`rollguard.usecase.UseCase.build_rows`),
 written as Parquet under ``warehouse/features/``; the label columns are filled only when every week of
-the label horizon is ingested."""
+the label horizon is ingested. Each snapshot records the batches it was built from
+(:mod:`domain.lineage`); :func:`read_snapshot` returns a stored snapshot only while no late week
+has made it stale."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from io import BytesIO
 from pathlib import Path
 
+import pandas as pd
 from sqlalchemy import Engine
 
-from domain.warehouse import ingested_weeks, load_records
+from domain import lineage
+from domain.warehouse import accepted_batches, load_records
+from rollguard.db.models import IngestionDecision
 from rollguard.errors import RollguardError
 from rollguard.files import write_atomic
 from rollguard.settings import Settings
@@ -38,6 +44,7 @@ class SnapshotResult:
     label_mean: float | None
     weeks_before_cutoff: int
     missing_weeks: list[str]
+    batch_ids: list[str]
 
 
 def snapshot_path(settings: Settings, cutoff: date) -> Path:
@@ -61,7 +68,8 @@ def build_snapshot(
     """
     check_cutoff(cutoff)
     engine = engine or open_store(settings)
-    weeks = ingested_weeks(settings, engine=engine)
+    batches = accepted_batches(settings, engine=engine)
+    weeks = sorted({b.week for b in batches if b.week})
     before = [w for w in weeks if parse_iso_week(w) < cutoff]
     if not before:
         raise RollguardError(
@@ -82,13 +90,18 @@ def build_snapshot(
     usecase = settings.usecase_spec
     matured = set(horizon_weeks(cutoff, settings.horizon_days)) <= set(weeks)
     frame = usecase.build_rows(
-        load_records(settings, engine=engine), cutoff, label_available=matured
+        load_records(settings, engine=engine, batches=batches), cutoff, label_available=matured
     )
     usecase.check_rows(frame)
     target = snapshot_path(settings, cutoff)
     buf = BytesIO()
     frame.to_parquet(buf, index=False)
     write_atomic(target, buf.getvalue())
+    until = lineage.window_end(cutoff, settings.horizon_days, labelled=matured)
+    used = lineage.window_batches(batches, until)
+    lineage.record(
+        engine, kind=lineage.SNAPSHOT, cutoff=cutoff, until=until, batch_ids=used, n_rows=len(frame)
+    )
     values = frame[usecase.label.column].to_numpy(dtype="float64", na_value=float("nan"))
     positives = int(values.sum()) if matured and usecase.is_classification else None
     return SnapshotResult(
@@ -103,4 +116,28 @@ def build_snapshot(
         label_mean=round(float(values.mean()), 6) if matured and len(frame) else None,
         weeks_before_cutoff=len(before),
         missing_weeks=missing,
+        batch_ids=used,
+    )
+
+
+def read_snapshot(
+    settings: Settings,
+    cutoff: date,
+    *,
+    engine: Engine,
+    batches: Sequence[IngestionDecision] | None = None,
+) -> pd.DataFrame | None:
+    """The stored snapshot at ``cutoff`` while it is fresh: None when there is none, when it has no
+    lineage (written before lineage existed) or when the accepted batches of its window changed
+    since it was built (a late week; see :mod:`domain.lineage`). ``batches`` defaults to the
+    ledger's accepted batches."""
+    path = snapshot_path(settings, cutoff)
+    if not path.exists():
+        return None
+    if batches is None:
+        batches = accepted_batches(settings, engine=engine)
+    return (
+        pd.read_parquet(path)
+        if lineage.is_fresh(engine, batches, lineage.SNAPSHOT, cutoff)
+        else None
     )

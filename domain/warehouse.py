@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -31,12 +33,20 @@ def ingested_weeks(settings: Settings, *, engine: Engine | None = None) -> list[
     return sorted({b.week for b in accepted_batches(settings, engine=engine) if b.week})
 
 
-def load_records(settings: Settings, *, engine: Engine | None = None) -> pd.DataFrame:
+def load_records(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    batches: Sequence[IngestionDecision] | None = None,
+) -> pd.DataFrame:
     """All accepted records of the settings' use case: one row per record with the columns and
     dtypes of its record schema plus ``batch_id``, sorted by the record time and id. Empty (typed)
-    when nothing has been accepted."""
+    when nothing has been accepted. ``batches`` (from :func:`accepted_batches`) pins the batches
+    read, so a caller can record exactly what it read (:mod:`domain.lineage`)."""
     usecase = settings.usecase_spec
-    frames = [pd.read_parquet(b.warehouse_path) for b in accepted_batches(settings, engine=engine)]
+    if batches is None:
+        batches = accepted_batches(settings, engine=engine)
+    frames = [pd.read_parquet(b.warehouse_path) for b in batches]
     if not frames:
         return usecase.empty_records().assign(batch_id=pd.Series(dtype="object"))
     out = pd.concat(frames, ignore_index=True)

@@ -55,6 +55,7 @@ def register(
 def human(result: dict[str, Any]) -> str:
     """The readable form of :func:`monitoring.weekly.monitor_week`'s result."""
     lines = [f"week {result['week']}  model {result['model_name']} v{result.get('model_version')}"]
+    lines += [f"  warning: {w}" for w in result.get("warnings", [])]
     for f in result["figures"]:
         value = f.get("value")
         text = "-" if value is None else f"{value:.6g}"

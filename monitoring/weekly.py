@@ -45,12 +45,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
+from domain import lineage
 from domain.scoring import load_predictions
-from domain.snapshots import snapshot_path
-from domain.warehouse import ingested_weeks, load_records
+from domain.snapshots import read_snapshot
+from domain.warehouse import accepted_batches, ingested_weeks, load_records
 from monitoring import compute
 from monitoring.compute import KPI, QUALITY, RUN, Figure, LiveQualityRule
 from monitoring.results import champion_version, replace_week
+from rollguard.db.models import IngestionDecision
 from rollguard.errors import ConfigurationError
 from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
@@ -145,23 +147,35 @@ class Inputs:
     load_model: ModelLoader
     spec: UseCase | None = None
     _records: pd.DataFrame | None = None
+    _batches: list[IngestionDecision] | None = None
     _models: dict[str, Any] = field(default_factory=dict)
 
     @property
     def usecase(self) -> UseCase:
         return self.spec if self.spec is not None else self.settings.usecase_spec
 
+    def batches(self) -> list[IngestionDecision]:
+        """The accepted batches this call reads (fixed at first use, so the lineage it records
+        names exactly what was read)."""
+        if self._batches is None:
+            self._batches = accepted_batches(self.settings, engine=self.engine)
+        return self._batches
+
     def records(self) -> pd.DataFrame:
         if self._records is None:
-            self._records = load_records(self.settings, engine=self.engine)
+            self._records = load_records(self.settings, engine=self.engine, batches=self.batches())
         return self._records
 
     def rows(self, cutoff: date, *, label_available: bool = False) -> pd.DataFrame:
-        """Row frame at ``cutoff``: the stored snapshot when there is one and no label is asked
-        for, else rebuilt from the warehouse by the use case."""
-        path = snapshot_path(self.settings, cutoff)
-        if path.exists() and not label_available:
-            return pd.read_parquet(path)
+        """Row frame at ``cutoff``: the stored snapshot while it is fresh and no label is asked
+        for (:func:`domain.snapshots.read_snapshot`), else rebuilt from the warehouse by the use
+        case."""
+        if not label_available:
+            stored = read_snapshot(
+                self.settings, cutoff, engine=self.engine, batches=self.batches()
+            )
+            if stored is not None:
+                return stored
         return self.usecase.build_rows(self.records(), cutoff, label_available=label_available)
 
     def tags(self, version: str) -> dict[str, str]:
@@ -448,7 +462,31 @@ def keep(inputs: Inputs, section: Section) -> dict[str, Any]:
         json.dumps([f.__dict__ for f in section.figures], indent=1, default=str), encoding="utf-8"
     )
     run_id = _log_to_mlflow(inputs, section, [*written, str(figures_json)])
+    _record_lineage(inputs, section)
     return {"rows": rows, "html": written, "mlflow_run_id": run_id}
+
+
+def _record_lineage(inputs: Inputs, section: Section) -> None:
+    """The section's lineage (:mod:`domain.lineage`): drift reads the weeks before the cutoff,
+    realized outcomes also the label horizon; a pending or empty outcome section read no label
+    and records nothing (the monitor step or a backfill computes it once the label matures)."""
+    cutoff = date.fromisoformat(section.week)
+    if compute.DATA_DRIFT in section.kinds:
+        kind, until = lineage.DRIFT, cutoff
+    elif section.summary.get("state") == "ok":
+        kind = lineage.OUTCOMES
+        until = lineage.window_end(cutoff, inputs.usecase.label.horizon_days, labelled=True)
+    else:
+        return
+    lineage.record(
+        inputs.engine,
+        kind=kind,
+        cutoff=cutoff,
+        until=until,
+        batch_ids=lineage.window_batches(inputs.batches(), until),
+        model_name=inputs.settings.model_name,
+        n_rows=len(section.figures),
+    )
 
 
 def _log_to_mlflow(inputs: Inputs, section: Section, files: list[str]) -> str:
@@ -515,6 +553,19 @@ def monitor_week(settings: Settings, cutoff: date, *, inputs: Inputs) -> dict[st
             f"{iso_week_label(cutoff - timedelta(days=7))} is not ingested (newest: {newest})"
         )
     out: dict[str, Any] = {"week": cutoff.isoformat(), "model_name": settings.model_name}
+    stale = [
+        s
+        for s in lineage.stale_results(
+            inputs.engine, inputs.batches(), model_name=settings.model_name, cutoff=cutoff
+        )
+        if s.kind == lineage.PREDICTIONS
+    ]
+    out["warnings"] = [
+        f"the predictions of version {s.model_version} at {cutoff} are stale ({s.reason}); "
+        f"their score drift, quality and KPIs describe the old rows: run `rollguard backfill` "
+        "to rescore them"
+        for s in stale
+    ]
     for section in (monitor_drift(inputs, cutoff), monitor_outcomes(inputs, cutoff)):
         kept = keep(inputs, section)
         out.setdefault("model_version", section.version)

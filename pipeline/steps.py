@@ -16,6 +16,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain import lineage
 from domain.evaluation import TrainingDataError, evaluation_rows, plan_cutoffs
 from domain.scoring import score_batch
 from domain.snapshots import build_snapshot
@@ -120,16 +121,19 @@ def score_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
 
     if not features.get("path"):
         return {"scored": False, "reason": "no features this week"}
-    client, _, champion = _champion(settings)
+    client, engine, champion = _champion(settings)
     if champion is None:
         return {"scored": False, "reason": "no champion yet"}
     model = load_version(client, settings.model_name, champion, alias="champion")
+    cutoff = date.fromisoformat(features["cutoff"])
     result = score_batch(
         settings,
-        date.fromisoformat(features["cutoff"]),
+        cutoff,
         model_version=champion,
         predict=model.predict,
         features=pd.read_parquet(features["path"]),
+        batch_ids=lineage.recorded(engine, lineage.SNAPSHOT, cutoff),
+        engine=engine,
     )
     return {"scored": True, **result.__dict__}
 

@@ -27,6 +27,7 @@ from domain import snapshots
 from monitoring.cli import register as register_monitoring
 from pipeline import demo as job
 from pipeline import feed, ingest, live_feed
+from pipeline.backfill_cli import register as register_backfill
 from pipeline.steps import live_quality_rule, model_loader
 from pipeline.train_cli import register as register_train
 from pipeline.usecase_check import check_usecase, format_check
@@ -377,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - console e
 def _register_parts() -> None:
     """Each part adds its own commands; their modules import nothing heavy at import time."""
     register_train(app)
+    register_backfill(app)
     register_registry_guard(app)
     register_api(app)
     register_ui(serve_app)

@@ -1,6 +1,7 @@
 """DAG ``rollguard_retrain``: the weekly loop of Rollguard (see docs/pipeline.md).
 
-detect new batches (short-circuit when none) → ingest → build features → batch scoring with the
+detect new batches (short-circuit when none) → ingest → backfill (rebuild the snapshots,
+predictions and monitoring rows a late week made stale; ``pipeline.backfill``) → build features → batch scoring with the
 champion (this week's production predictions) → in parallel: guard check of the champion on those
 predictions (rolls a degraded champion back at once) and monitoring (data and score drift against
 the champion's training data and gate-time scores, realized quality and business KPIs of the labels
@@ -90,7 +91,13 @@ def rollguard_retrain() -> None:
         return ingest_step(_settings())
 
     @task
-    def build_features(_ingested: dict) -> dict:
+    def backfill(_ingested: dict) -> dict:
+        from pipeline.backfill import backfill_step
+
+        return backfill_step(_settings())
+
+    @task
+    def build_features(_backfilled: dict) -> dict:
         from pipeline.steps import features_step
 
         return features_step(_settings())
@@ -135,6 +142,7 @@ def rollguard_retrain() -> None:
     @task
     def report(
         ingested: dict,
+        backfilled: dict,
         features: dict,
         scored: dict,
         monitored: dict,
@@ -151,6 +159,7 @@ def rollguard_retrain() -> None:
             run.run_id.replace(":", "-").replace("+", "_"),
             {
                 "ingest": ingested,
+                "backfill": backfilled,
                 "features": features,
                 "scoring": scored,
                 "monitor": monitored,
@@ -167,13 +176,14 @@ def rollguard_retrain() -> None:
     detected = detect_new_batches()
     ingested = ingest()
     detected >> ingested
-    features = build_features(ingested)
+    backfilled = backfill(ingested)
+    features = build_features(backfilled)
     scored = score_batch(features)
     guarded, monitored = guard_check(scored), monitor(features, scored)
     decision = decide_retrain(monitored, guarded)
     trained = train(decision)
     gated = gate(trained)
-    report(ingested, features, scored, monitored, decision, trained, gated, guarded)
+    report(ingested, backfilled, features, scored, monitored, decision, trained, gated, guarded)
 
 
 rollguard_retrain()

@@ -253,3 +253,35 @@ class PipelineRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ResultLineage(Base):
+    """Which accepted batches one derived result was computed from (see :mod:`domain.lineage`).
+
+    One row per result: ``kind`` is ``snapshot`` (the feature snapshot at ``cutoff``; ``model_name``
+    and ``model_version`` are ``''``), ``predictions`` (the batch scores of ``model_version`` at
+    ``cutoff``), ``drift`` or ``outcomes`` (the week's monitoring rows of ``model_name``; version
+    ``''``). ``until`` (``YYYY-MM-DD``) bounds the result's input window: it read every accepted
+    batch of an ISO week whose Monday is before ``until``; ``batch_ids`` is the JSON list of those
+    batch ids, sorted. A result is stale when the ledger's accepted batches in its window differ
+    from ``batch_ids`` (a late or corrected week arrived): staleness is a query, not a guess.
+    ``recomputed`` counts how often the result was rebuilt because it was stale.
+    """
+
+    __tablename__ = "result_lineage"
+    __table_args__ = (
+        UniqueConstraint(
+            "kind", "model_name", "cutoff", "model_version", name="uq_result_lineage_key"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    cutoff: Mapped[str] = mapped_column(String(10), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(32), nullable=False)
+    until: Mapped[str] = mapped_column(String(10), nullable=False)
+    batch_ids: Mapped[str] = mapped_column(Text, nullable=False)
+    n_rows: Mapped[int | None] = mapped_column(Integer)
+    recomputed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

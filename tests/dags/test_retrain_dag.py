@@ -35,7 +35,8 @@ def test_dag_imports_with_the_documented_structure(tmp_path: Path) -> None:
     assert "rollguard_retrain" in out["dag_ids"]
     tasks = out["tasks"]
     assert tasks["detect_new_batches"] == ["ingest"]
-    assert tasks["ingest"] == ["build_features", "report"]
+    assert tasks["ingest"] == ["backfill", "report"]
+    assert tasks["backfill"] == ["build_features", "report"]
     assert set(tasks["build_features"]) == {"score_batch", "monitor", "report"}
     assert set(tasks["score_batch"]) == {"guard_check", "monitor", "report"}
     for parallel in ("guard_check", "monitor"):
