@@ -89,6 +89,8 @@ def _row(report: dict[str, Any], label: str) -> dict[str, Any]:
         "week": weeks[-1] if weeks else None,
         "rows_accepted": ingest.get("rows_accepted", 0),
         "files_quarantined": len(ingest.get("quarantined") or {}),
+        # Results of earlier weeks rebuilt because a late week made them stale (pipeline.backfill).
+        "recomputed": (report.get("backfill") or {}).get("recomputed") or [],
         "quarantined": ingest.get("quarantined") or {},
         # The share the retrain rule reads (features drifted since the champion's evaluation
         # cutoff): it explains the "drift" decisions. The share against the champion's training
