@@ -10,13 +10,32 @@ Rules (every decision lands in the ``ingestion_ledger`` table of the monitoring 
   stops the other files of the run.
 * One accepted batch per ISO week: a second, different file for an accepted week is quarantined
   (``week_already_ingested``); corrections are an operator's decision, not a silent double count.
+
+Reading a file (the format: UTF-8 CSV, a BOM tolerated, a header naming the use case's record
+columns in any order, one record per line):
+
+* A compressed file (gzip, zip, bzip2, xz or zstd, told by its leading bytes whatever its name) is
+  quarantined as ``compressed``, never unpacked: the size limit, the content hash and the ledger are
+  about the bytes that landed, and an archive can hold several members or expand without bound.
+* The CSV is read with the :mod:`csv` module, strictly (RFC 4180 quoting: a quoted field may hold
+  commas, doubled quotes and line breaks; a quote left open is an error), never by a parser that
+  could infer an index column. Every field is stripped of surrounding white space. Blank lines
+  (empty or white space only) are skipped, before the header too.
+* Every record must have as many fields as the header (``wrong_field_count`` otherwise: a trailing
+  comma on every row is caught on the first record, not read as an index).
+* Every line a reason names is the **physical** line of the file, 1-based, counting the header,
+  blank lines and the extra lines of records whose quoted fields span lines; lines end at ``\n``,
+  ``\r\n`` or ``\r``. A record that spans lines is named by the line it starts on.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass, field
@@ -47,9 +66,11 @@ REASON_CODES = (
     "bad_filename",  # no ISO week (YYYY-Www) in the file name
     "too_large",  # above ROLLGUARD_MAX_FILE_BYTES
     "empty_file",  # zero bytes
+    "compressed",  # gzip, zip, bzip2, xz or zstd bytes (whatever the name): never unpacked
     "bad_encoding",  # not UTF-8
-    "schema_mismatch",  # header lacks or adds columns
+    "schema_mismatch",  # header lacks, adds or repeats columns, or not a CSV table (quoting)
     "header_only",  # a header and no rows
+    "wrong_field_count",  # a record with more or fewer fields than the header
     "bad_type",  # a value that does not parse as its column's type
     "negative_value",  # a negative amount or count (a use case's check named so)
     "out_of_range",  # a value outside its declared range (a use case's check named so)
@@ -113,10 +134,18 @@ def _bad(
 def validate_file(path: Path, max_bytes: int, usecase: UseCase) -> Verdict:
     """Validate one landing file (see the module docstring for the format and :data:`REASON_CODES`).
 
+    Args:
+        path: the landing file; its name must hold the ISO week ``YYYY-Www``.
+        max_bytes: the size limit (``ROLLGUARD_MAX_FILE_BYTES``).
+        usecase: whose record columns and record schema the file must follow.
+
     Returns:
         A :class:`Verdict` whose ``rows`` hold the typed records (columns and dtypes of
-        ``usecase.record_schema``) when the file is valid. The first problem found
-        is reported, with the 1-based line and the column where it applies.
+        ``usecase.record_schema``, one row per record in file order, index ``0..n-1``) when the file
+        is valid. Otherwise the first problem found, by stage (name and size, bytes, CSV structure,
+        record schema, the feed's own rules) and within a stage by line: its reason code, a detail,
+        the physical 1-based line (header = line 1, blank lines counted) and the column where they
+        apply. Never raises for a file's content.
     """
     week = find_iso_week(path.name)
     if week is None:
@@ -135,60 +164,195 @@ def validate_file(path: Path, max_bytes: int, usecase: UseCase) -> Verdict:
         return _bad(week, "too_large", f"{size} bytes is above the limit of {max_bytes} bytes")
     if size == 0:
         return _bad(week, "empty_file", "the file has zero bytes")
-    raw = path.read_bytes()
+    text = _decode(path.read_bytes(), week)
+    if isinstance(text, Verdict):
+        return text
+    expected = list(usecase.record_columns)
+    table = _read_table(text, expected, week)
+    if isinstance(table, Verdict):
+        return table
+    return _check_records(usecase, table.frame(expected), table.lines, week, monday)
+
+
+#: Leading bytes of the compressed formats a landing file may arrive in by mistake: gzip, zip (a
+#: local file header, an empty archive, a spanned archive), xz and zstd. bzip2 is :data:`_BZIP2`.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"PK\x07\x08", "zip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+#: bzip2: ``BZh``, the block size ``1``-``9``, then the magic number of a block or of the end of
+#: the stream (``BZh`` alone is text a CSV header could start with).
+_BZIP2 = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
+
+#: A line break as the CSV reader counts physical lines (universal newlines).
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def _compression_of(raw: bytes) -> str | None:
+    """The compressed format ``raw`` starts in (``gzip``, ``zip``, ``bzip2``, ``xz``, ``zstd``), told
+    by its leading bytes, or None for anything else (plain text among it)."""
+    for magic, name in _MAGIC:
+        if raw.startswith(magic):
+            return name
+    return "bzip2" if _BZIP2.match(raw) else None
+
+
+def _decode(raw: bytes, week: str) -> str | Verdict:
+    """The text of a landing file, or the verdict ``compressed`` (the format named) or
+    ``bad_encoding`` (the first byte that is not UTF-8, its offset and physical line)."""
+    fmt = _compression_of(raw)
+    if fmt is not None:
+        return _bad(
+            week, "compressed", f"the file is {fmt}-compressed; land it uncompressed as CSV"
+        )
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
         return _bad(
             week,
             "bad_encoding",
             f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
-            line=line,
+            line=len(_LINE_BREAK.findall(raw, 0, exc.start)) + 1,
         )
-    try:
-        frame = pd.read_csv(
-            BytesIO(text.encode("utf-8")), dtype=str, keep_default_na=False, skip_blank_lines=True
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        return _bad(week, "schema_mismatch", f"not a CSV table: {exc}".strip())
-    columns = [c.strip() for c in frame.columns]
-    expected = list(usecase.record_columns)
-    missing = [c for c in expected if c not in columns]
-    extra = [c for c in columns if c not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing columns {missing}")
-        if extra:
-            parts.append(f"unexpected columns {extra}")
-        return _bad(week, "schema_mismatch", "; ".join(parts) + f" (expected {expected})", line=1)
-    frame.columns = columns
-    frame = frame.loc[:, expected].apply(lambda c: c.str.strip())
-    if frame.empty:
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A landing file read as CSV: its column names (stripped), each record's fields (stripped,
+    in header order, as many as the header's) and the physical line each record starts on."""
+
+    header: list[str]
+    records: list[list[str]]
+    lines: list[int]
+
+    def frame(self, columns: list[str]) -> pd.DataFrame:
+        """The records as text columns in ``columns`` order (each one a header name); row ``i``
+        (index label ``i``, a ``RangeIndex``) is the record on physical line ``lines[i]``."""
+        at = [self.header.index(c) for c in columns]
+        data = {c: [r[i] for r in self.records] for c, i in zip(columns, at, strict=True)}
+        return pd.DataFrame(data, columns=columns, dtype=str)
+
+
+def _read_table(text: str, expected: list[str], week: str) -> _Table | Verdict:
+    """Read ``text`` as a strict CSV table whose header names the ``expected`` columns.
+
+    Blank lines (empty or white space only) are skipped wherever they are, and counted.
+
+    Returns:
+        A :class:`_Table` with at least one record, or the :class:`Verdict` of the first problem,
+        by physical line: ``schema_mismatch`` (no header, the header's columns, a quoting error),
+        ``wrong_field_count`` or ``too_long`` (the record's starting line), or ``header_only``.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    records: list[list[str]] = []
+    lines: list[int] = []
+    line = 1  # the physical line the next record starts on
+    while True:
+        try:
+            fields = next(reader, None)
+        except csv.Error as exc:
+            return _csv_problem(str(exc), week, line)
+        if fields is None:
+            break
+        start, line = line, reader.line_num + 1
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        fields = [f.strip() for f in fields]
+        if header is None:
+            header = fields
+            problem = _header_problem(header, expected, week, start)
+        else:
+            problem = _record_problem(fields, header, week, start)
+            records.append(fields)
+            lines.append(start)
+        if problem is not None:
+            return problem
+    if header is None:
+        return _bad(week, "schema_mismatch", "no header: the file holds only blank lines")
+    if not records:
         return _bad(week, "header_only", "a header and no rows")
-    lengths = frame.apply(lambda c: c.str.len()).to_numpy()
-    if lengths.size and lengths.max() > MAX_FIELD_CHARS:
-        row, col = np.unravel_index(int(lengths.argmax()), lengths.shape)
+    return _Table(header, records, lines)
+
+
+def _csv_problem(message: str, week: str, line: int) -> Verdict:
+    """The verdict for a :class:`csv.Error` raised reading the record that starts on ``line``: a
+    field beyond the reader's limit (:func:`csv.field_size_limit`, 131,072 characters; raising it
+    would change a process-wide setting) is ``too_long`` without a column, any other error
+    (a quote never closed, text after a closing quote) is ``schema_mismatch``."""
+    if message.startswith("field larger than field limit"):
         return _bad(
             week,
             "too_long",
-            f"{expected[col]} holds {int(lengths[row, col]):,} characters "
+            f"a field holds more than {csv.field_size_limit():,} characters "
             f"(at most {MAX_FIELD_CHARS:,})",
-            line=int(row) + 2,
-            column=expected[col],
+            line=line,
         )
-    return _check_records(usecase, frame, week, monday)
+    if message == "unexpected end of data":
+        message = "a quote opened in this record is never closed"
+    return _bad(week, "schema_mismatch", f"not a CSV table: {message}", line=line)
 
 
-def _check_records(usecase: UseCase, frame: pd.DataFrame, week: str, monday: date) -> Verdict:
+def _header_problem(header: list[str], expected: list[str], week: str, line: int) -> Verdict | None:
+    """``schema_mismatch`` when the header lacks, adds or repeats a column, else None."""
+    missing = [c for c in expected if c not in header]
+    extra = [c for c in header if c not in expected]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if not (missing or extra or twice):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing columns {missing}")
+    if extra:
+        hint = " (an empty name: a trailing comma?)" if "" in extra else ""
+        parts.append(f"unexpected columns {extra}{hint}")
+    if twice:
+        parts.append(f"columns named more than once {twice}")
+    return _bad(week, "schema_mismatch", "; ".join(parts) + f" (expected {expected})", line=line)
+
+
+def _record_problem(fields: list[str], header: list[str], week: str, line: int) -> Verdict | None:
+    """``wrong_field_count`` or ``too_long`` for the record starting on ``line``, else None."""
+    if len(fields) != len(header):
+        detail = (
+            f"the record has {len(fields)} field{'s' * (len(fields) != 1)}, "
+            f"the header has {len(header)}"
+        )
+        if len(fields) > len(header) and fields[-1] == "":
+            detail += " (the last is empty: a trailing comma?)"
+        return _bad(week, "wrong_field_count", detail, line=line)
+    for name, value in zip(header, fields, strict=True):
+        if len(value) > MAX_FIELD_CHARS:
+            return _bad(
+                week,
+                "too_long",
+                f"{name} holds {len(value):,} characters (at most {MAX_FIELD_CHARS:,})",
+                line=line,
+                column=name,
+            )
+    return None
+
+
+def _check_records(
+    usecase: UseCase, frame: pd.DataFrame, lines: list[int], week: str, monday: date
+) -> Verdict:
     """Apply the use case's record schema (pandera, lazy: every failure is collected, the first by
     line is reported), then the feed's own rules: every record inside the file's ISO week, no record
-    id twice."""
+    id twice.
+
+    Args:
+        frame: the records as text, index ``0..n-1`` (:meth:`_Table.frame`).
+        lines: the physical line of each row of ``frame`` (ascending).
+    """
     try:
         rows = usecase.record_schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return _first_schema_failure(exc, frame, week, _unique_columns(usecase))
+        return _first_schema_failure(exc, frame, lines, week, _unique_columns(usecase))
     time, rid = usecase.record_time_column, usecase.record_id_column
     start = pd.Timestamp(monday)
     outside = (rows[time] < start) | (rows[time] >= start + pd.Timedelta(days=7))
@@ -199,7 +363,7 @@ def _check_records(usecase: UseCase, frame: pd.DataFrame, week: str, monday: dat
             "date_outside_week",
             f"{time} {rows[time].iloc[i].date()} is outside {week} "
             f"({monday} to {monday + timedelta(days=6)})",
-            line=i + 2,
+            line=lines[i],
             column=time,
         )
     dup = rows[rid].duplicated()
@@ -210,7 +374,7 @@ def _check_records(usecase: UseCase, frame: pd.DataFrame, week: str, monday: dat
             "duplicate_rows",
             f"{rid} {rows[rid].iloc[i]} appears more than once "
             f"({int(rows[rid].duplicated(keep=False).sum())} rows involved)",
-            line=i + 2,
+            line=lines[i],
             column=rid,
         )
     return Verdict(week=week, rows=rows.reset_index(drop=True))
@@ -223,9 +387,12 @@ def _unique_columns(usecase: UseCase) -> list[str]:
 
 
 def _first_schema_failure(
-    exc: pa.errors.SchemaErrors, frame: pd.DataFrame, week: str, unique: list[str]
+    exc: pa.errors.SchemaErrors, frame: pd.DataFrame, lines: list[int], week: str, unique: list[str]
 ) -> Verdict:
     """The failure on the earliest line (then the schema's column order) as a :class:`Verdict`.
+
+    ``frame`` has a ``RangeIndex``, so the index pandera reports for a failure is the row's
+    position, and ``lines[position]`` its physical line.
 
     A type that does not coerce is ``bad_type``; an empty field the schema does not allow is
     ``missing_value``; a repeated unique value is ``duplicate_rows`` on the line of its second
@@ -254,9 +421,8 @@ def _first_schema_failure(
     if not found:
         return _bad(week, "invalid_value", str(exc).splitlines()[0][:500])
     index, order, code, detail = min(found)
-    return _bad(
-        week, code, detail, line=index + 2, column=columns[order] if order < len(columns) else None
-    )
+    where = columns[order] if order < len(columns) else None
+    return _bad(week, code, detail, line=lines[index], column=where)
 
 
 def _duplicates(

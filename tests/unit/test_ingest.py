@@ -3,6 +3,7 @@ running anything twice changes nothing."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -44,6 +45,8 @@ BAD_FILES: dict[str, tuple[str, bytes]] = {
     ),
     "too_large": ("cdnow_1997-W19.csv", (HEADER + "1,1,1997-05-06,1,11.77\n" * 200).encode()),
     "week_in_future": ("cdnow_2999-W02.csv", (HEADER + "1,1,2999-01-08,1,11.77\n").encode()),
+    "compressed": ("cdnow_1997-W20.csv", gzip.compress(GOOD.encode(), mtime=0)),
+    "wrong_field_count": ("cdnow_1997-W21.csv", (HEADER + "1,1,1997-05-20,1,11.77,\n").encode()),
 }
 
 
@@ -263,3 +266,108 @@ def test_hotel_files_are_quarantined_at_the_exact_line(
     (outcome,) = ingest_landing(settings).quarantined
     reason = json.loads(next(settings.quarantine_dir.glob("*.reason.json")).read_text())
     assert (outcome.reason_code, reason["line"], reason["column"]) == (code, line, column), reason
+
+
+# Issue 17: quarantine reasons point at the physical line of the file (header = line 1; blank
+# lines and records that span lines counted) and name compressed files as such.
+
+
+def _quarantine_one(home: Path, name: str, content: bytes) -> tuple[str | None, dict]:
+    """Ingest one file; its ledger reason code and its ``.reason.json``."""
+    settings = Settings(home=home)
+    settings.landing_dir.mkdir(parents=True)
+    (settings.landing_dir / name).write_bytes(content)
+    (outcome,) = ingest_landing(settings).quarantined
+    reason = json.loads(next(settings.quarantine_dir.glob("*.reason.json")).read_text())
+    assert reason["reason_code"] == outcome.reason_code
+    return outcome.reason_detail, reason
+
+
+def test_a_trailing_comma_on_every_row_is_reported_at_line_2(home: Path) -> None:
+    # the user's file: ids are not positions (pandas made the first column the index and
+    # reported a transaction id, "line 182", as the line)
+    rows = "".join(f"{181 + i},{i + 1},1997-03-04,1,11.77,\n" for i in range(300))
+    detail, reason = _quarantine_one(home, "cdnow_1997-W10.csv", (HEADER + rows).encode())
+    assert (reason["reason_code"], reason["line"], reason["column"]) == (
+        "wrong_field_count",
+        2,
+        None,
+    )
+    assert detail == (
+        "line 2: the record has 6 fields, the header has 5 (the last is empty: a trailing comma?)"
+    )
+
+
+def test_blank_lines_before_a_bad_row_do_not_shift_its_line(home: Path) -> None:
+    content = HEADER + "\n\n1,1,1997-03-04,1,11.77\n\n   \n2,2,1997-03-05,two,11.77\n"
+    detail, reason = _quarantine_one(home, "cdnow_1997-W10.csv", content.encode())
+    assert (reason["reason_code"], reason["line"], reason["column"]) == (
+        "bad_type",
+        7,
+        "number_of_cds",
+    )
+    assert detail == "line 7: number_of_cds 'two' is not an integer"
+
+
+def test_a_line_with_an_extra_field_names_the_line_and_the_counts(home: Path) -> None:
+    content = HEADER + "1,1,1997-03-04,1,11.77\n\n2,2,1997-03-05,1,11.77,oops\n"
+    detail, reason = _quarantine_one(home, "cdnow_1997-W10.csv", content.encode())
+    assert (reason["reason_code"], reason["line"]) == ("wrong_field_count", 4)
+    assert detail == "line 4: the record has 6 fields, the header has 5"
+
+
+def test_a_gzip_file_named_csv_is_quarantined_as_compressed(home: Path) -> None:
+    content = gzip.compress(GOOD.encode(), mtime=0)
+    detail, reason = _quarantine_one(home, "cdnow_1997-W10.csv", content)
+    assert (reason["reason_code"], reason["line"]) == ("compressed", None)
+    assert detail == "the file is gzip-compressed; land it uncompressed as CSV"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content"),
+    [
+        ("bzip2", lambda: __import__("bz2").compress(GOOD.encode())),
+        ("xz", lambda: __import__("lzma").compress(GOOD.encode())),
+        ("zstd", lambda: b"\x28\xb5\x2f\xfd" + bytes(range(40))),
+        ("zip", lambda: _zipped(GOOD)),
+    ],
+)
+def test_other_compressed_files_are_named_by_their_format(home: Path, fmt: str, content) -> None:
+    detail, reason = _quarantine_one(home, "cdnow_1997-W10.csv", content())
+    assert reason["reason_code"] == "compressed"
+    assert detail == f"the file is {fmt}-compressed; land it uncompressed as CSV"
+
+
+def _zipped(text: str) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("cdnow_1997-W10.csv", text)
+    return buf.getvalue()
+
+
+def test_a_record_spanning_lines_is_reported_at_the_line_it_starts_on(home: Path) -> None:
+    # line 2 is a valid record whose quoted field holds a line break (lines 2-3); line 4 is bad
+    content = HEADER + '1,1,1997-03-04,"\n1",11.77\n2,2,1997-03-05,-1,11.77\n'
+    detail, reason = _quarantine_one(home, "cdnow_1997-W10.csv", content.encode())
+    assert (reason["reason_code"], reason["line"], reason["column"]) == (
+        "negative_value",
+        4,
+        "number_of_cds",
+    )
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(home: Path) -> None:
+    content = HEADER + '1,1,1997-03-04,1,11.77\n2,"2,1997-03-05,1,11.77\n3,3,1997-03-05,1,1\n'
+    detail, reason = _quarantine_one(home, "cdnow_1997-W10.csv", content.encode())
+    assert (reason["reason_code"], reason["line"]) == ("schema_mismatch", 3)
+    assert detail == "line 3: not a CSV table: a quote opened in this record is never closed"
+
+
+def test_a_bad_byte_after_blank_and_crlf_lines_is_reported_at_its_line(home: Path) -> None:
+    content = (HEADER + "\n1,1,1997-03-04,1,11.77\n").replace("\n", "\r\n").encode()
+    content += "\r2,2,1997-03-05,1,11\xe9\r\n".encode("latin-1")
+    detail, reason = _quarantine_one(home, "cdnow_1997-W10.csv", content)
+    assert (reason["reason_code"], reason["line"]) == ("bad_encoding", 5)
