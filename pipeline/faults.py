@@ -32,10 +32,11 @@ FAULT_TAG = "rollguard.fault"
 
 
 def write_malformed_week(settings: Settings, week: str) -> str:
-    """Write ``partner_<week>.csv``: the use case's header, then a record whose every field reads
-    ``n/a`` (a partner system's export of a missing record) on line 3. Ingestion must quarantine it
-    as ``bad_type`` at line 3 and go on. Returns the file name; the content differs for every week
-    (the week's Monday stands in the time column of line 2), so each is a new file."""
+    """Write ``partner_<week>.csv``: the use case's header, then two records of ``n/a`` values (a
+    partner system's export of missing records): line 2 has the week's Monday in the time column
+    and ``n/a`` elsewhere, line 3 is ``n/a`` throughout. Ingestion must quarantine it as
+    ``bad_type`` at line 2, the first bad line, and go on. Returns the file name; the content
+    differs for every week (the Monday on line 2), so each is a new file."""
     usecase = settings.usecase_spec
     columns = list(usecase.record_columns)
     monday = parse_iso_week(week).isoformat()
