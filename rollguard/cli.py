@@ -187,6 +187,7 @@ def _replay_live(
         raise ValueError("--live delivers week by week: use --weeks N (or nothing), not --until")
     seconds = live_feed.parse_interval(every)
     stop = threading.Event()
+    ended: list[str | None] = []
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
@@ -197,6 +198,7 @@ def _replay_live(
                 f"delivered {r.newest_week} ({', '.join(r.written) or 'already there'})",
                 err=as_json,
             ),
+            on_end=lambda r: ended.append(r.note),
         )  # fmt: skip
     finally:
         for sig, handler in previous.items():
@@ -206,6 +208,8 @@ def _replay_live(
         "stopped_by_signal": stop.is_set(),
         "landing_dir": str(s.landing_dir),
     }
+    if ended and ended[0]:
+        summary["stopped_because"] = ended[0]
     emit(summary, as_json)
 
 
