@@ -144,9 +144,8 @@ def _position(
             delivered[week] = f"accepted batch {name}"
     # Files this feed wrote: the feed's name of a source week with exactly the feed's bytes. A
     # quarantined one counts too: the feed delivered it, and the same bytes again would only be
-    # skipped by the ledger.
-    # Newest first; unless every delivered week is asked for, the first one found newer than the
-    # newest accepted week decides (rendering a week to compare is the cost here).
+    # skipped by the ledger. Newest first; unless every delivered week is asked for, the first
+    # one found newer than the newest accepted week decides (rendering a week is the cost here).
     decided = {(name, sha): status for name, sha, status, _, _ in ledger}
     feed_name = {week_file_name(usecase, w): w for w in all_weeks}
     accepted_newest = max(delivered) if delivered else None
@@ -170,12 +169,11 @@ def _position(
     newest = max(delivered) if delivered else None
     why_not: dict[str, str] = {name: "in the landing zone, not ingested yet" for name in waiting}
     for name, _, status, reason, _ in ledger:  # the newest decision about a name wins
-        if status != "accepted":
-            why_not[name] = status + (f" ({reason})" if reason else "")
+        why_not[name] = status + (f" ({reason})" if reason else "")
     ignored = []
     for name, why in sorted(why_not.items()):
         week = find_iso_week(name)
-        if week is None or (newest is not None and week <= newest):
+        if week is None or why == "accepted" or (newest is not None and week <= newest):
             continue
         ignored.append(f"{name}: {why}; not an accepted batch nor a file this feed wrote")
     return FeedPosition(
