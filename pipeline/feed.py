@@ -340,7 +340,7 @@ def format_replay(result: ReplayResult) -> str:
         f"conflicts: {len(result.conflicts)}  (newest week {result.newest_week or '-'}, "
         f"{result.weeks_available} weeks in the log)",
     ]
-    if result.after_week is not None:
+    if result.after_week is not None and not result.note:  # the note names the position too
         lines.append(f"continued after {result.after_week} ({result.after_cause})")
     lines += [f"  conflict (kept as is): {name}" for name in result.conflicts]
     if result.note:
