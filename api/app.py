@@ -375,7 +375,10 @@ class _Server:
 
     def not_ready(self) -> JSONResponse:
         self.metrics.prediction_errors.labels(reason="not_ready").inc()
-        detail = self.manager.registry_error or "no champion version loaded yet"
+        detail = self.manager.registry_error or (
+            "no champion version loaded yet: train and gate one (`rollguard train`, then "
+            "`rollguard gate`, or let the weekly DAG run)"
+        )
         return error_body(
             503,
             "not_ready",
@@ -563,8 +566,8 @@ def entity_router(srv: _Server) -> APIRouter:
             return srv.not_ready()
         try:
             found = srv.snapshots.lookup(entity_id)
-        except NoSnapshot as exc:
-            return error_body(503, "no_snapshot", str(exc))
+        except NoSnapshot as exc:  # a step has not run yet: the client's request cannot be met
+            return error_body(409, "no_snapshot", str(exc))
         except UnknownEntity as exc:
             problem = "not in the newest snapshot"
             return error_body(404, unknown_kind, str(exc), [{"field": key, "problem": problem}])
@@ -609,7 +612,15 @@ def entity_router(srv: _Server) -> APIRouter:
         prediction_endpoint,
         methods=["GET"],
         response_model=contract.entity_response,
-        responses={404: {"model": ErrorResponse, "description": f"Unknown {key}."}, **_ERRORS},
+        responses={
+            404: {"model": ErrorResponse, "description": f"Unknown {key}."},
+            409: {
+                "model": ErrorResponse,
+                "description": "No feature snapshot yet: the message names the step to run "
+                "(`rollguard score`).",
+            },
+            **_ERRORS,
+        },
         summary=f"Score a known row of {subject} from the newest feature snapshot",
         description=f"Reads the row of this {key} from the newest snapshot "
         "(``warehouse/features/cutoff=YYYY-MM-DD.parquet``) and scores it. "

@@ -83,7 +83,10 @@ class SnapshotFeatures:
         path = newest_snapshot(self.features_dir)
         if path is None:
             raise NoSnapshot(
-                f"no feature snapshot under {self.features_dir}: run `rollguard features build`"
+                f"no feature snapshot under {self.features_dir} yet: run `rollguard score` (builds "
+                "the snapshot at the scoring cutoff, the Monday after the newest ingested week, "
+                "and has the champion score it; `--week YYYY-Www` for another week), or "
+                "`rollguard features build --cutoff YYYY-MM-DD`, or let the weekly DAG run"
             )
         key = (str(path), path.stat().st_mtime_ns)
         uc = self.usecase

@@ -139,8 +139,14 @@ class RecordHistory:
         )
         uc = self.usecase
         if lo == hi:
+            empty = (
+                ": nothing has been ingested yet (run `rollguard data replay` and "
+                "`rollguard data ingest`, or let the weekly DAG run)"
+                if len(ids) == 0
+                else ""
+            )
             raise NoRecords(
-                f"{uc.entity_column} {entity_id} has no record in the ingested warehouse"
+                f"{uc.entity_column} {entity_id} has no record in the ingested warehouse{empty}"
             )
         rows = frame.iloc[lo:hi]
         newest = rows.iloc[::-1].head(limit)

@@ -226,7 +226,7 @@ def run_demo(
         run += 1
         replay = feed.replay(settings, weeks=1)
         if not replay.written:
-            progress("the log has no more complete weeks")
+            progress(replay.note or "the log has no more complete weeks")
             break
         week = replay.newest_week or "?"
         if options.faults and run == options.malformed_at:

@@ -37,6 +37,7 @@ def replay_live(
     weeks: int | None = None,
     path: Path | None = None,
     on_delivery: Callable[[feed.ReplayResult], None] = lambda _: None,
+    on_end: Callable[[feed.ReplayResult], None] = lambda _: None,
 ) -> list[feed.ReplayResult]:
     """Deliver the next weekly file, then one more every ``every_seconds`` seconds.
 
@@ -44,6 +45,8 @@ def replay_live(
         weeks: most weeks to deliver (None: until the log ends or ``stop`` is set).
         path: a file of the use case's source shape instead of its packaged one.
         on_delivery: called after each delivery with its result.
+        on_end: called with the replay that delivered nothing when the feed has no more weeks
+            (its ``note`` says why).
 
     Returns:
         One :class:`pipeline.feed.ReplayResult` per delivery, in order.
@@ -55,7 +58,8 @@ def replay_live(
     while not stop.is_set():
         result = feed.replay(settings, weeks=1, path=path)
         if not result.written and not result.unchanged and not result.conflicts:
-            break  # the log has no more complete weeks
+            on_end(result)  # the log has no more complete weeks after the feed's position
+            break
         results.append(result)
         on_delivery(result)
         if weeks is not None and len(results) >= weeks:

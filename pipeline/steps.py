@@ -89,10 +89,11 @@ def scoring_cutoff(settings: Settings) -> date | None:
     return parse_iso_week(weeks[-1]) + timedelta(days=7)
 
 
-def features_step(settings: Settings) -> dict[str, Any]:
-    """Build the snapshot at the scoring cutoff; returns its path, size and label state."""
+def features_step(settings: Settings, cutoff: date | None = None) -> dict[str, Any]:
+    """Build the snapshot at ``cutoff`` (default: the scoring cutoff); returns its path, size and
+    label state."""
 
-    cutoff = scoring_cutoff(settings)
+    cutoff = cutoff or scoring_cutoff(settings)
     if cutoff is None:
         return {"cutoff": None}
     result = build_snapshot(settings, cutoff)

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,14 +24,23 @@ import typer
 from api.cli import register as register_api
 from api.cli import serve_app
 from domain import snapshots
+from domain.warehouse import ingested_weeks
 from monitoring.cli import register as register_monitoring
+from monitoring.weekly import parse_week
 from pipeline import demo as job
 from pipeline import feed, ingest, live_feed
 from pipeline.backfill_cli import register as register_backfill
-from pipeline.steps import live_quality_rule, model_loader
+from pipeline.steps import (
+    features_step,
+    live_quality_rule,
+    model_loader,
+    score_step,
+    scoring_cutoff,
+)
 from pipeline.train_cli import register as register_train
 from pipeline.usecase_check import check_usecase, format_check
 from registry_guard.cli import register as register_registry_guard
+from registry_guard.registry import RegistryError
 from rollguard import db
 from rollguard.commands import (
     CLI_MLFLOW_HTTP_DEFAULTS,
@@ -40,9 +49,11 @@ from rollguard.commands import (
     reports_errors,
     settings,
 )
+from rollguard.errors import ConfigurationError
 from rollguard.settings import Settings, get_settings
 from rollguard.stack_cli import register as register_stack
 from rollguard.usecase import available_usecases, default_usecase_name, load_usecase
+from rollguard.weeks import iso_week_label
 from ui.cli import register as register_ui
 
 app = typer.Typer(
@@ -188,6 +199,7 @@ def _replay_live(
         raise ValueError("--live delivers week by week: use --weeks N (or nothing), not --until")
     seconds = live_feed.parse_interval(every)
     stop = threading.Event()
+    ended: list[str | None] = []
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
@@ -198,6 +210,7 @@ def _replay_live(
                 f"delivered {r.newest_week} ({', '.join(r.written) or 'already there'})",
                 err=as_json,
             ),
+            on_end=lambda r: ended.append(r.note),
         )  # fmt: skip
     finally:
         for sig, handler in previous.items():
@@ -207,6 +220,8 @@ def _replay_live(
         "stopped_by_signal": stop.is_set(),
         "landing_dir": str(s.landing_dir),
     }
+    if ended and ended[0]:
+        summary["stopped_because"] = ended[0]
     emit(summary, as_json)
 
 
@@ -232,6 +247,87 @@ def features_build(
     s = settings()
     result = snapshots.build_snapshot(s, cutoff.date())
     emit(result, as_json)
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+@app.command("score")
+@reports_errors
+def score(
+    week: Annotated[
+        str | None,
+        typer.Option(
+            "--week",
+            help="The week to score: ISO week YYYY-Www or its cutoff YYYY-MM-DD (a Monday). "
+            "Default: the scoring cutoff, the Monday after the newest ingested week.",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score one week by hand, as the weekly DAG does: snapshot its features, the champion
+    scores them.
+
+    Builds the feature snapshot at the week's cutoff and has the champion score every row
+    (warehouse/predictions/cutoff=YYYY-MM-DD/version=N.parquet); idempotent per cutoff and
+    version. Score drift, live quality and KPIs (rollguard monitor) read the predictions; the
+    API's entity route reads the snapshot."""
+    s = settings()
+    cutoff = parse_week(week) if week is not None else scoring_cutoff(s)
+    if cutoff is None:
+        raise ConfigurationError(
+            "nothing is ingested yet, so there is no week to score: run `rollguard data replay "
+            "--weeks N` and `rollguard data ingest` first"
+        )
+    label = iso_week_label(cutoff)
+    weeks = ingested_weeks(s)
+    previous = iso_week_label(cutoff - timedelta(days=7))
+    if previous not in weeks:
+        raise ConfigurationError(
+            f"week {label} (cutoff {cutoff}) cannot be scored: its features need week {previous} "
+            f"ingested (newest ingested: {weeks[-1] if weeks else 'none'}); run `rollguard data "
+            "replay` and `rollguard data ingest` first"
+        )
+    features = features_step(s, cutoff)
+    scored = score_step(s, features)
+    if not scored.get("scored"):
+        raise RegistryError(
+            f"no champion of {s.model_name} to score week {label} (cutoff {cutoff}; the snapshot "
+            f"is built: {features['path']}): train and gate a first champion (`rollguard train`, "
+            f"then `rollguard gate`, or the weekly DAG), then run `rollguard score --week {label}`"
+        )
+    emit(
+        {
+            "week": label,
+            "cutoff": cutoff.isoformat(),
+            "model_name": s.model_name,
+            "model_version": scored["model_version"],
+            "n_rows": scored["n_rows"],
+            "n_targeted": scored["n_targeted"],
+            "predictions": scored["path"],
+            "created": scored["created"],
+            "snapshot": features["path"],
+            "missing_weeks": features["missing_weeks"],
+            "next": f"rollguard monitor --week {label}",
+        },
+        as_json,
+        _format_score,
+    )
+
+
+def _format_score(result: dict[str, Any]) -> str:
+    kept = "written" if result["created"] else "already there (same cutoff and version), kept"
+    lines = [
+        f"scored week {result['week']} (cutoff {result['cutoff']}) with {result['model_name']} "
+        f"v{result['model_version']}: {result['n_rows']:,} rows, {result['n_targeted']:,} targeted",
+        f"  snapshot:    {result['snapshot']}",
+        f"  predictions: {result['predictions']} ({kept})",
+    ]
+    if result["missing_weeks"]:
+        lines.append(f"  weeks missing before the cutoff: {', '.join(result['missing_weeks'])}")
+    lines.append(
+        f"  next: `{result['next']}` (score drift now; live quality and KPIs once the label "
+        "has matured)"
+    )
+    return "\n".join(lines)
 
 
 # --- the main job --------------------------------------------------------------------------------

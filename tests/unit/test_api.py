@@ -267,6 +267,7 @@ def test_not_ready_without_a_model(home: Path) -> None:
         resp = c.post("/v1/predict", json={"rows": rows(1)})
         assert resp.status_code == 503
         assert resp.json()["error"] == "not_ready" and "champion" in resp.json()["message"]
+        assert "`rollguard train`" in resp.json()["message"]  # the step that is missing
 
 
 # --- customers -----------------------------------------------------------------------------------
@@ -276,9 +277,18 @@ def test_customer_prediction_reads_the_newest_snapshot(home: Path, model: Servin
     from tests.support.api_models import cdnow_features
 
     settings = make_settings(home)
+    # Migrated before the app starts: two of its threads migrating one fresh SQLite file at once
+    # can collide ("table ... already exists"), which is not what this test is about.
+    db.upgrade(settings.monitoring_db_url)
     with make_client(settings, model) as c:
         resp = c.get("/v1/customers/1/prediction")
-        assert resp.status_code == 503 and resp.json()["error"] == "no_snapshot"
+        # Nothing built a snapshot yet: a 4xx in Rollguard's words, naming the step to run.
+        assert resp.status_code == 409 and resp.json()["error"] == "no_snapshot"
+        assert "run `rollguard score`" in resp.json()["message"]
+        history = c.get("/v1/customers/1/history")
+        assert history.status_code == 404
+        assert "nothing has been ingested yet" in history.json()["message"]
+        assert "`rollguard data ingest`" in history.json()["message"]
         frame = cdnow_features()
         folder = settings.warehouse_dir / "features"
         folder.mkdir(parents=True)

@@ -230,7 +230,9 @@ def test_a_missing_categorical_field_is_named(client: TestClient) -> None:
 def test_booking_route_scores_the_newest_snapshot_without_targeting(
     client: TestClient, home: Path
 ) -> None:
-    assert client.get("/v1/bookings/1/prediction").json()["error"] == "no_snapshot"
+    none = client.get("/v1/bookings/1/prediction")
+    assert none.status_code == 409 and none.json()["error"] == "no_snapshot"
+    assert "`rollguard score`" in none.json()["message"]
     rows = RATES.build_rows(rate_records(), CUTOFF, label_available=True)
     folder = home / "warehouse" / "features"
     folder.mkdir(parents=True)
