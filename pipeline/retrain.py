@@ -1,6 +1,7 @@
 """The training job: gather inputs, decide tune-or-reuse, train, track in MLflow, register the
 challenger. Idempotent: a second call for the same data, parameters and code returns the version
-the first one registered and trains nothing.
+the first one registered and trains nothing, also when both run at once (the lookup, training and
+registration run under the store lock on the model name and training key, :mod:`rollguard.locks`).
 
 This is wiring; the decisions and computations live in :mod:`domain.evaluation` (cutoffs and
 rows), :mod:`pipeline.training`, :mod:`pipeline.tuning` and :mod:`pipeline.tracking`.
@@ -28,6 +29,7 @@ from domain.evaluation import (
 )
 from monitoring.weekly import TRAINING_MEDIAN_TAG
 from pipeline import tracking, training, tuning
+from rollguard.locks import store_lock
 from rollguard.weeks import horizon_weeks, iso_week_label
 
 if TYPE_CHECKING:
@@ -64,6 +66,11 @@ def retrain(
 ) -> TrainingOutcome:
     """Train (or find) the challenger for the current data.
 
+    At most one version per training key, whatever the concurrency: the lookup of the key and,
+    when no version carries it, the training and registration run under the store's lock on
+    ``("training", model name, key)`` (:func:`rollguard.locks.store_lock`). A process that finds
+    the lock taken waits, then finds the holder's version and returns it (``created=False``).
+
     Args:
         settings: the one settings object (cutoff counts, budgets, thresholds, URIs).
         cutoff: evaluation cutoff (a Monday with a matured label); default the newest one.
@@ -75,13 +82,67 @@ def retrain(
     Raises:
         domain.evaluation.TrainingDataError: not enough matured history.
         rollguard.errors.ConfigurationError: ``--reuse`` without stored parameters.
+        rollguard.locks.LockTimeoutError: another training of the same key held the lock for
+            longer than ``settings.training_lock_timeout_seconds``.
         pipeline.tracking.TrackingError: the registered version lost its signature.
     """
     start = time.perf_counter()
-    usecase = settings.usecase_spec
     inputs = inputs or load_training_inputs(settings)
     client = client or tracking.settings_client(settings)
-    tracking_uri = client.tracking_uri
+    job = _prepare(settings, inputs, client, cutoff, mode, guard_degraded)
+    name = settings.model_name
+    with store_lock(
+        settings.monitoring_db_url,
+        ("training", name, job.key),
+        timeout_seconds=settings.training_lock_timeout_seconds,
+        description=f"training of key {job.key} of model {name}",
+    ):
+        existing = tracking.find_version(name, job.key, client=client)
+        if existing is None:
+            return _train_and_register(settings, job, client, start)
+    run = client.get_run(existing.run_id)
+    return TrainingOutcome(
+        run_id=existing.run_id,
+        model_name=name,
+        version=str(existing.version),
+        created=False,
+        training_key=job.key,
+        metrics={k: v for k, v in run.data.metrics.items() if k.startswith("eval_")},
+        decision=job.decision,
+        tuning=job.study,
+        cutoffs=job.plan.as_dict(),
+        shap={k: v for k, v in run.data.tags.items() if k.startswith("rollguard.shap.")},
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one training would train: its data, parameters and the key they give."""
+
+    plan: CutoffPlan
+    data: TrainingSet
+    batches: dict[str, str]
+    identity: dict[str, Any]
+    decision: tuning.TuneDecision
+    study: tuning.TuningResult | None
+    config: training.TrainingConfig
+    found_cutoff: date
+    code: str
+    key: str
+
+
+def _prepare(
+    settings: Settings,
+    inputs: TrainingInputs,
+    client: MlflowClient,
+    cutoff: date | None,
+    mode: tuning.Mode,
+    guard_degraded: bool,
+) -> _Job:
+    """Plan the cutoffs, build the rows, decide tune-or-reuse (tuning if so) and compute the
+    training key. Nothing is written to the registry here."""
+    usecase = settings.usecase_spec
     plan = plan_cutoffs(
         usecase,
         inputs.weeks,
@@ -97,41 +158,13 @@ def retrain(
         "cutoffs": plan.as_dict(),
         "dataset_sha256": data.dataset_sha256,
     }
-
-    stored = tuning.load_stored_params(settings.model_name, client=client)
-    drift = None
-    if (
-        stored is not None
-        and mode == "auto"
-        and not guard_degraded
-        and ((plan.evaluation - stored.found_cutoff).days <= settings.params_max_age_days)
-    ):
-        reference = usecase.build_rows(inputs.records, stored.found_cutoff, label_available=False)
-        drift = tuning.feature_drift(
-            usecase,
-            reference,
-            data.evaluation,
-            threshold=settings.drift_threshold,
-            sample_rows=settings.monitor_sample_rows,
-            seed=settings.monitor_sample_seed,
-        )
-    decision = tuning.decide_tuning(
-        stored,
-        evaluation_cutoff=plan.evaluation,
-        drift_share=drift.share if drift else None,
-        drift_threshold=settings.drift_threshold,
-        guard_degraded=guard_degraded,
-        max_age_days=settings.params_max_age_days,
-        mode=mode,
-    )
-
-    base = training.TrainingConfig.from_settings(settings)
+    decision = _decide_tuning(settings, inputs, client, plan, data, mode, guard_degraded)
     study: tuning.TuningResult | None = None
     if decision.action == "tune":
         study = tuning.tune(
             usecase,
             data,
-            base,
+            training.TrainingConfig.from_settings(settings),
             storage_url=settings.optuna_url,
             study_name=f"rollguard-{hashlib.sha256(tracking.canonical_json(identity).encode()).hexdigest()[:16]}",
             n_trials=settings.tuning_trials,
@@ -150,66 +183,75 @@ def retrain(
     }
     code = tracking.code_version()
     key = tracking.training_key(identity, key_params, code)
+    return _Job(plan, data, batches, identity, decision, study, config, found_cutoff, code, key)
 
-    existing = tracking.find_version(settings.model_name, key, client=client)
-    if existing is not None:
-        run = client.get_run(existing.run_id)
-        return TrainingOutcome(
-            run_id=existing.run_id,
-            model_name=settings.model_name,
-            version=str(existing.version),
-            created=False,
-            training_key=key,
-            metrics={k: v for k, v in run.data.metrics.items() if k.startswith("eval_")},
-            decision=decision,
-            tuning=study,
-            cutoffs=plan.as_dict(),
-            shap={k: v for k, v in run.data.tags.items() if k.startswith("rollguard.shap.")},
-            seconds=time.perf_counter() - start,
+
+def _decide_tuning(
+    settings: Settings,
+    inputs: TrainingInputs,
+    client: MlflowClient,
+    plan: CutoffPlan,
+    data: TrainingSet,
+    mode: tuning.Mode,
+    guard_degraded: bool,
+) -> tuning.TuneDecision:
+    """:func:`pipeline.tuning.decide_tuning` on the stored parameters and, when they could be
+    reused, the feature drift since they were found."""
+    usecase = settings.usecase_spec
+    stored = tuning.load_stored_params(settings.model_name, client=client)
+    drift = None
+    if (
+        stored is not None
+        and mode == "auto"
+        and not guard_degraded
+        and ((plan.evaluation - stored.found_cutoff).days <= settings.params_max_age_days)
+    ):
+        reference = usecase.build_rows(inputs.records, stored.found_cutoff, label_available=False)
+        drift = tuning.feature_drift(
+            usecase,
+            reference,
+            data.evaluation,
+            threshold=settings.drift_threshold,
+            sample_rows=settings.monitor_sample_rows,
+            seed=settings.monitor_sample_seed,
         )
+    return tuning.decide_tuning(
+        stored,
+        evaluation_cutoff=plan.evaluation,
+        drift_share=drift.share if drift else None,
+        drift_threshold=settings.drift_threshold,
+        guard_degraded=guard_degraded,
+        max_age_days=settings.params_max_age_days,
+        mode=mode,
+    )
 
-    model = training.train_model(usecase, data, config)
-    metrics = training.evaluate_model(usecase, model, data, budget=settings.targeting_budget)
 
-    lineage = {
-        tracking.TRAINING_KEY_TAG: key,
-        "rollguard.code_version": code,
-        "rollguard.dataset_sha256": data.dataset_sha256,
-        "rollguard.usecase": usecase.name,
-        "rollguard.cutoff.evaluation": plan.evaluation.isoformat(),
-        "rollguard.cutoff.evaluation_pool": ",".join(c.isoformat() for c in plan.evaluations),
-        "rollguard.cutoff.validation": ",".join(c.isoformat() for c in plan.validation),
-        "rollguard.cutoff.fit": ",".join(c.isoformat() for c in plan.fit),
-        "rollguard.batches.count": str(len(batches)),
-        "rollguard.batches.sha256": identity["batches_sha256"],
-        tuning.PARAMS_FOUND_CUTOFF_TAG: found_cutoff.isoformat(),
-        **decision.as_tags(),
-    }
-    if metrics.training_median is not None:  # regression: the constant baseline of gate and KPIs
-        lineage[TRAINING_MEDIAN_TAG] = f"{metrics.training_median:.6g}"
-    batches_json = json.dumps(batches, sort_keys=True)
-    if len(batches_json) <= 5000:  # MLflow tag values are bounded; the artifact has them all
-        lineage["rollguard.batches"] = batches_json
-    if study is not None:
-        lineage["rollguard.optuna.study"] = study.study_name
-        lineage["rollguard.optuna.trial"] = str(study.best_trial)
-    elif decision.stored is not None:
-        lineage["rollguard.params_source_run"] = decision.stored.run_id
-
+def _train_and_register(
+    settings: Settings, job: _Job, client: MlflowClient, start: float
+) -> TrainingOutcome:
+    """Train, log the MLflow run (lineage, metrics, SHAP, model) and register the version with
+    status ``candidate`` and alias ``challenger``. Called with the training key's lock held."""
+    usecase = settings.usecase_spec
+    tracking_uri = client.tracking_uri
+    model = training.train_model(usecase, job.data, job.config)
+    metrics = training.evaluate_model(usecase, model, job.data, budget=settings.targeting_budget)
+    lineage = _lineage(usecase.name, job, metrics)
     experiment_id = tracking.ensure_experiment(
         client, tracking_uri=tracking_uri, artifact_root=settings.mlflow_artifact_root
     )
     run = client.create_run(
-        experiment_id, run_name=f"train-{plan.evaluation.isoformat()}", tags=lineage
+        experiment_id, run_name=f"train-{job.plan.evaluation.isoformat()}", tags=lineage
     )
     run_id = run.info.run_id
     try:
-        _log_run(client, run_id, config, model, metrics, data, batches, lineage, settings)
-        shap_tags = _log_shap(client, run_id, model, data, settings)
+        _log_run(
+            client, run_id, job.config, model, metrics, job.data, job.batches, lineage, settings
+        )
+        shap_tags = _log_shap(client, run_id, model, job.data, settings)
         model_uri = tracking.log_model(
             usecase,
             model.booster,
-            data.evaluation.head(50),
+            job.data.evaluation.head(50),
             run_id=run_id,
             tracking_uri=tracking_uri,
         )
@@ -231,14 +273,44 @@ def retrain(
         model_name=settings.model_name,
         version=str(version.version),
         created=True,
-        training_key=key,
+        training_key=job.key,
         metrics=metrics.as_metrics(),
-        decision=decision,
-        tuning=study,
-        cutoffs=plan.as_dict(),
+        decision=job.decision,
+        tuning=job.study,
+        cutoffs=job.plan.as_dict(),
         shap=shap_tags,
         seconds=time.perf_counter() - start,
     )
+
+
+def _lineage(usecase_name: str, job: _Job, metrics: training.EvaluationMetrics) -> dict[str, str]:
+    """The tags of the run and the version: key, code, data, cutoffs, batches, parameters' origin."""
+    plan = job.plan
+    lineage = {
+        tracking.TRAINING_KEY_TAG: job.key,
+        "rollguard.code_version": job.code,
+        "rollguard.dataset_sha256": job.data.dataset_sha256,
+        "rollguard.usecase": usecase_name,
+        "rollguard.cutoff.evaluation": plan.evaluation.isoformat(),
+        "rollguard.cutoff.evaluation_pool": ",".join(c.isoformat() for c in plan.evaluations),
+        "rollguard.cutoff.validation": ",".join(c.isoformat() for c in plan.validation),
+        "rollguard.cutoff.fit": ",".join(c.isoformat() for c in plan.fit),
+        "rollguard.batches.count": str(len(job.batches)),
+        "rollguard.batches.sha256": job.identity["batches_sha256"],
+        tuning.PARAMS_FOUND_CUTOFF_TAG: job.found_cutoff.isoformat(),
+        **job.decision.as_tags(),
+    }
+    if metrics.training_median is not None:  # regression: the constant baseline of gate and KPIs
+        lineage[TRAINING_MEDIAN_TAG] = f"{metrics.training_median:.6g}"
+    batches_json = json.dumps(job.batches, sort_keys=True)
+    if len(batches_json) <= 5000:  # MLflow tag values are bounded; the artifact has them all
+        lineage["rollguard.batches"] = batches_json
+    if job.study is not None:
+        lineage["rollguard.optuna.study"] = job.study.study_name
+        lineage["rollguard.optuna.trial"] = str(job.study.best_trial)
+    elif job.decision.stored is not None:
+        lineage["rollguard.params_source_run"] = job.decision.stored.run_id
+    return lineage
 
 
 def _log_run(

@@ -3,7 +3,8 @@ SHAP explanations, lineage tags, and registration as the ``challenger`` version.
 
 One run per training. Registration is idempotent: each version carries the tag
 ``rollguard.training_key`` (hash of data, parameters and code version) and :func:`find_version` looks
-it up before anything is trained.
+it up before anything is trained, under the store lock on (model name, key) that
+:func:`pipeline.retrain.retrain` holds until the version is registered (docs/pipeline.md).
 """
 
 from __future__ import annotations

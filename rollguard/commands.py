@@ -83,6 +83,7 @@ ERROR_KINDS = (
     "registry_unavailable",
     "filesystem",
     "usecase",
+    "lock_timeout",
 )
 
 

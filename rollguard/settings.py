@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         le=1,
         description="Share of drifted features above which stored parameters are re-tuned.",
     )
+    training_lock_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest wait for another training of the same key to register its version "
+        "(seconds); then the training fails with a lock_timeout error.",
+    )
     params_max_age_days: int = Field(
         default=91,
         gt=0,
