@@ -117,6 +117,30 @@ REGRESSION_KPI_METRICS: tuple[str, ...] = (
 BASELINE_KPI_METRICS: tuple[str, ...] = ("baseline_mae", "baseline_bias")
 #: Name of the training-median baseline (its value is a version tag, see docs/monitoring.md).
 TRAINING_MEDIAN = "training_median"
+#: Stable reasons of a feature's ``skipped`` ``data_drift`` rows: their ``detail`` starts with
+#: ``<reason>: `` (``missing: all values empty (NaN/inf) in the current data``). ``missing``: every
+#: value missing (NaN/inf, or no level) on a side; ``constant``: one value on a side (numerical)
+#: or one and the same level on both sides (categorical). The exporter reads them
+#: (``rollguard_feature_state``); the words after the colon may change, these may not.
+SKIP_MISSING, SKIP_CONSTANT = "missing", "constant"
+#: Per-feature ``data_drift`` figure: 1 when the feature took at least two values in every week
+#: (cutoff) of the reference rows, else 0 (see :func:`varies_weekly`).
+VARIES_WEEKLY = "varies_weekly"
+
+
+def skip_reason(detail: str | None) -> str | None:
+    """:data:`SKIP_MISSING` or :data:`SKIP_CONSTANT` from the ``detail`` of a feature's
+    ``skipped`` drift row, or None when it is neither. Rows written before the reasons were
+    stable (no ``<reason>: `` prefix) are read from their words."""
+    text = (detail or "").strip()
+    code = text.split(":", 1)[0]
+    if code in (SKIP_MISSING, SKIP_CONSTANT):
+        return code
+    if text.startswith("all values"):
+        return SKIP_MISSING
+    if text.startswith(("constant in", "one level")):
+        return SKIP_CONSTANT
+    return None
 
 
 def quality_metrics(task: TaskType) -> tuple[str, ...]:
@@ -210,26 +234,57 @@ def seeded_sample(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
 
 
 def _unusable(ref: pd.Series, cur: pd.Series, *, categorical: bool = False) -> str | None:
-    """Why a column cannot be compared, or None. Numerical: all empty (NaN/inf) or constant on a
-    side. Categorical: all missing on a side, or one and the same level on both sides."""
+    """Why a column cannot be compared (``<reason>: <words>``, reason :data:`SKIP_MISSING` or
+    :data:`SKIP_CONSTANT`), or None. Numerical: all empty (NaN/inf) or constant on a side.
+    Categorical: all missing on a side, or one and the same level on both sides."""
     if categorical:
         levels = []
         for side, col in (("reference", ref), ("current", cur)):
             present = col.dropna().astype(str)
             if present.empty:
-                return f"all values missing in the {side} data"
+                return f"{SKIP_MISSING}: all values missing in the {side} data"
             levels.append(set(present.unique()))
         if len(levels[0]) == 1 and levels[0] == levels[1]:
-            return f"one level on both sides (every value {next(iter(levels[0]))!r})"
+            return (
+                f"{SKIP_CONSTANT}: one level on both sides (every value {next(iter(levels[0]))!r})"
+            )
         return None
     for side, col in (("reference", ref), ("current", cur)):
         values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
         finite = values[np.isfinite(values)]
         if finite.size == 0:
-            return f"all values empty (NaN/inf) in the {side} data"
+            return f"{SKIP_MISSING}: all values empty (NaN/inf) in the {side} data"
         if np.all(finite == finite[0]):
-            return f"constant in the {side} data (every value {finite[0]:g})"
+            return f"{SKIP_CONSTANT}: constant in the {side} data (every value {finite[0]:g})"
     return None
+
+
+def varies_weekly(reference: pd.DataFrame, mapping: ColumnMapping) -> dict[str, bool]:
+    """Per feature present in ``reference``: whether it took at least two distinct values (finite
+    numbers, or non-missing levels) in every week of the reference, the weeks being the
+    :data:`rollguard.usecase.CUTOFF_COLUMN` values (the whole frame when there is no such column).
+
+    A feature that is constant in some week of the champion's training rows (a seasonal flag, a
+    rare count in a small week) can be constant in a monitored week without anything being
+    broken; one that varied in every training week cannot.
+    """
+    weeks = (
+        reference[CUTOFF_COLUMN]
+        if CUTOFF_COLUMN in reference.columns
+        else pd.Series(0, index=reference.index)
+    )
+    out = {}
+    for column in mapping.features:
+        if column not in reference.columns:
+            continue
+        values = reference[column]
+        if mapping.is_categorical(column):
+            values = values.astype("object")
+        else:
+            values = pd.to_numeric(values, errors="coerce").replace([np.inf, -np.inf], np.nan)
+        distinct = values.groupby(weeks.to_numpy(), dropna=False).nunique(dropna=True)
+        out[column] = bool(len(distinct) > 0 and (distinct >= 2).all())
+    return out
 
 
 @dataclass(frozen=True)
@@ -373,7 +428,10 @@ def data_drift_figures(
         and the reason; per feature missing on a side both with state ``schema_mismatch``; dataset
         figures ``drift_share``, ``drifted_features``, ``n_features`` (usable features only, so a
         skipped column never raises the share), and ``schema`` (``schema_mismatch`` naming extra
-        and missing columns, ``ok`` otherwise). An empty side gives ``no_data`` dataset figures.
+        and missing columns, ``ok`` otherwise); per feature of the reference ``varies_weekly``
+        (:func:`varies_weekly`, on every reference row). A skipped feature's ``detail`` starts
+        with its stable reason (:data:`SKIP_MISSING`, :data:`SKIP_CONSTANT`). An empty side gives
+        ``no_data`` dataset figures.
     """
     cols = list(mapping.features)
     figures, absent = _schema_figures(reference, current, mapping)
@@ -394,6 +452,19 @@ def data_drift_figures(
                 )
             )
         return DriftResult(figures, None, None, ())
+    for column, varies in varies_weekly(reference, mapping).items():
+        figures.append(
+            Figure(
+                DATA_DRIFT,
+                VARIES_WEEKLY,
+                float(varies),
+                feature=column,
+                detail="at least two values in every reference week"
+                if varies
+                else "constant or missing in at least one reference week",
+                reference_size=n_ref,
+            )
+        )
     ref = seeded_sample(reference, sample_rows, seed)
     cur = seeded_sample(current, sample_rows, seed + 1)
     sizes = {"sample_size": len(cur), "reference_size": len(ref)}

@@ -20,13 +20,21 @@ value of that kind for the configured model (quality and KPI figures exist for t
 cutoff, which is older than the newest drift week; the newer week's ``pending`` rows do not hide
 them). Rows whose ``value`` is NULL (states ``pending``, ``no_data``,
 ``skipped``, ``schema_mismatch``) produce no sample.
+
+Feature states: a feature that cannot be compared has no drift figure, which on a dashboard or in
+an alert looks like a feature without drift. So every feature of the use case also gets
+``rollguard_feature_state{model, feature, state}``, one series per state of :data:`FEATURE_STATES`
+(1 for the feature's state in the newest week with ``data_drift`` rows, 0 for the others; all 0
+when that week has no row for the feature), read from the state and the stable skip reason
+(:func:`monitoring.compute.skip_reason`) of its ``drifted`` row. Beside it
+``rollguard_feature_varies_weekly{model, feature}`` and ``rollguard_data_schema_mismatch{model}``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from prometheus_client import CollectorRegistry
@@ -34,7 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, select
 
-from monitoring.compute import VERDICT_STATES
+from monitoring.compute import DATA_DRIFT, VARIES_WEEKLY, VERDICT_STATES, skip_reason
 from rollguard.db.models import (
     AliasAudit,
     ChampionPointer,
@@ -89,6 +97,10 @@ LIVE_QUALITY = (
     "rmse",
     "bias",
 )
+#: States of ``rollguard_feature_state{state}`` (always all five series per feature): compared
+#: (``ok``, ``drifted``), skipped because constant or all missing (``skipped_constant``,
+#: ``skipped_missing``), or absent from a side's columns (``schema_mismatch``).
+FEATURE_STATES = ("ok", "drifted", "skipped_constant", "skipped_missing", "schema_mismatch")
 #: Metrics the ``degraded`` rule judges (ROC AUC for classification, MAE for regression; exported
 #: as the ``metric`` label of ``rollguard_live_quality_degraded``).
 JUDGED = ("roc_auc", "mae")
@@ -109,6 +121,13 @@ class StoreSnapshot:
         last_rollback: time of the newest moved rollback, or None.
         champion_version: version in ``champion_pointer``, or None.
         pipelines: ``{dag_id: (last success finished_at or None, newest run failed)}``.
+        model_name: the model exported.
+        feature_states: ``{feature: state of FEATURE_STATES}`` of the newest week with
+            ``data_drift`` rows (features whose state is not known are absent).
+        feature_varies: ``{feature: 0/1}`` ``varies_weekly`` figures of that week.
+        schema_mismatch: that week's ``schema`` figure (0 ok, 1 mismatch), or None.
+        features: the features that get ``rollguard_feature_state`` series (the use case's when
+            given to :func:`read_snapshot`, else those of that week's rows).
     """
 
     figures: dict[str, dict[tuple[str, str], float]]
@@ -120,6 +139,11 @@ class StoreSnapshot:
     last_rollback: datetime | None
     champion_version: str | None
     pipelines: dict[str, tuple[datetime | None, bool]]
+    model_name: str = ""
+    feature_states: dict[str, str] = field(default_factory=dict)
+    feature_varies: dict[str, float] = field(default_factory=dict)
+    schema_mismatch: float | None = None
+    features: tuple[str, ...] = ()
 
 
 def _aware(ts: datetime) -> datetime:
@@ -155,14 +179,78 @@ def _newest_figures(conn: Connection, model_name: str) -> dict[str, dict[tuple[s
     return figures
 
 
-def read_snapshot(conn: Connection, model_name: str) -> StoreSnapshot:
+def feature_state(state: str, detail: str | None) -> str | None:
+    """The :data:`FEATURE_STATES` value of a feature's ``data_drift`` row (its ``state`` and
+    ``detail``), or None when it says nothing about the feature's usability."""
+    if state == "skipped":
+        reason = skip_reason(detail)
+        return f"skipped_{reason}" if reason is not None else None
+    return {"ok": "ok", "drift": "drifted", "schema_mismatch": "schema_mismatch"}.get(state)
+
+
+def _feature_week(
+    conn: Connection, model_name: str
+) -> tuple[dict[str, str], dict[str, float], float | None]:
+    """Feature states, ``varies_weekly`` figures and the ``schema`` figure of the newest week
+    with ``data_drift`` rows of ``model_name`` (any value, NULL included: a week where every
+    feature was skipped is exactly the week to show)."""
+    week = conn.execute(
+        select(func.max(MonitoringResult.week)).where(
+            MonitoringResult.model_name == model_name, MonitoringResult.kind == DATA_DRIFT
+        )
+    ).scalar_one_or_none()
+    states: dict[str, str] = {}
+    varies: dict[str, float] = {}
+    schema = None
+    if week is None:
+        return states, varies, schema
+    rows = conn.execute(
+        select(
+            MonitoringResult.metric,
+            MonitoringResult.feature,
+            MonitoringResult.value,
+            MonitoringResult.state,
+            MonitoringResult.detail,
+        ).where(
+            MonitoringResult.model_name == model_name,
+            MonitoringResult.kind == DATA_DRIFT,
+            MonitoringResult.week == week,
+            MonitoringResult.metric.in_(("drifted", "drift_score", VARIES_WEEKLY, "schema")),
+        )
+    )
+    # ``drifted`` and ``drift_score`` carry the same state; ``drifted`` wins when both exist.
+    for metric, feature, value, state, detail in sorted(rows, key=lambda r: r[0] == "drifted"):
+        if metric == "schema" and not feature:
+            schema = float(value) if value is not None else None
+        elif metric == VARIES_WEEKLY and feature and value is not None:
+            varies[feature] = float(value)
+        elif metric in ("drifted", "drift_score") and feature:
+            mapped = feature_state(state, detail)
+            if mapped is not None:
+                states[feature] = mapped
+    return states, varies, schema
+
+
+def read_snapshot(
+    conn: Connection, model_name: str, features: Sequence[str] | None = None
+) -> StoreSnapshot:
     """Read everything the exporter publishes for ``model_name`` in one connection.
+
+    ``features`` (the use case's feature names) bound the per-feature state series: rows of other
+    features are ignored and a feature without a row gets all-0 states. None: the features of the
+    newest drift week's rows.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the store cannot be read (the collector turns this into
             ``rollguard_exporter_store_up 0``).
     """
     figures = _newest_figures(conn, model_name)
+    feature_states, feature_varies, schema = _feature_week(conn, model_name)
+    if features is None:
+        features = sorted({*feature_states, *feature_varies})
+    else:  # the use case's features, and only those (a bounded label set)
+        feature_states = {f: feature_states[f] for f in features if f in feature_states}
+        feature_varies = {f: feature_varies[f] for f in features if f in feature_varies}
     week = conn.execute(
         select(func.max(MonitoringResult.week)).where(MonitoringResult.model_name == model_name)
     ).scalar_one_or_none()
@@ -242,6 +330,11 @@ def read_snapshot(conn: Connection, model_name: str) -> StoreSnapshot:
         last_rollback=_aware(last_rollback) if last_rollback is not None else None,
         champion_version=champion,
         pipelines=pipelines,
+        model_name=model_name,
+        feature_states=feature_states,
+        feature_varies=feature_varies,
+        schema_mismatch=schema,
+        features=tuple(features),
     )
 
 
@@ -284,6 +377,7 @@ def snapshot_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
             drifted.add_metric([feature], value)
     yield score
     yield drifted
+    yield from _feature_state_metrics(snap)
 
     scores = snap.figures.get("score_drift", {})
     yield from _gauge(
@@ -367,6 +461,42 @@ def snapshot_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
         failed.add_metric([dag_id], 1.0 if last_failed else 0.0)
     yield success
     yield failed
+
+
+def _feature_state_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
+    """Per feature of the use case: its state in the newest drift week (one series per state),
+    whether it varied in every week of the reference, and the week's schema figure."""
+    model = snap.model_name
+    state = GaugeMetricFamily(
+        "rollguard_feature_state",
+        "1 for the feature's state in the newest monitored week (ok, drifted, skipped_constant, "
+        "skipped_missing, schema_mismatch), 0 for the others; all 0 when the week has no row for "
+        "it.",
+        labels=["model", "feature", "state"],
+    )
+    varies = GaugeMetricFamily(
+        "rollguard_feature_varies_weekly",
+        "1 when the feature took at least two values in every week of the champion's training "
+        "rows (the drift reference) of the newest monitored week, else 0.",
+        labels=["model", "feature"],
+    )
+    for feature in snap.features:
+        current = snap.feature_states.get(feature)
+        for name in FEATURE_STATES:
+            state.add_metric([model, feature, name], 1.0 if current == name else 0.0)
+        if feature in snap.feature_varies:
+            varies.add_metric([model, feature], snap.feature_varies[feature])
+    yield state
+    yield varies
+    if snap.schema_mismatch is not None:
+        schema = GaugeMetricFamily(
+            "rollguard_data_schema_mismatch",
+            "1 when the newest monitored week's rows or the reference lack a feature column or "
+            "hold extra columns (the data_drift schema figure), else 0.",
+            labels=["model"],
+        )
+        schema.add_metric([model], snap.schema_mismatch)
+        yield schema
 
 
 def _quality_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
@@ -455,12 +585,20 @@ class StoreCollector(Collector):
             store that is down when the service starts is picked up later). An exception from it
             counts as an unreadable store.
         model_name: the registered model whose figures are exported.
+        features: the use case's feature names (bound of ``rollguard_feature_state``); None: the
+            features of the store's newest drift week.
     """
 
-    def __init__(self, engine: Callable[[], Engine], model_name: str) -> None:
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        model_name: str,
+        features: Sequence[str] | None = None,
+    ) -> None:
         self._engine_factory = engine
         self._engine: Engine | None = None
         self.model_name = model_name
+        self.features = tuple(features) if features is not None else None
 
     def describe(self) -> Iterable[Metric]:
         """No fixed description: the registry must not call ``collect()`` (a query) on register."""
@@ -472,7 +610,7 @@ class StoreCollector(Collector):
             if self._engine is None:
                 self._engine = self._engine_factory()
             with self._engine.connect() as conn:
-                snap = read_snapshot(conn, self.model_name)
+                snap = read_snapshot(conn, self.model_name, self.features)
             families = list(snapshot_metrics(snap))
             up = 1.0
         except Exception as exc:  # noqa: BLE001 - any failure to read is "store down"
@@ -486,8 +624,10 @@ class StoreCollector(Collector):
         )
 
 
-def store_registry(engine: Callable[[], Engine], model_name: str) -> CollectorRegistry:
+def store_registry(
+    engine: Callable[[], Engine], model_name: str, features: Sequence[str] | None = None
+) -> CollectorRegistry:
     """A fresh :class:`CollectorRegistry` holding only a :class:`StoreCollector`."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(engine, model_name))
+    registry.register(StoreCollector(engine, model_name, features))
     return registry

@@ -54,7 +54,7 @@ from monitoring.compute import KPI, QUALITY, RUN, Figure, LiveQualityRule
 from monitoring.results import champion_version, replace_week
 from rollguard.db.models import IngestionDecision
 from rollguard.errors import ConfigurationError
-from rollguard.mlflow_client import mlflow_client
+from rollguard.mlflow_client import ensure_experiment, mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from rollguard.usecase import TaskType, UseCase
@@ -494,11 +494,8 @@ def _log_to_mlflow(inputs: Inputs, section: Section, files: list[str]) -> str:
     from mlflow.entities import Metric, RunTag  # heavy optional library, loaded when logging
 
     s, client = inputs.settings, inputs.client
-    experiment = client.get_experiment_by_name(s.monitor_experiment)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(s.monitor_experiment)
+    experiment_id = ensure_experiment(
+        client, s.monitor_experiment, artifact_root=s.mlflow_artifact_root
     )
     found = client.search_runs(
         [experiment_id],

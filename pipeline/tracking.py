@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from rollguard.errors import RollguardError
+from rollguard.mlflow_client import ensure_experiment as mlflow_ensure_experiment
 from rollguard.mlflow_client import mlflow_client
 from rollguard.usecase import UseCase
 
@@ -125,24 +126,12 @@ def find_version(model_name: str, key: str, *, client: MlflowClient) -> ModelVer
 def ensure_experiment(
     client: MlflowClient, *, tracking_uri: str, artifact_root: Path, name: str = EXPERIMENT_NAME
 ) -> str:
-    """Experiment id of ``name``, creating it when missing. With a local (sqlite/file) backend the
-    artifacts go under ``artifact_root``; a tracking server chooses its own location."""
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    location = None
-    if not tracking_uri.startswith(("http://", "https://", "databricks")):
-        artifact_root.mkdir(parents=True, exist_ok=True)
-        location = artifact_root.resolve().as_uri()
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another worker created it meanwhile
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    """Experiment id of ``name`` (default the training experiment), created when missing: the one
+    :func:`rollguard.mlflow_client.ensure_experiment`, which puts its artifacts under
+    ``artifact_root`` (a tracking server chooses its own location)."""
+    return mlflow_ensure_experiment(
+        client, name, artifact_root=artifact_root, tracking_uri=tracking_uri
+    )
 
 
 # --- SHAP --------------------------------------------------------------------------------------------

@@ -345,7 +345,9 @@ def create_guard_app(
 
     token = webhook_token(settings)
     store = StoreHandle(open_engine or (lambda: open_store(settings)))
-    metrics_registry = store_registry(store.get, settings.model_name)
+    metrics_registry = store_registry(
+        store.get, settings.model_name, settings.usecase_spec.feature_names
+    )
     clients: list[Any] = [client] if client is not None else []
     bearer = HTTPBearer(auto_error=False, description="ROLLGUARD_GUARD_TOKEN_FILE's token.")
 

@@ -12,8 +12,14 @@ scrapes the guard's store exporter.
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import barchart, stat, table, text, timeseries
+from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.dashboard import (
+    DataTransformerConfig,
+    VariableRefresh,
+    VariableSort,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from grafana_foundation_sdk.models.text import TextMode
 
 from grafana.dashboards_src.common import (
@@ -119,6 +125,40 @@ def features_markdown(usecase: UseCase) -> str:
         kind = f"categorical ({', '.join(f.categories)})" if f.is_categorical else "numerical"
         lines.append(f"| `{f.name}` | {kind} | {f.unit or '-'} | {f.description} |")
     return "\n".join(lines) + "\n"
+
+
+#: One row per feature: its state in the newest monitored week (the exporter's
+#: ``rollguard_feature_state``, 1 for the current state).
+FEATURE_STATES_PROMQL = "max by (feature, state) (rollguard_feature_state == 1)"
+
+
+def feature_states_panel() -> table.Panel:
+    """Every feature's state in the newest monitored week (Prometheus, instant): ok, drifted,
+    skipped_constant, skipped_missing or schema_mismatch, the unusable ones first."""
+    return (
+        table.Panel()
+        .title("Feature states")
+        .description(
+            "A skipped feature has no drift figure, and RollguardFeatureUnusable fires for the "
+            "unusable ones: could every feature be compared in the newest monitored week (ok, "
+            "drifted), or was it skipped because constant or all missing, or absent from the "
+            "data (schema mismatch)?"
+        )
+        .datasource(PROMETHEUS)
+        .with_target(promql(FEATURE_STATES_PROMQL, instant=True).format(PromQueryFormat.TABLE))
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True, "Value": True},
+                    "renameByName": {"feature": "Feature", "state": "State"},
+                },
+            )
+        )
+        .sort_by([common_builders.TableSortByFieldState().display_name("State").desc(True)])
+        .span(24)
+        .height(8)
+    )
 
 
 def _quality_words(usecase: UseCase) -> tuple[tuple[tuple[str, str], ...], str, str, str]:
@@ -296,6 +336,7 @@ def build(usecase: UseCase) -> dash.Dashboard:
             .span(6)
             .height(4)
         )
+        .with_panel(feature_states_panel())
         .with_row(dash.Row("Drift by week (store)"))
         .with_panel(
             text.Panel()

@@ -413,6 +413,28 @@ def test_every_dashboard_promql_returns_data(stack: Stack) -> None:
     print(f"{len(expanded)} dashboard PromQL queries returned data (allowed empty: {MAY_BE_EMPTY})")
 
 
+def test_feature_states_panel_lists_every_feature_once(stack: Stack, replay: Replay) -> None:
+    """The Feature states table, run as committed: one row per feature the use case declares,
+    each in exactly one state; on this healthy replay every feature was compared."""
+    (q,) = [q for q in PROMQL if q.where == "panel 'Feature states' target A"]
+    features = set(replay.settings.usecase_spec.feature_names)
+
+    def rows() -> list[dict[str, str]]:
+        return [r["metric"] for r in stack.query(q.text, instant=q.instant)]
+
+    _wait(lambda: {r["feature"] for r in rows()} == features, "a state for every feature")
+    got = rows()
+    assert len(got) == len(features)  # exactly one state each
+    assert {r["state"] for r in got} <= {"ok", "drifted"}
+    varies = stack.query("max by (feature) (rollguard_feature_varies_weekly)", instant=True)
+    assert {r["metric"]["feature"] for r in varies} == features
+    # The alert reads both series and does not fire on a healthy week.
+    unusable = (
+        'rollguard_feature_state{state=~"skipped_constant|skipped_missing|schema_mismatch"} == 1'
+    )
+    assert stack.query(unusable, instant=True) == []
+
+
 def _file(q: Query) -> str:
     return next(name for name, doc in DOCS.items() if doc["uid"] == q.dashboard)
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, delete, insert
 
+from monitoring import compute
 from monitoring.exporter import store_registry
+from monitoring.results import replace_week
 from rollguard.db import make_engine
 from rollguard.db.models import (
     AliasAudit,
@@ -27,8 +31,9 @@ MODEL = "m"
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
 
 
-def samples(engine_factory, model: str = MODEL) -> dict[tuple[str, tuple], float]:  # type: ignore[no-untyped-def]
-    text = generate_latest(store_registry(engine_factory, model)).decode()
+def samples(engine_factory, model: str = MODEL, features=None) -> dict[tuple[str, tuple], float]:  # type: ignore[no-untyped-def]
+    kw = {} if features is None else {"features": features}
+    text = generate_latest(store_registry(engine_factory, model, **kw)).decode()
     out = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -47,6 +52,7 @@ def result(week: str, kind: str, metric: str, value, feature: str = "", **kw):  
         feature=feature,
         value=value,
         state=kw.pop("state", "ok"),
+        detail=kw.pop("detail", None),
         model_version=kw.pop("model_version", "2"),
         computed_at=T0,
     )
@@ -243,3 +249,135 @@ def test_unreadable_store_is_store_up_zero_not_an_error(tmp_path: Path) -> None:
         raise RuntimeError("store is down")
 
     assert samples(refuse) == {("rollguard_exporter_store_up", ()): 0.0}
+
+
+def feature_states(got: dict[tuple[str, tuple], float], feature: str) -> dict[str, float]:
+    return {
+        dict(labels)["state"]: value
+        for (name, labels), value in got.items()
+        if name == "rollguard_feature_state" and dict(labels)["feature"] == feature
+    }
+
+
+def test_every_feature_exports_its_state_skipped_and_missing_ones_included(
+    settings: Settings,
+) -> None:
+    """A feature that went constant or all-missing, or whose column is gone, has no drift
+    figure; its state still reaches Prometheus, one series per state, so it cannot look like a
+    feature without drift."""
+    week, older = "1997-05-12", "1997-05-05"
+    dd = "data_drift"
+    rows = [
+        result(older, dd, "drifted", None, "n_orders", state="skipped",
+               detail="missing: all values empty (NaN/inf) in the current data"),
+        result(week, dd, "drift_score", 0.3, "recency_days", state="drift"),
+        result(week, dd, "drifted", 1.0, "recency_days", state="drift"),
+        result(week, dd, "drifted", 0.0, "n_orders"),
+        result(week, dd, "drift_score", None, "spend_4w", state="skipped",
+               detail="constant: constant in the current data (every value 0)"),
+        result(week, dd, "drifted", None, "spend_4w", state="skipped",
+               detail="constant: constant in the current data (every value 0)"),
+        # written before the reasons had a stable prefix: read from the words
+        result(week, dd, "drifted", None, "frequency", state="skipped",
+               detail="all values empty (NaN/inf) in the current data"),
+        result(week, dd, "drifted", None, "tenure_days", state="schema_mismatch",
+               detail="column tenure_days missing from the current data"),
+        result(week, dd, "varies_weekly", 1.0, "spend_4w"),
+        result(week, dd, "varies_weekly", 0.0, "frequency"),
+        result(week, dd, "drifted", 0.0, "not_declared"),
+        result(week, dd, "schema", 1.0, state="schema_mismatch"),
+        # the whole dataset was skipped: no value, and still the newest drift week
+        result(week, dd, "drift_share", None, state="skipped"),
+    ]  # fmt: skip
+    engine = open_store(settings)
+    with engine.begin() as conn:
+        conn.execute(insert(MonitoringResult), rows)
+    declared = ["recency_days", "n_orders", "spend_4w", "frequency", "tenure_days", "cds_total"]
+    got = samples(lambda: engine, features=declared)
+    expected = {
+        "recency_days": "drifted",
+        "n_orders": "ok",  # the newest week's state, not the older week's
+        "spend_4w": "skipped_constant",
+        "frequency": "skipped_missing",
+        "tenure_days": "schema_mismatch",
+    }
+    for feature, state in expected.items():
+        states = feature_states(got, feature)
+        assert set(states) == {
+            "ok", "drifted", "skipped_constant", "skipped_missing", "schema_mismatch"
+        }  # fmt: skip
+        assert {s for s, v in states.items() if v == 1} == {state}, (feature, states)
+    # declared, no row this week: every state 0 (unknown, never "ok")
+    assert set(feature_states(got, "cds_total").values()) == {0.0}
+    assert feature_states(got, "not_declared") == {}  # bounded by the use case's features
+    assert all(dict(labels)["model"] == MODEL for name, labels in got if "feature_state" in name)
+    varies = "rollguard_feature_varies_weekly"
+    assert got[(varies, (("feature", "spend_4w"), ("model", MODEL)))] == 1.0
+    assert got[(varies, (("feature", "frequency"), ("model", MODEL)))] == 0.0
+    assert (varies, (("feature", "recency_days"), ("model", MODEL))) not in got
+    assert got[("rollguard_data_schema_mismatch", (("model", MODEL),))] == 1.0
+
+    # Without the use case's list: the features of the newest drift week's rows.
+    found = samples(lambda: engine)
+    assert feature_states(found, "not_declared")["ok"] == 1.0
+    assert feature_states(found, "cds_total") == {}
+
+
+def test_a_store_without_drift_rows_exports_no_feature_state(settings: Settings) -> None:
+    engine = open_store(settings)
+    got = samples(lambda: engine, features=["recency_days"])
+    assert set(feature_states(got, "recency_days").values()) == {0.0}
+    assert ("rollguard_data_schema_mismatch", (("model", MODEL),)) not in got
+
+
+def test_a_feature_that_breaks_reaches_the_export_from_the_drift_computation(
+    settings: Settings,
+) -> None:
+    """From the computation to the scrape: the week's rows (one column all missing, one constant
+    although it varied every training week, one seasonal flag constant, one column gone) go
+    through the store to ``rollguard_feature_state``, and the varies-weekly figure beside it."""
+    rng = np.random.default_rng(0)
+    mapping = compute.ColumnMapping(("a", "b", "c", "flag", "gone"), keys=("id", "cutoff"))
+
+    def week(n: int, cutoff: str, flag: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "id": np.arange(n),
+                "cutoff": pd.Timestamp(cutoff),
+                "a": rng.normal(0, 1, n),
+                "b": rng.normal(0, 1, n),
+                "c": rng.poisson(3, n).astype(float),
+                "flag": flag,
+                "gone": rng.normal(0, 1, n),
+            }
+        )
+
+    reference = pd.concat(
+        [week(300, "1997-04-07", 0.0), week(300, "1997-04-14", 1.0), week(300, "1997-04-21", 0.0)]
+    )
+    reference.loc[reference.index[:5], "flag"] = 1.0  # a few flagged rows in the first week only
+    current = week(300, "1997-05-12", 0.0).drop(columns="gone")
+    current["b"] = np.nan  # the feature path stopped producing values
+    current["c"] = 0.0  # ... or fills a default
+    result = compute.data_drift_figures(reference, current, mapping, sample_rows=10_000, seed=0)
+    engine = open_store(settings)
+    replace_week(
+        engine, model_name=MODEL, week="1997-05-12", model_version="2", figures=result.figures
+    )
+    got = samples(lambda: engine, features=list(mapping.features))
+    states = {f: {s for s, v in feature_states(got, f).items() if v == 1} for f in mapping.features}
+    assert states == {
+        "a": {"ok"},
+        "b": {"skipped_missing"},
+        "c": {"skipped_constant"},
+        "flag": {"skipped_constant"},
+        "gone": {"schema_mismatch"},
+    }
+    varies = {
+        dict(labels)["feature"]: value
+        for (name, labels), value in got.items()
+        if name == "rollguard_feature_varies_weekly"
+    }
+    # flag was constant within two of the reference weeks: a constant week is nothing new for it
+    assert varies == {"a": 1.0, "b": 1.0, "c": 1.0, "flag": 0.0, "gone": 1.0}
+    assert got[("rollguard_data_schema_mismatch", (("model", MODEL),))] == 1.0

@@ -93,6 +93,65 @@ def test_constant_or_empty_column_is_skipped_and_raises_no_alert(fill: float, re
     assert "c" not in result.drifted
 
 
+@pytest.mark.parametrize(
+    ("side", "fill", "reason"),
+    [
+        ("current", np.nan, "missing"),  # the stable reasons' text is the contract
+        ("current", 0.0, "constant"),
+        ("reference", np.inf, "missing"),
+        ("reference", 4.0, "constant"),
+    ],
+)
+def test_a_skipped_feature_says_missing_or_constant_in_a_stable_reason(
+    side: str, fill: float, reason: str
+) -> None:
+    frames = {"reference": frame(2000, 1), "current": frame(2000, 2)}
+    frames[side]["b"] = fill
+    result = compute.data_drift_figures(
+        frames["reference"], frames["current"], MAPPING, sample_rows=50_000, seed=0
+    )
+    row = by_key(result.figures)[("drifted", "b")]
+    assert row.state == "skipped" and (row.detail or "").startswith(f"{reason}: ")
+    assert compute.skip_reason(row.detail) == reason
+
+
+def test_skip_reason_reads_rows_written_before_the_stable_reasons() -> None:
+    legacy = {
+        "all values empty (NaN/inf) in the current data": compute.SKIP_MISSING,
+        "all values missing in the reference data": compute.SKIP_MISSING,
+        "constant in the current data (every value 0)": compute.SKIP_CONSTANT,
+        "one level on both sides (every value 'BB')": compute.SKIP_CONSTANT,
+        "no champion: nothing to compare with": None,
+        None: None,
+    }
+    for detail, reason in legacy.items():
+        assert compute.skip_reason(detail) == reason, detail
+
+
+def test_varies_weekly_marks_features_constant_in_some_reference_week() -> None:
+    """A seasonal flag (0 except in one week) or a rare count that is 0 all of a small week does
+    not vary every week; a feature that varied in each week does."""
+    weeks = [pd.Timestamp("2024-01-01") + pd.Timedelta(weeks=k) for k in range(3)]
+    parts = []
+    for k, week in enumerate(weeks):
+        part = frame(200, k).assign(cutoff=week)
+        part["c"] = 1.0 if k == 1 else 0.0  # the seasonal flag
+        parts.append(part)
+    reference = pd.concat(parts, ignore_index=True)
+    got = compute.varies_weekly(reference, MAPPING)
+    assert got == {"a": True, "b": True, "c": False}
+    # Without a cutoff column the reference is one week: c varies over the whole frame.
+    assert compute.varies_weekly(reference.drop(columns="cutoff"), MAPPING)["c"] is True
+    figures = by_key(
+        compute.data_drift_figures(
+            reference, frame(500, 9), MAPPING, sample_rows=50_000, seed=0
+        ).figures
+    )
+    assert figures[(compute.VARIES_WEEKLY, "c")].value == 0.0
+    assert figures[(compute.VARIES_WEEKLY, "a")].value == 1.0
+    assert figures[(compute.VARIES_WEEKLY, "a")].reference_size == 600
+
+
 def test_every_column_unusable_is_skipped_not_an_error() -> None:
     ref = frame(200, 1)
     ref[list(COLS)] = 1.0

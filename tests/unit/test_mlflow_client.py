@@ -1,0 +1,55 @@
+"""The one function that creates MLflow experiments: artifacts under the configured root, never
+relative to the working directory; URI roots kept as strings; a tracking server chooses its own."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from rollguard.mlflow_client import artifact_location, ensure_experiment, mlflow_client
+from rollguard.settings import Settings
+
+
+def test_artifact_location_by_root_and_tracking_uri(tmp_path: Path) -> None:
+    local = tmp_path / "home" / "mlartifacts"
+    sqlite = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert artifact_location(local, sqlite) == local.resolve().as_uri()
+    assert artifact_location(str(local), "postgresql://u@db/mlflow") == local.resolve().as_uri()
+    # A URI root stays a string with any backend (Path would fold s3:// into s3:/).
+    for root in ("s3://bucket/rollguard/artifacts", "gs://b/p", "mlflow-artifacts:/x"):
+        assert artifact_location(root, sqlite) == root
+        assert artifact_location(root, "http://mlflow:5000") == root
+    # A tracking server owns its artifact store: a local folder of the client means nothing there.
+    assert artifact_location(local, "http://127.0.0.1:5000") is None
+    assert artifact_location(local, "https://mlflow.example") is None
+
+
+def test_experiments_land_under_the_home_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    settings = Settings(home=tmp_path / "home", env="test", _env_file=None)  # type: ignore[call-arg]
+    client = mlflow_client(settings)
+    root = settings.mlflow_artifact_root
+    first = ensure_experiment(client, "rollguard-monitoring", artifact_root=root)
+    assert ensure_experiment(client, "rollguard-monitoring", artifact_root=root) == first
+    experiment = client.get_experiment(first)
+    assert experiment.artifact_location == root.resolve().as_uri()
+    run = client.create_run(first)
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    client.log_artifact(run.info.run_id, str(report), artifact_path="monitoring")
+    assert (root / run.info.run_id / "artifacts" / "monitoring" / "report.json").exists()
+    s3 = ensure_experiment(client, "remote", artifact_root="s3://bucket/prefix")
+    assert client.get_experiment(s3).artifact_location == "s3://bucket/prefix"
+    assert list(cwd.iterdir()) == []
+
+    # An experiment created elsewhere (as before this function existed) is kept, with a warning.
+    old = client.create_experiment("old", artifact_location=(tmp_path / "mlruns").as_uri())
+    with caplog.at_level(logging.WARNING, logger="rollguard.mlflow_client"):
+        assert ensure_experiment(client, "old", artifact_root=root) == old
+    assert "outside the artifact root" in caplog.text and "'old'" in caplog.text
