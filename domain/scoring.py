@@ -88,7 +88,8 @@ def score_batch(
     it is unless ``replace`` (a backfill rescoring rebuilt features).
 
     ``batch_ids`` are the accepted batches ``features`` were built from (the snapshot's lineage);
-    None records the ledger's current batches before ``cutoff``.
+    the predictions record those of them before ``cutoff`` (None: the ledger's current batches
+    before ``cutoff``).
     """
     target = predictions_path(settings, cutoff, model_version)
     if target.exists() and not replace:
@@ -101,8 +102,10 @@ def score_batch(
         write_atomic(target, buf.getvalue())
         created = True
         engine = engine or open_store(settings)
-        if batch_ids is None:
-            batch_ids = lineage.window_batches(accepted_batches(settings, engine=engine), cutoff)
+        window = lineage.window_batches(accepted_batches(settings, engine=engine), cutoff)
+        # Predictions read the weeks before the cutoff only: a labelled snapshot's lineage also
+        # names its horizon weeks, which the predictions never read.
+        batch_ids = window if batch_ids is None else [b for b in window if b in set(batch_ids)]
         lineage.record(
             engine,
             kind=lineage.PREDICTIONS,

@@ -83,30 +83,37 @@ _ISO_WEEK = re.compile(r"^\d{4}-W\d{2}$")
 ModelLoader = Callable[[str], Any]
 
 
-def parse_week(text: str) -> date:
+def parse_week(text: str, option: str = "--week") -> date:
     """A week given as a cutoff date ``YYYY-MM-DD`` (a Monday) or an ISO week ``YYYY-Www`` (its
-    Monday): the cutoff that starts the scored week.
+    Monday): the cutoff that starts the scored week. ``option`` names the command-line option in
+    the error (``--week``, ``--from``).
 
     Raises:
-        ConfigurationError: neither form, or a date that is not a Monday.
+        ConfigurationError: neither form, a date that is not a Monday, or a year outside
+            1900..9998 (the arithmetic of weeks before and after the cutoff must stay in range).
     """
     value = text.strip()
     if _ISO_WEEK.match(value):
         try:
-            return parse_iso_week(value)
+            day = parse_iso_week(value)
         except ValueError as exc:
-            raise ConfigurationError(f"--week {text!r}: {exc}") from None
-    if _DATE.match(value):
+            raise ConfigurationError(f"{option} {text!r}: {exc}") from None
+    elif _DATE.match(value):
         try:
             day = date.fromisoformat(value)
         except ValueError as exc:
-            raise ConfigurationError(f"--week {text!r}: {exc}") from None
+            raise ConfigurationError(f"{option} {text!r}: {exc}") from None
         if day.weekday() != 0:
             raise ConfigurationError(
-                f"--week {text!r} is a {day:%A}: a cutoff is a Monday (or give YYYY-Www)"
+                f"{option} {text!r} is a {day:%A}: a cutoff is a Monday (or give YYYY-Www)"
             )
-        return day
-    raise ConfigurationError(f"--week {text!r}: expected YYYY-Www (e.g. 1997-W21) or YYYY-MM-DD")
+    else:
+        raise ConfigurationError(
+            f"{option} {text!r}: expected YYYY-Www (e.g. 1997-W21) or YYYY-MM-DD"
+        )
+    if not 1900 <= day.year <= 9998:
+        raise ConfigurationError(f"{option} {text!r}: the year must be between 1900 and 9998")
+    return day
 
 
 def serving_version_at(settings: Settings, cutoff: date) -> str | None:

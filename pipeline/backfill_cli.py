@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         week made stale (gate decisions and alias moves are history and stay as they are)."""
         s = settings()
         emit(
-            backfill(s, from_week=None if from_week is None else parse_week(from_week)),
+            backfill(s, from_week=None if from_week is None else parse_week(from_week, "--from")),
             as_json,
             human,
         )

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from domain import lineage
+from domain.scoring import score_batch
 from domain.warehouse import accepted_batches
 from pipeline.backfill import plan_backfill
 from rollguard.db.models import IngestionDecision
@@ -140,3 +142,32 @@ def test_backfill_plan_orders_stale_results_by_cutoff_then_dependency(
         (lineage.DRIFT, ""),
     ]
     assert all(w.reason == "week 1997-W10 accepted after it was computed" for w in plan)
+
+
+def test_predictions_of_a_labelled_snapshot_record_only_the_weeks_before_the_cutoff(
+    settings: Settings, engine: Engine
+) -> None:
+    """A snapshot whose label matured records its horizon weeks too; the predictions scored from
+    it read only the weeks before the cutoff, and must not look stale right away."""
+    accept(engine, "1997-W19", "1997-W20", "1997-W21", "1997-W22")
+    batches = accepted_batches(settings, engine=engine)
+    labelled = lineage.window_batches(batches, lineage.window_end(C, 14, labelled=True))
+    features = pd.DataFrame(
+        {n: [1.0, 2.0] for n in settings.usecase_spec.feature_names}
+        | {settings.usecase_spec.entity_column: [1, 2]}
+    )
+    score_batch(
+        settings,
+        C,
+        model_version="1",
+        predict=lambda x: x.iloc[:, 0].to_numpy(),
+        features=features,
+        batch_ids=labelled,
+        engine=engine,
+    )
+    name = settings.model_name
+    assert lineage.recorded(engine, lineage.PREDICTIONS, C, model_name=name, model_version="1") == [
+        "b1997-W19",
+        "b1997-W20",
+    ]
+    assert lineage.stale_results(engine, batches, model_name=name) == []

@@ -519,9 +519,11 @@ def test_parse_week() -> None:
 
     assert parse_week("1997-W21") == date(1997, 5, 19)
     assert parse_week("1997-05-19") == date(1997, 5, 19)
-    for bad in ("1997-05-20", "May 1997", "1997-W99"):
+    for bad in ("1997-05-20", "May 1997", "1997-W99", "0001-W01", "0001-01-01", "9999-W52"):
         with pytest.raises(ConfigurationError):
             parse_week(bad)
+    with pytest.raises(ConfigurationError, match="^--from 'garbage'"):
+        parse_week("garbage", "--from")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
