@@ -196,10 +196,18 @@ def backfill(settings: Settings, *, from_week: date | None = None) -> dict[str, 
             )
         done += _rebuild_cutoff(settings, inputs, cutoff, here)
     engine.dispose()
+    weeks = sorted({b.week for b in batches if b.week})
+    note = None
+    if from_week is not None and (not weeks or from_week > parse_iso_week(weeks[-1])):
+        note = (
+            f"{iso_week_label(from_week)} is after the newest ingested week "
+            f"({weeks[-1] if weeks else 'none'}): no stored result reads it"
+        )
     return {
         "from_week": None if from_week is None else iso_week_label(from_week),
         "n": len(done),
         "recomputed": [w.as_dict() for w in done],
+        "note": note,
     }
 
 

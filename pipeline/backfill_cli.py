@@ -39,7 +39,8 @@ def human(result: dict[str, Any]) -> str:
     """The readable form of :func:`pipeline.backfill.backfill`'s result."""
     scope = f"from {result['from_week']}" if result["from_week"] else "stale results"
     if not result["recomputed"]:
-        return f"backfill ({scope}): nothing to recompute"
+        why = f" ({result['note']})" if result.get("note") else ""
+        return f"backfill ({scope}): nothing to recompute{why}"
     lines = [f"backfill ({scope}): {result['n']} result(s) recomputed"]
     for w in result["recomputed"]:
         version = f" v{w['model_version']}" if w["model_version"] else ""

@@ -163,6 +163,9 @@ def test_late_weeks_make_results_stale_and_the_next_run_rebuilds_them(
     forced = backfill(s, from_week=date(1997, 5, 12))
     assert {r["kind"] for r in forced["recomputed"]} >= {"snapshot", "predictions", "drift"}
     assert all(r["reason"] == "backfill from 1997-W20" for r in forced["recomputed"])
+    assert forced["note"] is None
+    beyond = backfill(s, from_week=date(2099, 1, 5))
+    assert beyond["n"] == 0 and "after the newest ingested week (1997-W20)" in beyond["note"]
     engine.dispose()
 
 
