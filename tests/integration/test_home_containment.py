@@ -47,7 +47,9 @@ def _listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def test_main_commands_write_nothing_into_the_working_directory(tmp_path: Path) -> None:
+def test_main_commands_write_nothing_into_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cwd, home = tmp_path / "cwd", tmp_path / "home"
     cwd.mkdir()
     # The embedded default: no tracking server, no store URL; nothing inherited from the caller.
@@ -73,6 +75,10 @@ def test_main_commands_write_nothing_into_the_working_directory(tmp_path: Path) 
 
     from rollguard.settings import Settings
 
+    # Read the home as the commands did: an MLFLOW_TRACKING_URI left in this process by an earlier
+    # test's module fixture (mlflow.set_tracking_uri exports it) must not redirect the check.
+    for name in [k for k in os.environ if k.startswith(("ROLLGUARD_", "MLFLOW_"))]:
+        monkeypatch.delenv(name)
     settings = Settings(home=home, env="test", _env_file=None)  # type: ignore[call-arg]
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     root = Path(settings.mlflow_artifact_root).resolve().as_uri()
