@@ -4,6 +4,7 @@ relative to the working directory; URI roots kept as strings; a tracking server 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,10 @@ def test_experiments_land_under_the_home_whatever_the_working_directory(
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
+    # The embedded default: an MLFLOW_TRACKING_URI left in this process by an earlier test's
+    # module fixture (mlflow.set_tracking_uri exports it) would point the settings at a server.
+    for name in [k for k in os.environ if k.startswith(("ROLLGUARD_", "MLFLOW_"))]:
+        monkeypatch.delenv(name)
     settings = Settings(home=tmp_path / "home", env="test", _env_file=None)  # type: ignore[call-arg]
     client = mlflow_client(settings)
     root = settings.mlflow_artifact_root
