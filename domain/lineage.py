@@ -178,14 +178,6 @@ class Stale:
             parts.append(f"batch {', '.join(self.removed[:3])} no longer accepted")
         return "; ".join(parts)
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {
-            "kind": self.kind,
-            "cutoff": self.cutoff.isoformat(),
-            "model_version": self.model_version or None,
-            "reason": self.reason,
-        }
-
 
 def stale_results(
     engine: Engine,

@@ -9,7 +9,7 @@ Where ``replay --weeks N`` continues (:func:`feed_position`): after the newest w
 accepted batch in the ingestion ledger, or a file this feed wrote itself (the feed's file name of a
 week of the source, with exactly the bytes the feed renders for it: waiting in the landing zone, or
 decided by ingestion). Any other file that names a week — a quarantined far-future week, a garbage
-file called ``cdnow_1998-W10.csv``, another system's ``backup_cdnow_1998-W10.csv`` — never moves
+file called ``<prefix>_1998-W10.csv``, another system's ``backup_<prefix>_1998-W10.csv`` — never moves
 the feed; the result lists it under ``ignored``. A replay that delivers nothing says why in
 ``note``, naming the week and the file that decided it.
 """
@@ -65,7 +65,7 @@ class FeedPosition:
 
     Attributes:
         week: the newest week that moves the feed (None: the feed has delivered nothing yet).
-        cause: what put it there, e.g. ``accepted batch cdnow_1997-W10.csv``.
+        cause: what put it there, e.g. ``accepted batch <prefix>_1997-W10.csv``.
         delivered: weeks that move the feed, with their causes (every one only when asked for:
             otherwise the accepted weeks and the newest file this feed wrote after them).
         ignored: files that name a later week but move nothing, each as ``name: why``.

@@ -73,7 +73,7 @@ def lock_id(name: Sequence[str]) -> int:
     """The stable signed 64-bit id of the lock called ``name`` (e.g. ``("training", model, key)``).
 
     The first 8 bytes, read as a big-endian two's-complement integer, of the SHA-256 of the UTF-8
-    JSON array of the parts without spaces (``["training","cdnow-repurchase","3f…"]``). Equal
+    JSON array of the parts without spaces (``["training","<model name>","3f…"]``). Equal
     names give equal ids in every process, Python version and host; the JSON array keeps
     ``("a,b", "c")`` and ``("a", "b,c")`` apart.
     """
