@@ -91,6 +91,15 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def replays() -> dict[str, object]:
+    """One :class:`simulation.replay.Replay` per built-in use case, shared by the session's
+    decision-quality tests (each caches the rows it built and the models it trained)."""
+    from simulation.replay import Replay
+
+    return {name: Replay(name) for name in ("cdnow", "hotel")}
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a real MLflow tracking server (SQLite backend, served artifacts) on loopback."""
     from tests.support.servers import start_mlflow_server
