@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,7 @@ from registry_guard.gate import (
     ModelEvidence,
     evaluate_gate,
 )
+from registry_guard.measured import gate_error_rates
 from registry_guard.policy import GatePolicy
 from rollguard.db.models import AliasAudit, ChampionPointer, GateDecisionRow
 from rollguard.errors import RollguardError
@@ -903,6 +904,9 @@ def run_gate(
         label=usecase.label,
         budget=usecase.targeting.budget if budget is None else budget,
         constant=_training_median(client, model_name, challenger_version),
+    )
+    decision = replace(
+        decision, measured_error_rates=gate_error_rates(usecase.name, policy, usecase.task.value)
     )
     ts = now or _now()
     artifacts = _record_decision(
