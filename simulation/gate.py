@@ -137,8 +137,8 @@ class Scenario:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("identical", "equal", 0.0, "identical scores"),
-    Scenario("retrain", "equal", 0.0, "different-seed retrain (A/A)"),
+    Scenario("identical", "equal", 0.0, "with identical scores"),
+    Scenario("retrain", "equal", 0.0, "retrained with another seed (A/A)"),
     Scenario("margin", "worse", 1.0, "worse by the margin"),
     Scenario("margin_2x", "worse", 2.0, "worse by 2x the margin"),
     Scenario("margin_5x", "worse", 5.0, "worse by 5x the margin"),
@@ -473,7 +473,7 @@ class GateSimulation:
             return f"AP -{scenario.margins * HARM_AP:.3g}"
         if scenario.name == "better":
             return f"MAE -{BETTER_MAE_SHARE:.0%}" if self.regression else f"AP +{BETTER_AP}"
-        return "0" if scenario.name == "identical" else "as measured"
+        return ""
 
     def sentences(self) -> dict[str, str]:
         """Scenario name -> "this gate rule promotes a model worse by the margin in 3.1% [2.0,
@@ -482,9 +482,10 @@ class GateSimulation:
         for r in self.results:
             rate = r.promoted()
             pct = f"{rate.rate:.1%} [{100 * rate.ci_low:.1f}, {100 * rate.ci_high:.1f}]"
+            target = f" ({t})" if (t := self._target(r.scenario)) else ""
             out[r.scenario.name] = (
-                f"this gate rule promotes a model {r.scenario.label} ({self._target(r.scenario)}) "
-                f"in {pct} of simulated cases ({rate.k}/{rate.n})"
+                f"this gate rule promotes a model {r.scenario.label}{target} in {pct} of simulated "
+                f"cases ({rate.k}/{rate.n})"
             )
         return out
 
