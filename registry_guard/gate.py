@@ -154,6 +154,11 @@ class GateDecision:
         task: the task type's value (``binary_classification`` or ``regression``).
         unit: the label's unit for regression reports (``EUR``); empty for classification.
         policy: the policy used (as a plain mapping).
+        measured_error_rates: the policy's error rates measured by simulation on the use case's
+            real data (:func:`registry_guard.measured.gate_error_rates`: ``status``, ``sentences``
+            and ``rates``, or ``status`` ``not_measured`` and a ``reason``); attached by the caller
+            that knows the use case (:func:`registry_guard.registry.run_gate`), None from
+            :func:`evaluate_gate` itself.
     """
 
     outcome: Outcome
@@ -167,6 +172,7 @@ class GateDecision:
     policy: dict = field(hash=False, compare=False)
     task: str = TaskType.BINARY_CLASSIFICATION.value
     unit: str = ""
+    measured_error_rates: dict | None = field(default=None, hash=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -217,7 +223,18 @@ class GateDecision:
                 f"| {c.name} | {c.verdict} | {_fmt(c.value)} | {ci} | {_fmt(c.threshold)} | "
                 f"{_fmt(c.challenger)} | {_fmt(c.champion)} | {c.rule} |"
             )
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *self._measured_lines()]) + "\n"
+
+    def _measured_lines(self) -> list[str]:
+        """The report's section on the rule's measured error rates (none when not attached)."""
+        rates = self.measured_error_rates
+        if rates is None:
+            return []
+        head = ["", "## Measured error rates of this gate rule", ""]
+        if rates.get("status") != "measured":
+            return [*head, f"- {rates.get('reason', 'not measured')}"]
+        source = f"measured {rates.get('date', '?')} with `{rates.get('command', '?')}`"
+        return [*head, *[f"- {s}" for s in rates.get("sentences", [])], "", source]
 
 
 def _finite(obj):  # type: ignore[no-untyped-def]

@@ -41,6 +41,7 @@ from registry_guard.gate import (
     ModelEvidence,
     evaluate_gate,
 )
+from registry_guard.measured import gate_error_rates
 from registry_guard.policy import GatePolicy
 from rollguard.db.models import AliasAudit, ChampionPointer, GateDecisionRow
 from rollguard.errors import RollguardError
@@ -930,6 +931,9 @@ def run_gate(
         label=usecase.label,
         budget=usecase.targeting.budget if budget is None else budget,
         constant=_training_median(client, model_name, challenger_version),
+    )
+    decision = replace(
+        decision, measured_error_rates=gate_error_rates(usecase.name, policy, usecase.task.value)
     )
     ts = now or _now()
     artifacts = _record_decision(

@@ -501,6 +501,10 @@ def test_gate_bootstraps_rejects_and_promotes(
     assert (same.move.from_version, same.move.to_version) == ("1", "3")
     assert same.move.reason.startswith("weekly retrain; gate promote: ")
     assert same.move.evidence["gate"]["outcome"] == "promote"
+    rates = same.decision.to_dict()["measured_error_rates"]  # the shipped measurements, cdnow
+    assert rates["status"] == "measured", rates
+    assert any("worse by the margin" in s for s in rates["sentences"])
+    assert same.move.evidence["gate"]["measured_error_rates"] == rates
     with engine.connect() as conn:
         outcomes = (
             conn.execute(
