@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
+from domain.evaluation import TrainingDataError
 from registry_guard.gate import ModelEvidence, evaluate_gate
 from registry_guard.guard import (
     REALIZED_QUALITY,
@@ -546,7 +547,7 @@ def promotion_points(
 def _trainable(replay: Replay, week: str) -> bool:
     try:
         replay.plan(week)
-    except Exception:  # noqa: BLE001 - domain.evaluation.TrainingDataError: too short
+    except TrainingDataError:  # the history up to ``week`` is too short
         return False
     return True
 
