@@ -24,15 +24,25 @@ then the Alertmanager webhook of :mod:`registry_guard.service`) reads the state 
 ``guard_checks`` row, which is this check's state: its false rollbacks and detection times are the
 weekly path's (it may act earlier in wall-clock time, never on other evidence).
 
-Healthy (A/A): the champion is trained at ``W[p]`` and the previous champion at ``W[p - gap]``,
-both by the pipeline's own fit (:meth:`simulation.replay.Replay.train_at`), and the champion is
-promoted only when the real gate (:func:`registry_guard.gate.evaluate_gate` on the champion's
-evaluation rows, the previous champion as the champion) says ``promote``: the pipeline never
-serves a healthy model the gate rejected, and a retrain that is really worse than its
-predecessor on the newest weeks is not a healthy promotion (rolling it back is right). Every check
-of the ``weeks_after`` weeks after a promotion is one healthy week; a ``degraded`` state there is
-a false rollback. Replicas beyond the real rows (``resamples > 1``) draw each week's rows with
-replacement (seeded by the cutoff and the replica), the same draw for every kind.
+Healthy champions, each checked every one of the ``weeks_after`` weeks after its promotion:
+
+- ``healthy`` (A/A, the false-rollback rate): the champion and the previous champion are the
+  pipeline's own fit (:meth:`simulation.replay.Replay.train_at`) on the *same* data (newest week
+  ``W[p]``) with ``tunable`` :data:`AA_TUNABLE` (row and column subsampling 0.8) for both, and
+  they differ only by the XGBoost seed (:data:`AA_SEEDS`): their true difference is zero by
+  construction, so every ``degraded`` state is a false rollback. Promoted at every promotion
+  point (no gate: the gate would only judge a difference that does not exist);
+- ``identical``: the A/A champion is its own previous champion (the realized difference is 0
+  exactly; what is left is the shift check);
+- ``gate_passed_retrain``: the champion trained at ``W[p]``, the previous champion at
+  ``W[p - gap]`` (default parameters), promoted only where the real gate
+  (:func:`registry_guard.gate.evaluate_gate` on the champion's evaluation rows, the previous
+  champion as the champion) says ``promote``. A ``degraded`` state there says the previous
+  champion was confidently better on the newest weeks: a rollback of a retrain the gate passed,
+  right by the guard's own rule, *not* a false rollback.
+
+Replicas beyond the real rows (``resamples > 1``) draw each week's rows with replacement (seeded
+by the cutoff and the replica), the same draw for every kind.
 
 Broken kinds (:data:`BROKEN_KINDS`), forced into production at the same promotion points, checked
 each week until the first ``degraded`` state (the rollback):
@@ -80,6 +90,16 @@ from simulation.rates import Rate
 from simulation.replay import Replay, Trained
 
 HEALTHY = "healthy"
+IDENTICAL = "identical"
+SUCCESSOR = "gate_passed_retrain"
+#: The healthy champions simulated, in report order (only ``healthy``, the A/A pair, is held to
+#: the false-rollback bound).
+HEALTHY_KINDS: tuple[str, ...] = (HEALTHY, IDENTICAL, SUCCESSOR)
+#: A/A: XGBoost seeds of the champion and of the previous champion, and the parameters both are
+#: trained with (subsampling, so that the seed changes the model; over
+#: :data:`pipeline.training.DEFAULT_TUNABLE`).
+AA_SEEDS: tuple[int, int] = (1, 2)
+AA_TUNABLE: dict[str, float] = {"subsample": 0.8, "colsample_bytree": 0.8}
 SHUFFLED = "shuffled_labels"
 SWAPPED = "swapped_feature"
 STALE = "stale_features"
@@ -123,8 +143,9 @@ class CheckOutcome:
         resample: 0 for the real rows, ``r >= 1`` for a with-replacement draw within weeks.
         weeks_after: weeks of data time since the promotion (1: the first check).
         state: the guard's state; shift, realized: each check's verdict.
-        psi: the shift check's PSI (None when not judged). realized_value: its difference
-            (AP difference, or relative MAE difference). realized_n: labelled rows behind it.
+        psi: the shift check's PSI (None when not judged). shift_n: live predictions behind it.
+        realized_value: its difference (AP difference, or relative MAE difference).
+        realized_n: labelled rows behind it.
     """
 
     kind: str
@@ -135,6 +156,7 @@ class CheckOutcome:
     shift: str
     realized: str
     psi: float | None
+    shift_n: int | None
     realized_value: float | None
     realized_n: int | None
 
@@ -158,10 +180,13 @@ class GuardSimulation:
 
     Attributes:
         usecase: use case name. promotions: the promotion points. gate_rejected: the points whose
-            healthy champion the gate rejected (no healthy checks there; broken kinds are forced).
-            weeks_after: checks simulated after each promotion. resamples: replicas per promotion (real rows + draws).
-        checks: every healthy check (false rollbacks are those with state ``degraded``) and every
-            broken check up to its rollback. detections: one per broken kind, promotion and replica.
+            gate-passed retrain the gate rejected (no ``gate_passed_retrain`` checks there; the
+            A/A pair and the broken kinds are promoted at every point). weeks_after: checks
+            simulated after each promotion. resamples: replicas per promotion (real rows +
+            draws). seed: seed of the draws. aa_seeds: XGBoost seeds of the A/A champion and
+            previous champion.
+        checks: every check of a healthy kind (:data:`HEALTHY_KINDS`) and every broken check up
+            to its rollback. detections: one per broken kind, promotion and replica.
         seconds: wall-clock time of the simulation.
         bounds: documented bounds held by :meth:`check_bounds`: ``false_rollback_max`` and, per
             broken kind, the minimum share rolled back within one week.
@@ -173,21 +198,28 @@ class GuardSimulation:
     weeks_after: int
     resamples: int
     seed: int
+    aa_seeds: tuple[int, int]
     checks: tuple[CheckOutcome, ...]
     detections: tuple[Detection, ...]
     seconds: float
     bounds: dict[str, float] = field(default_factory=dict)
 
-    def healthy(self) -> list[CheckOutcome]:
-        return [c for c in self.checks if c.kind == HEALTHY]
+    def healthy(self, kind: str = HEALTHY) -> list[CheckOutcome]:
+        """The weekly checks of healthy kind ``kind`` (default: the A/A champions)."""
+        return [c for c in self.checks if c.kind == kind]
+
+    def rollbacks(self, kind: str) -> Rate | None:
+        """Share of ``kind``'s weekly checks whose state is ``degraded`` (None: no week of it
+        was simulated)."""
+        seen = self.healthy(kind)
+        if not seen:
+            return None
+        return Rate.of(sum(c.state == "degraded" for c in seen), len(seen))
 
     def false_rollback(self) -> Rate | None:
-        """Share of healthy weekly checks whose state is ``degraded`` (None: the gate rejected
-        every healthy champion, so no healthy week was simulated)."""
-        healthy = self.healthy()
-        if not healthy:
-            return None
-        return Rate.of(sum(c.state == "degraded" for c in healthy), len(healthy))
+        """Share of A/A (``healthy``) weekly checks whose state is ``degraded`` (None: none
+        simulated)."""
+        return self.rollbacks(HEALTHY)
 
     def psi(self, kind: str, first_only: bool = False) -> list[float]:
         """The shift check's PSI values of ``kind``'s checks (only the first check after each
@@ -198,9 +230,10 @@ class GuardSimulation:
             if c.kind == kind and c.psi is not None and (c.weeks_after == 1 or not first_only)
         ]
 
-    def verdicts(self, check: str) -> dict[str, Rate]:
-        """Healthy weeks: the share of each verdict of ``check`` (``shift`` or ``realized``)."""
-        seen = [getattr(c, check) for c in self.healthy()]
+    def verdicts(self, check: str, kind: str = HEALTHY) -> dict[str, Rate]:
+        """Weeks of healthy kind ``kind``: the share of each verdict of ``check`` (``shift`` or
+        ``realized``)."""
+        seen = [getattr(c, check) for c in self.healthy(kind)]
         return {v: Rate.of(seen.count(v), len(seen)) for v in sorted(set(seen))}
 
     def kinds(self) -> list[str]:
@@ -235,7 +268,7 @@ class GuardSimulation:
         out = []
         fr = self.false_rollback()
         if fr is None:
-            out.append(f"{self.usecase}: no healthy promotion passed the gate; nothing measured")
+            out.append(f"{self.usecase}: no A/A week simulated; false rollbacks not measured")
         elif fr.above(limit := self.bounds.get("false_rollback_max", FALSE_ROLLBACK_MAX)):
             out.append(f"{self.usecase}: false rollbacks {fr.text()} above {limit:.0%}")
         for kind in self.kinds():
@@ -249,20 +282,17 @@ class GuardSimulation:
         return out
 
     def table(self) -> str:
-        """Markdown: the healthy weeks, then one row per broken kind."""
-        fr = self.false_rollback()
-        shift, realized = self.verdicts("shift"), self.verdicts("realized")
+        """Markdown: one row per healthy kind, then one row per broken kind."""
         lines = [
             f"**{self.usecase}**: {len(self.promotions)} promotions "
-            f"({', '.join(p.week for p in self.promotions)}; healthy champion rejected by the "
+            f"({', '.join(p.week for p in self.promotions)}; gate-passed retrain rejected by the "
             f"gate at {', '.join(self.gate_rejected) or 'none'}), {self.weeks_after} weekly "
             f"checks each, {self.resamples} replica(s); {self.seconds:.0f} s",
             "",
-            "| healthy weeks | false rollbacks | score_shift verdicts | realized_quality verdicts "
-            "| PSI median / max |",
-            "|---|---|---|---|---|",
-            f"| {fr.n if fr else 0} | {fr.text() if fr else '-'} | {_verdict_text(shift)} | "
-            f"{_verdict_text(realized)} | {_spread(self.psi(HEALTHY))} |",
+            "| healthy champion | weeks | rollbacks | score_shift verdicts "
+            "| realized_quality verdicts | PSI median / max |",
+            "|---|---|---|---|---|---|",
+            *(self._healthy_row(kind) for kind in HEALTHY_KINDS if self.healthy(kind)),
             "",
             "| broken kind | cases | rolled back within 1 week | median weeks | max weeks "
             "| not rolled back | degraded check(s) | first-check PSI min / median |",
@@ -278,6 +308,32 @@ class GuardSimulation:
             )
         return "\n".join(lines)
 
+    def _healthy_row(self, kind: str) -> str:
+        label = {
+            HEALTHY: f"A/A: same data, seeds {self.aa_seeds[0]} vs {self.aa_seeds[1]} "
+            "(**false rollbacks**)",
+            IDENTICAL: "identical (previous == champion)",
+            SUCCESSOR: "gate-passed retrain vs previous champion (rollbacks of gate-passed "
+            "retrains, not false)",
+        }[kind]
+        rate = self.rollbacks(kind)
+        return (
+            f"| {label} | {rate.n if rate else 0} | {rate.text() if rate else '-'} | "
+            f"{_verdict_text(self.verdicts('shift', kind))} | "
+            f"{_verdict_text(self.verdicts('realized', kind))} | {_spread(self.psi(kind))} |"
+        )
+
+    def _healthy_record(self, kind: str) -> dict[str, object]:
+        rate = self.rollbacks(kind)
+        return {
+            "rollbacks": rate.as_dict() if rate else None,
+            "psi": [round(v, 6) for v in self.psi(kind)],
+            "verdicts": {
+                name: {v: r.as_dict() for v, r in self.verdicts(name, kind).items()}
+                for name in ("shift", "realized")
+            },
+        }
+
     def record(self) -> dict[str, object]:
         """JSON-ready summary (rates as :meth:`simulation.rates.Rate.as_dict`)."""
         return {
@@ -287,13 +343,10 @@ class GuardSimulation:
             "weeks_after": self.weeks_after,
             "resamples": self.resamples,
             "seed": self.seed,
+            "aa_seeds": list(self.aa_seeds),
             "seconds": round(self.seconds, 1),
             "false_rollback": fr.as_dict() if (fr := self.false_rollback()) else None,
-            "healthy_psi": [round(v, 6) for v in self.psi(HEALTHY)],
-            "healthy_verdicts": {
-                name: {v: r.as_dict() for v, r in self.verdicts(name).items()}
-                for name in ("shift", "realized")
-            },
+            "healthy": {kind: self._healthy_record(kind) for kind in HEALTHY_KINDS},
             "broken": {kind: self.detection(kind) for kind in self.kinds()},
             "bounds": dict(self.bounds),
             "violations": self.check_bounds(),
@@ -574,8 +627,21 @@ def gate_promotes(replay: Replay, gate_policy: GatePolicy, point: Promotion) -> 
     return decision.outcome == "promote"
 
 
-def _champions(replay: Replay, points: Iterable[Promotion], kind: str) -> Iterable[_Champion]:
+def _champions(
+    replay: Replay, points: Iterable[Promotion], kind: str, aa_seeds: tuple[int, int]
+) -> Iterable[_Champion]:
+    """The champion of ``kind`` and its previous champion at each of ``points`` (see the module
+    docstring: A/A and identical on ``W[p]``'s data, the others ``W[p]`` over ``W[p - gap]``)."""
     for p in points:
+        if kind in (HEALTHY, IDENTICAL):
+            model = replay.train_at(p.week, seed=aa_seeds[0], tunable=AA_TUNABLE)
+            previous = (
+                model
+                if kind == IDENTICAL
+                else replay.train_at(p.week, seed=aa_seeds[1], tunable=AA_TUNABLE)
+            )
+            yield _Champion(p, kind, model, previous)
+            continue
         model = replay.train_at(p.week, label_noise=1.0 if kind == SHUFFLED else 0.0)
         yield _Champion(p, kind, model, replay.train_at(p.previous_week))
 
@@ -593,6 +659,8 @@ def simulate_guard(
     kinds: tuple[str, ...] = BROKEN_KINDS,
     bounds: dict[str, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    healthy_kinds: tuple[str, ...] = HEALTHY_KINDS,
+    aa_seeds: tuple[int, int] = AA_SEEDS,
 ) -> GuardSimulation:
     """Simulate the weekly guard on ``replay``'s real history.
 
@@ -609,27 +677,37 @@ def simulate_guard(
         kinds: broken kinds to simulate (a subset of :data:`BROKEN_KINDS`).
         bounds: documented bounds (default :func:`default_bounds`).
         progress: called with a line per promotion and kind (e.g. ``print``).
+        healthy_kinds: healthy champions to simulate (a subset of :data:`HEALTHY_KINDS`; the
+            A/A ``healthy`` is the one the false-rollback bound holds; ``gate_passed_retrain``
+            costs a gate evaluation per point).
+        aa_seeds: XGBoost seeds of the A/A champion and its previous champion (must differ).
 
     Returns:
         A :class:`GuardSimulation`.
 
     Raises:
-        ValueError: an unknown kind, or see :func:`promotion_points`.
+        ValueError: an unknown kind, equal A/A seeds, or see :func:`promotion_points`.
     """
-    unknown = set(kinds) - set(BROKEN_KINDS)
-    if unknown or resamples < 1:
-        raise ValueError(f"unknown kinds {sorted(unknown)} or resamples {resamples} < 1")
+    unknown = (set(kinds) - set(BROKEN_KINDS)) | (set(healthy_kinds) - set(HEALTHY_KINDS))
+    if unknown or resamples < 1 or aa_seeds[0] == aa_seeds[1]:
+        raise ValueError(
+            f"unknown kinds {sorted(unknown)}, resamples {resamples} < 1 or equal A/A seeds "
+            f"{aa_seeds}"
+        )
     started = time.perf_counter()
     points = promotion_points(replay, promotions, weeks_after, gap)
     world = _World(replay, gate_policy, guard_policy, seed)
-    promoted = [p for p in points if gate_promotes(replay, gate_policy, p)]
+    promoted = points
+    if SUCCESSOR in healthy_kinds:
+        promoted = [p for p in points if gate_promotes(replay, gate_policy, p)]
     checks: list[CheckOutcome] = []
     detections: list[Detection] = []
-    for kind in (HEALTHY, *kinds):
-        for champion in _champions(replay, promoted if kind == HEALTHY else points, kind):
+    for kind in (*healthy_kinds, *kinds):
+        at = promoted if kind == SUCCESSOR else points
+        for champion in _champions(replay, at, kind, aa_seeds):
             for r in range(resamples):
                 found = _follow(world, champion, r, weeks_after, checks)
-                if kind != HEALTHY:
+                if kind in BROKEN_KINDS:
                     detections.append(found)
             if progress is not None:
                 progress(f"{replay.usecase_name} {kind} {champion.promotion.week} done")
@@ -640,6 +718,7 @@ def simulate_guard(
         weeks_after=weeks_after,
         resamples=resamples,
         seed=seed,
+        aa_seeds=aa_seeds,
         checks=tuple(checks),
         detections=tuple(detections),
         seconds=time.perf_counter() - started,
@@ -664,11 +743,12 @@ def _follow(
                 shift=shift.verdict,
                 realized=realized.verdict,
                 psi=shift.value,
+                shift_n=shift.n_rows,
                 realized_value=realized.value,
                 realized_n=realized.n_rows,
             )
         )
-        if state == "degraded" and champion.kind != HEALTHY:
+        if state == "degraded" and champion.kind in BROKEN_KINDS:
             by = "+".join(
                 name
                 for name, c in (("shift", shift), ("realized", realized))
