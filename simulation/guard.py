@@ -762,11 +762,10 @@ def _follow(
 #: issue's targets on its data (the measured figure of the full run, with its reason there); any
 #: other use case and every figure not listed here is held to the targets.
 DOCUMENTED_BOUNDS: dict[str, dict[str, float]] = {
-    # Hotel: the realized check compares the champion with the previous champion, and on this
-    # seasonal data a gate-passed retrain is often beaten by more than 5% MAE a few weeks on;
-    # the shift check never runs (about 250 bookings a week, psi_min_predictions 1000).
+    # Hotel (A/A false rollbacks meet the 1% target): the shift check never runs (about 250
+    # bookings a week, psi_min_predictions 1000; at 200 the healthy PSI reaches 3.1 on this
+    # seasonal data), so only the realized check judges, on a quarter of its rows in week one.
     "hotel": {
-        "false_rollback_max": 0.35,
         SHUFFLED: 0.6,
         SWAPPED: 0.3,
         STALE: 0.15,
