@@ -28,10 +28,18 @@ an alert looks like a feature without drift. So every feature of the use case al
 when that week has no row for the feature), read from the state and the stable skip reason
 (:func:`monitoring.compute.skip_reason`) of its ``drifted`` row. Beside it
 ``rollguard_feature_varies_weekly{model, feature}`` and ``rollguard_data_schema_mismatch{model}``.
+
+Guard evidence: beside ``rollguard_guard_state{state}`` the newest guard check's report (the JSON
+``report`` column of ``guard_checks``, :meth:`registry_guard.guard.GuardReport.to_json`) gives, per
+check (``score_shift``, ``realized_quality``), ``rollguard_guard_check_verdict{check, verdict}`` (1
+for its verdict among :data:`GUARD_VERDICTS`) and ``rollguard_guard_evidence{check, figure}`` for
+each figure of :data:`GUARD_EVIDENCE` the check has (a figure it lacks, e.g. the interval of the
+shift check, has no sample): what the guard waited for (rows, positives) and the interval it read.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +64,14 @@ log = logging.getLogger(__name__)
 
 #: Guard states exported as ``rollguard_guard_state{state}`` (always all three series).
 GUARD_STATES = ("ok", "degraded", "inconclusive")
+#: Checks of the guard report exported per check (``registry_guard.guard`` names).
+GUARD_CHECKS = ("score_shift", "realized_quality")
+#: Verdicts of ``rollguard_guard_check_verdict{check, verdict}`` (always all four per check).
+GUARD_VERDICTS = ("ok", "degraded", "inconclusive", "skip")
+#: Figures of ``rollguard_guard_evidence{check, figure}``: evidence rows and positives, the
+#: check's value (PSI, or the champion-minus-previous difference), its threshold and the bootstrap
+#: interval of the difference.
+GUARD_EVIDENCE = ("n_rows", "n_positives", "value", "threshold", "ci_low", "ci_high")
 #: Gate decisions exported as ``rollguard_gate_decisions_total{decision}`` (always present, 0 at first).
 GATE_DECISIONS = ("promote", "reject", "bootstrap")
 #: Actors of rollbacks exported as ``rollguard_rollbacks_total{actor}`` (always present).
@@ -114,6 +130,8 @@ class StoreSnapshot:
         figures: ``{kind: {(metric, feature): value}}`` of the newest week of each kind, non-NULL only.
         newest_week: newest ``week`` (cutoff date) of any monitoring row, or None.
         guard_state: state of the newest guard check, or None when never checked.
+        guard_checks: ``{check: (verdict, {figure: value})}`` of that check's report (finite
+            figures of :data:`GUARD_EVIDENCE` only); empty when never checked or unreadable.
         quality_state: state of the newest live-quality verdict (``quality``/``degraded`` row in
             ``ok``, ``degraded`` or ``inconclusive``), or None.
         gate_counts: ``{outcome: number of gate_decisions rows}``.
@@ -144,6 +162,31 @@ class StoreSnapshot:
     feature_varies: dict[str, float] = field(default_factory=dict)
     schema_mismatch: float | None = None
     features: tuple[str, ...] = ()
+    guard_checks: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
+
+
+def _guard_checks(report: str | None) -> dict[str, tuple[str, dict[str, float]]]:
+    """``{check: (verdict, {figure: value})}`` of a stored guard report (JSON); a report that is
+    not readable JSON gives ``{}`` (logged), as a scrape must not fail on one bad row."""
+    if not report:
+        return {}
+    try:
+        checks = json.loads(report).get("checks") or []
+    except (ValueError, AttributeError) as exc:
+        log.warning("guard report not readable: %s", exc)
+        return {}
+    out: dict[str, tuple[str, dict[str, float]]] = {}
+    for check in checks:
+        name, verdict = check.get("name"), check.get("verdict")
+        if name not in GUARD_CHECKS or verdict not in GUARD_VERDICTS:
+            continue
+        figures = {
+            f: float(check[f])
+            for f in GUARD_EVIDENCE
+            if isinstance(check.get(f), int | float) and not isinstance(check.get(f), bool)
+        }
+        out[name] = (verdict, figures)
+    return out
 
 
 def _aware(ts: datetime) -> datetime:
@@ -254,12 +297,13 @@ def read_snapshot(
     week = conn.execute(
         select(func.max(MonitoringResult.week)).where(MonitoringResult.model_name == model_name)
     ).scalar_one_or_none()
-    guard_state = conn.execute(
-        select(GuardCheckRow.state)
+    guard = conn.execute(
+        select(GuardCheckRow.state, GuardCheckRow.report)
         .where(GuardCheckRow.model_name == model_name)
         .order_by(GuardCheckRow.checked_at.desc(), GuardCheckRow.id.desc())
         .limit(1)
-    ).scalar_one_or_none()
+    ).first()
+    guard_state = guard.state if guard is not None else None
     quality_state = conn.execute(
         select(MonitoringResult.state)
         .where(
@@ -324,6 +368,7 @@ def read_snapshot(
         figures=figures,
         newest_week=date.fromisoformat(week) if week else None,
         guard_state=guard_state,
+        guard_checks=_guard_checks(guard.report if guard is not None else None),
         quality_state=quality_state,
         gate_counts=gate_counts,
         rollback_counts=rollback_counts,
@@ -347,6 +392,31 @@ def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
 
 def _unix(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def _guard_evidence(snap: StoreSnapshot) -> Iterator[Metric]:
+    """``rollguard_guard_check_verdict`` and ``rollguard_guard_evidence`` of the newest check."""
+    if not snap.guard_checks:
+        return
+    verdicts = GaugeMetricFamily(
+        "rollguard_guard_check_verdict",
+        "1 for the verdict of each check of the newest live-guard check, 0 for the others.",
+        labels=["check", "verdict"],
+    )
+    evidence = GaugeMetricFamily(
+        "rollguard_guard_evidence",
+        "Evidence of each check of the newest live-guard check: n_rows and n_positives it read, "
+        "its value (PSI, or the champion-minus-previous difference), threshold and the "
+        "bootstrap interval (ci_low, ci_high) of the difference.",
+        labels=["check", "figure"],
+    )
+    for check, (verdict, figures) in sorted(snap.guard_checks.items()):
+        for v in GUARD_VERDICTS:
+            verdicts.add_metric([check, v], 1.0 if v == verdict else 0.0)
+        for figure, value in figures.items():
+            evidence.add_metric([check, figure], value)
+    yield verdicts
+    yield evidence
 
 
 def snapshot_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
@@ -411,6 +481,7 @@ def snapshot_metrics(snap: StoreSnapshot) -> Iterator[Metric]:
     for state in GUARD_STATES:
         guard.add_metric([state], 1.0 if snap.guard_state == state else 0.0)
     yield guard
+    yield from _guard_evidence(snap)
 
     gates = CounterMetricFamily(
         "rollguard_gate_decisions",

@@ -161,6 +161,46 @@ def feature_states_panel() -> table.Panel:
     )
 
 
+#: The newest guard check: each check's verdict, and the evidence it read (Prometheus, instant).
+GUARD_VERDICTS_PROMQL = "max by (check, verdict) (rollguard_guard_check_verdict == 1)"
+GUARD_EVIDENCE_PROMQL = "max by (check, figure) (rollguard_guard_evidence)"
+
+
+def guard_panels() -> tuple[stat.Panel, table.Panel]:
+    """The newest guard check per check (score_shift, realized_quality): its verdict, and the
+    evidence it waited for: rows, positives, value, threshold and the bootstrap interval."""
+    verdicts = (
+        stat.Panel()
+        .title("Guard checks")
+        .description(
+            "Skip or inconclusive means the guard is waiting for evidence (labels not matured, "
+            "too few rows or positives, or an interval that straddles the margin); degraded on "
+            "either check rolls back. What did each check of the newest live-guard check say?"
+        )
+        .datasource(PROMETHEUS)
+        .with_target(promql(GUARD_VERDICTS_PROMQL, "{{check}}: {{verdict}}", instant=True))
+        .span(8)
+        .height(6)
+    )
+    evidence = (
+        table.Panel()
+        .title("Guard evidence")
+        .description(
+            "Per check: n_rows and n_positives read; value (score_shift: PSI; realized_quality: "
+            "champion minus previous champion, AP difference or relative MAE difference); "
+            "threshold; ci_low..ci_high, the bootstrap interval of the difference (degraded "
+            "when it lies wholly past the threshold). What evidence did the newest guard check "
+            "wait for and read?"
+        )
+        .datasource(PROMETHEUS)
+        .with_target(promql(GUARD_EVIDENCE_PROMQL, instant=True).format(PromQueryFormat.TABLE))
+        .with_transformation(grouping_to_matrix("figure", "check", "Value"))
+        .span(16)
+        .height(6)
+    )
+    return verdicts, evidence
+
+
 def _quality_words(usecase: UseCase) -> tuple[tuple[tuple[str, str], ...], str, str, str]:
     """(metrics, judged metric's name, the degraded rule in words, panel unit)."""
     metrics, judged, rule = _QUALITY[usecase.task.value]
@@ -257,6 +297,7 @@ def build(usecase: UseCase) -> dash.Dashboard:
         .include_all(True)
     )
     score_unit = "percentunit" if usecase.is_classification else grafana_unit(usecase.label.unit)
+    guard_verdicts, guard_evidence = guard_panels()
     board = (
         dash.Dashboard(f"Rollguard / {usecase.title} / Model quality and drift")
         .uid(usecase_uid(QUALITY_UID, usecase))
@@ -336,6 +377,8 @@ def build(usecase: UseCase) -> dash.Dashboard:
             .span(6)
             .height(4)
         )
+        .with_panel(guard_verdicts)
+        .with_panel(guard_evidence)
         .with_panel(feature_states_panel())
         .with_row(dash.Row("Drift by week (store)"))
         .with_panel(

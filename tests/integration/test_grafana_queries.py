@@ -550,3 +550,21 @@ def test_every_sql_query_returns_rows_on_postgresql(replay: Replay, postgres_url
         _check_sql(pg, name)
     finally:
         pg.dispose()
+
+
+def test_guard_panels_show_each_checks_verdict_and_evidence(stack: Stack) -> None:
+    """The Guard checks and Guard evidence panels, run as committed: one verdict per check of the
+    replay's guard check, and each check's threshold among its evidence."""
+    (verdicts,) = [q for q in PROMQL if q.where == "panel 'Guard checks' target A"]
+    (evidence,) = [q for q in PROMQL if q.where == "panel 'Guard evidence' target A"]
+
+    def rows(q: Query) -> list[dict[str, str]]:
+        return [r["metric"] for r in stack.query(q.text, instant=q.instant)]
+
+    checks = {"score_shift", "realized_quality"}
+    _wait(lambda: {r["check"] for r in rows(verdicts)} == checks, "a verdict for every check")
+    got = rows(verdicts)
+    assert len(got) == len(checks)  # exactly one verdict each
+    assert {r["verdict"] for r in got} <= {"ok", "degraded", "inconclusive", "skip"}
+    figures = {(r["check"], r["figure"]) for r in rows(evidence)}
+    assert {(c, "threshold") for c in checks} <= figures

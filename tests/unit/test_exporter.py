@@ -15,6 +15,8 @@ from sqlalchemy import Engine, delete, insert
 from monitoring import compute
 from monitoring.exporter import store_registry
 from monitoring.results import replace_week
+from registry_guard.guard import evaluate_guard
+from registry_guard.policy import load_guard_policy, load_policy
 from rollguard.db import make_engine
 from rollguard.db.models import (
     AliasAudit,
@@ -381,3 +383,71 @@ def test_a_feature_that_breaks_reaches_the_export_from_the_drift_computation(
     # flag was constant within two of the reference weeks: a constant week is nothing new for it
     assert varies == {"a": 1.0, "b": 1.0, "c": 1.0, "flag": 0.0, "gone": 1.0}
     assert got[("rollguard_data_schema_mismatch", (("model", MODEL),))] == 1.0
+
+
+def _guard_row(report: str, hour: int) -> dict[str, object]:
+    return dict(model_name=MODEL, champion_version="2", state="inconclusive", reason="r",
+                report=report, checked_at=T0.replace(hour=hour))  # fmt: skip
+
+
+def test_exports_the_evidence_of_the_newest_guard_check(settings: Settings) -> None:
+    """Each check's verdict and evidence (rows, positives, value, threshold, interval) come from
+    the newest ``guard_checks`` report, as the guard wrote it."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random(3000) < 0.1).astype(np.int64)
+    champion = np.clip(0.1 + 0.3 * labels + rng.normal(0, 0.1, 3000), 0, 1)
+    previous = np.clip(0.1 + 0.3 * labels + rng.normal(0, 0.1, 3000), 0, 1)
+    report = evaluate_guard(
+        live_scores=rng.random(400),  # fewer than psi_min_predictions: inconclusive, no PSI
+        reference_scores=rng.random(2000),
+        champion_scores=champion,
+        previous_scores=previous,
+        labels=labels,
+        gate_policy=load_policy(),
+        guard_policy=load_guard_policy(),
+    )
+    realized = report.check("realized_quality")
+    engine = open_store(settings)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(GuardCheckRow), [_guard_row("{}", 11), _guard_row(report.to_json(), 12)]
+        )
+
+    got = samples(lambda: engine)
+
+    def evidence(check: str, figure: str) -> float | None:
+        return got.get(("rollguard_guard_evidence", (("check", check), ("figure", figure))))
+
+    assert evidence("realized_quality", "n_rows") == 3000
+    assert evidence("realized_quality", "n_positives") == int(labels.sum())
+    assert evidence("realized_quality", "ci_low") == pytest.approx(realized.ci_low)
+    assert evidence("realized_quality", "ci_high") == pytest.approx(realized.ci_high)
+    assert evidence("realized_quality", "value") == pytest.approx(realized.value)
+    assert (
+        evidence("realized_quality", "threshold")
+        == -load_policy().classification.non_inferiority_margin
+    )
+    assert evidence("score_shift", "n_rows") == 400
+    assert evidence("score_shift", "threshold") == load_guard_policy().psi_threshold
+    assert evidence("score_shift", "value") is None  # not judged: no PSI sample
+    assert evidence("score_shift", "ci_low") is None
+    verdict = {
+        (dict(labels)["check"], dict(labels)["verdict"]): value
+        for (name, labels), value in got.items()
+        if name == "rollguard_guard_check_verdict"
+    }
+    assert verdict[("score_shift", "inconclusive")] == 1
+    assert verdict[("realized_quality", realized.verdict)] == 1
+    assert sum(verdict.values()) == 2 and len(verdict) == 8
+
+
+def test_an_unreadable_guard_report_exports_no_evidence(settings: Settings) -> None:
+    engine = open_store(settings)
+    with engine.begin() as conn:
+        conn.execute(insert(GuardCheckRow), [_guard_row("not json", 12)])
+
+    got = samples(lambda: engine)
+
+    assert got[("rollguard_exporter_store_up", ())] == 1
+    assert got[("rollguard_guard_state", (("state", "inconclusive"),))] == 1
+    assert not any(name.startswith("rollguard_guard_evidence") for name, _ in got)
