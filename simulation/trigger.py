@@ -421,7 +421,8 @@ class _Evidence:
             for f in drift.result.figures
             if f.metric == "drifted" and f.state in ("ok", "drift")
         ]
-        importance = model.model.booster.get_score(importance_type="total_gain")
+        gains = model.model.booster.get_score(importance_type="total_gain")
+        importance = {k: float(np.sum(v)) for k, v in gains.items()}
         return importance_weighted_share(drift.drifted, compared, importance)
 
     def score_psi(self, model: Trained, week: str) -> float:
