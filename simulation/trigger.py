@@ -87,7 +87,8 @@ class Rule:
 
 #: The rules of the full run (``benchmarks/bench_decisions.py``).
 DEFAULT_RULES: tuple[Rule, ...] = (
-    Rule("today (age>8 or drift>0.5)", "today", 0.5, 8),
+    Rule("product (age>26 or drift>0.5)", "today", 0.5, 26),
+    Rule("before (age>8 or drift>0.5)", "today", 0.5, 8),
     Rule("drift_share>0.5", "drift_share", 0.5),
     Rule("weighted_drift>0.5", "weighted_drift", 0.5),
     Rule("score_psi>0.10", "score_psi", 0.10),
@@ -102,6 +103,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 
 #: The rule the product uses (chosen from the measured figures, ``docs/decisions.md``).
 DEFAULT_RULE = DEFAULT_RULES[0].name
+#: The rule that retrains every week (the bad rule the bound must catch on CDNOW).
+EVERY_WEEK = Rule("cadence 1 week", "cadence", 1)
 
 
 @dataclass(frozen=True)
