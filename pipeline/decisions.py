@@ -10,6 +10,14 @@ The rule, first match wins:
    population it was validated on; the monitor step's ``run/retrain_drift_share``) and this week's
    features is above ``drift_threshold`` → retrain;
 5. otherwise no retrain: the run still scores, monitors and guards, and records this evidence.
+
+The defaults (``max_champion_age_weeks`` 26, ``retrain_drift_threshold`` 0.5) are chosen from the
+replay of every candidate trigger over both built-in use cases (``simulation/trigger.py``,
+``docs/decisions.md``, retrain trigger): the drift share had the highest share of retrains whose
+challenger the gate's interval showed better on both; importance-weighted drift, score PSI,
+estimated performance (CBPE) and fixed cadences did worse on at least one; an 8-week age limit only
+added retrains that were not shown better, so the age rule is a half-year backstop that never fired
+in either replay.
 """
 
 from __future__ import annotations

@@ -141,9 +141,11 @@ class Settings(BaseSettings):
 
     # --- weekly pipeline ------------------------------------------------------------------------
     max_champion_age_weeks: int = Field(
-        default=8,
+        default=26,
         gt=0,
-        description="Retrain when the champion's evaluation cutoff is older than this (weeks).",
+        description="Retrain when the champion's evaluation cutoff is older than this (weeks): a "
+        "half-year backstop; at 8 the age rule only added retrains the gate did not show better "
+        "(docs/decisions.md, retrain trigger).",
     )
     retrain_drift_threshold: float = Field(
         default=0.5,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.decisions import decide_retrain
+from rollguard.settings import Settings
 
 BASE = {
     "has_champion": True,
@@ -43,3 +44,20 @@ def test_drift_is_the_drift_computations_verdict_not_a_second_comparison() -> No
     assert not decide_retrain(**{**BASE, "drift_share": None, "drift_exceeded": None}).retrain
     moved = decide_retrain(**{**BASE, "drift_share": 0.6, "drift_exceeded": True})
     assert moved.retrain and "60% of features drifted" in moved.detail
+
+
+def test_default_age_limit_is_the_measured_backstop() -> None:
+    # The defaults come from the trigger replay (docs/decisions.md, retrain trigger): the drift
+    # share decides week to week; the age limit is a half-year backstop (at 8 weeks it only added
+    # retrains the gate did not show better). A 20-week-old champion without drift is kept.
+    fields = Settings.model_fields
+    limits = {
+        "max_champion_age_weeks": fields["max_champion_age_weeks"].default,
+        "drift_threshold": fields["retrain_drift_threshold"].default,
+    }
+    assert limits == {"max_champion_age_weeks": 26, "drift_threshold": 0.5}
+    kept = decide_retrain(**{**BASE, **limits, "champion_age_weeks": 20})
+    assert (kept.retrain, kept.reason) == (False, "no_retrain_needed")
+    assert "limit 26" in kept.detail
+    stale = decide_retrain(**{**BASE, **limits, "champion_age_weeks": 27})
+    assert (stale.retrain, stale.reason) == (True, "champion_stale")
