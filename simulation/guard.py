@@ -758,7 +758,7 @@ def _follow(
     return Detection(champion.kind, p.week, resample, None, None)
 
 
-#: Bounds documented in ``docs/decisions_guard_part.md`` where a built-in use case misses the
+#: Bounds documented in ``docs/decisions.md (Guard)`` where a built-in use case misses the
 #: issue's targets on its data (the measured figure of the full run, with its reason there); any
 #: other use case and every figure not listed here is held to the targets.
 DOCUMENTED_BOUNDS: dict[str, dict[str, float]] = {
