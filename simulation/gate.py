@@ -92,7 +92,7 @@ from scipy.special import expit, logit
 
 from domain.evaluation import TrainingDataError
 from domain.metrics import classification_point_metrics, regression_point_metrics
-from registry_guard.gate import GateDecision, ModelEvidence, evaluate_gate
+from registry_guard.gate import GateDecision
 from registry_guard.measured import GATE_SECTION, policy_fields
 from registry_guard.policy import ClassificationGatePolicy, GatePolicy
 from simulation.rates import Rate
@@ -353,22 +353,8 @@ class Outcome:
 def _decide(
     replay: Replay, pop: Population, name: str, idx: np.ndarray, policy: GatePolicy
 ) -> GateDecision:
-    usecase = replay.usecase
     chal, champ = pop.challengers[name]
-    features = tuple(usecase.feature_names)
-    return evaluate_gate(
-        ModelEvidence(chal[idx], "challenger", feature_names=features),
-        ModelEvidence(champ[idx], "champion", feature_names=features),
-        pop.labels[idx],
-        pop.values[idx],
-        {k: v[idx] for k, v in pop.slices.items()},
-        policy,
-        task=usecase.task,
-        expected_features=usecase.feature_names,
-        label=usecase.label,
-        budget=usecase.targeting.budget,
-        constant=pop.constant,
-    )
+    return replay.gate(chal, champ, pop, policy, constant=pop.constant, pick=idx)
 
 
 def _outcome(decision: GateDecision, delta: float) -> Outcome:

@@ -76,7 +76,6 @@ import pandas as pd
 from scipy.special import expit, logit
 
 from domain.evaluation import TrainingDataError
-from registry_guard.gate import ModelEvidence, evaluate_gate
 from registry_guard.guard import (
     REALIZED_QUALITY,
     SCORE_SHIFT,
@@ -610,18 +609,11 @@ def gate_promotes(replay: Replay, gate_policy: GatePolicy, point: Promotion) -> 
     champion's evaluation rows (latency and size unmeasured: those checks do not apply)."""
     champion, previous = replay.train_at(point.week), replay.train_at(point.previous_week)
     rows = replay.evaluation(champion.plan.evaluations)
-    usecase = replay.usecase
-    decision = evaluate_gate(
-        ModelEvidence(replay.predict(champion, rows.rows), feature_names=usecase.feature_names),
-        ModelEvidence(replay.predict(previous, rows.rows), feature_names=usecase.feature_names),
-        rows.labels,
-        rows.values,
-        rows.slices,
+    decision = replay.gate(
+        replay.predict(champion, rows.rows),
+        replay.predict(previous, rows.rows),
+        rows,
         gate_policy,
-        task=usecase.task,
-        expected_features=usecase.feature_names,
-        label=usecase.label,
-        budget=usecase.targeting.budget,
         constant=champion.training_median,
     )
     return decision.outcome == "promote"

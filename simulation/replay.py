@@ -23,12 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from domain.evaluation import CutoffPlan, TrainingSet, build_training_set, plan_cutoffs
 from pipeline import training
+from registry_guard.gate import GateDecision, ModelEvidence, evaluate_gate
+from registry_guard.policy import GatePolicy
 from registry_guard.registry import gate_inputs
 from rollguard.settings import Settings
 from rollguard.usecase import UseCase, load_usecase
@@ -200,11 +203,58 @@ class Replay:
             slices=dict(inputs.slices),
         )
 
+    def gate(
+        self,
+        challenger: np.ndarray,
+        champion: np.ndarray,
+        rows: EvaluationArrays,
+        policy: GatePolicy,
+        *,
+        constant: float | None,
+        versions: tuple[str, str] = ("challenger", "champion"),
+        pick: np.ndarray | None = None,
+    ) -> GateDecision:
+        """The real gate (:func:`registry_guard.gate.evaluate_gate`) on scores of ``rows``, with
+        everything else derived from the use case as the pipeline's gate derives it.
+
+        Args:
+            challenger, champion: shape ``(n,)`` scores on the ``n`` evaluation rows.
+            rows: their labels, values and slices.
+            policy: the gate policy judged.
+            constant: regression: the training-median label the challenger must beat.
+            versions: the names the decision reports for both models.
+            pick: row indices (a resample, with repeats) to judge instead of all ``n`` rows.
+        """
+        every = np.arange(rows.labels.size) if pick is None else pick
+        names = tuple(self.usecase.feature_names)
+        return evaluate_gate(
+            ModelEvidence(challenger[every], versions[0], feature_names=names),
+            ModelEvidence(champion[every], versions[1], feature_names=names),
+            rows.labels[every],
+            rows.values[every],
+            {k: v[every] for k, v in rows.slices.items()},
+            policy,
+            task=self.usecase.task,
+            expected_features=names,
+            label=self.usecase.label,
+            budget=self.settings.targeting_budget,
+            constant=constant,
+        )
+
     def predict(self, trained: Trained, rows: pd.DataFrame) -> np.ndarray:
         """Shape ``(n,)`` scores of ``trained`` on ``rows`` (probabilities or label units)."""
         return np.asarray(
             training.predict(self.usecase, trained.model.booster, rows), dtype=np.float64
         )
+
+
+class EvaluationArrays(Protocol):
+    """Labels, values and slices of evaluation rows (an :class:`Evaluation`, or a simulated
+    population of one)."""
+
+    labels: np.ndarray
+    values: np.ndarray
+    slices: dict[str, np.ndarray]
 
 
 def _permute_labels(usecase: UseCase, data: TrainingSet, share: float, seed: int) -> TrainingSet:

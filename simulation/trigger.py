@@ -51,7 +51,7 @@ from domain.evaluation import TrainingDataError, plan_cutoffs
 from domain.metrics import population_stability_index
 from monitoring import compute
 from pipeline.decisions import decide_retrain
-from registry_guard.gate import GateDecision, ModelEvidence, evaluate_gate
+from registry_guard.gate import GateDecision
 from registry_guard.policy import GatePolicy
 from rollguard.weeks import parse_iso_week
 from simulation.rates import Rate
@@ -454,25 +454,14 @@ class _Evidence:
         """The real gate: ``challenger`` against ``champion`` on the challenger's evaluation rows."""
         key = (challenger.week, champion.week)
         if key not in self._gates:
-            uc = self.replay.usecase
             ev = self.replay.evaluation(challenger.plan.evaluations)
-            names = tuple(uc.feature_names)
-            self._gates[key] = evaluate_gate(
-                ModelEvidence(
-                    self.replay.predict(challenger, ev.rows), challenger.week, None, None, names
-                ),
-                ModelEvidence(
-                    self.replay.predict(champion, ev.rows), champion.week, None, None, names
-                ),
-                ev.labels,
-                ev.values,
-                ev.slices,
+            self._gates[key] = self.replay.gate(
+                self.replay.predict(challenger, ev.rows),
+                self.replay.predict(champion, ev.rows),
+                ev,
                 policy,
-                task=uc.task,
-                expected_features=names,
-                label=uc.label,
-                budget=self.replay.settings.targeting_budget,
                 constant=challenger.training_median,
+                versions=(challenger.week, champion.week),
             )
         return self._gates[key]
 
