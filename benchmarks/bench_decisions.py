@@ -20,8 +20,11 @@ Sizes: the default is the full run behind docs/decisions.md; ``--quick`` is the 
 measured_error_rates.json``: every gate report quotes its policy's measured rates); the tables
 printed are the ones ``docs/decisions.md`` holds.
 
+A team's own policy file is measured with ``--policy PATH`` (or ROLLGUARD_GATE_POLICY_PATH); its
+``--write`` records that policy's fields, so its gate decisions then quote its own rates.
+
 Rerun: uv run python benchmarks/bench_decisions.py [--usecase cdnow|hotel] [--part gate|guard|trigger]
-       [--quick] [--write]
+       [--policy PATH] [--quick] [--write]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from registry_guard import measured  # noqa: E402
 from registry_guard.policy import load_guard_policy, load_policy  # noqa: E402
+from rollguard.settings import Settings  # noqa: E402
 from simulation.gate import simulate_gate  # noqa: E402
 from simulation.guard import simulate_guard  # noqa: E402
 from simulation.replay import Replay  # noqa: E402
@@ -86,8 +90,8 @@ def _trigger_window(replay: Replay, offset_and_length: tuple[int, int] | None) -
     return {"start_week": replay.weeks[first], "end_week": replay.weeks[first + length]}
 
 
-def _runners(quick: bool) -> dict[str, Callable[[Replay], Result]]:
-    policy, guard_policy = load_policy(), load_guard_policy()
+def _runners(quick: bool, policy_path: Path | None) -> dict[str, Callable[[Replay], Result]]:
+    policy, guard_policy = load_policy(policy_path), load_guard_policy(policy_path)
     sizes = QUICK if quick else FULL
 
     def trigger(replay: Replay) -> Result:
@@ -105,13 +109,16 @@ def _runners(quick: bool) -> dict[str, Callable[[Replay], Result]]:
     }
 
 
-def _entry(part: str, result: Any, command: str, usecase: str) -> dict[str, Any]:
+def _entry(
+    part: str, result: Any, command: str, usecase: str, policy_path: Path | None
+) -> dict[str, Any]:
     """The :mod:`registry_guard.measured` entry of one part's result."""
     if part == "gate":
         return result.measured_entry(command)
-    fields = measured.policy_fields(load_policy(), Replay(usecase).usecase.task.value)
+    fields = measured.policy_fields(load_policy(policy_path), Replay(usecase).usecase.task.value)
     if part == "guard":
-        fields |= {f"guard.{k}": v for k, v in load_guard_policy().model_dump().items()}
+        guard = load_guard_policy(policy_path).model_dump()
+        fields |= {f"guard.{k}": v for k, v in guard.items()}
     return {
         "section": part,
         "policy": fields,
@@ -126,10 +133,21 @@ def main() -> int:
     parser.add_argument("--usecase", choices=USECASES, action="append")
     parser.add_argument("--part", choices=PARTS, action="append")
     parser.add_argument("--quick", action="store_true", help="the tests' sizes (minutes)")
-    parser.add_argument("--write", action="store_true", help="store figures and doc tables")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=Settings().gate_policy_path,
+        help="gate and guard policy file to measure (default: ROLLGUARD_GATE_POLICY_PATH, "
+        "else the shipped one)",
+    )
+    parser.add_argument(
+        "--write", action="store_true", help="store the figures in measured_error_rates.json"
+    )
     args = parser.parse_args()
+    if args.write and args.quick:
+        parser.error("--write stores the figures every gate decision quotes: not at --quick sizes")
     usecases, parts = args.usecase or list(USECASES), args.part or list(PARTS)
-    runners = _runners(args.quick)
+    runners = _runners(args.quick, args.policy)
     command = "uv run python benchmarks/bench_decisions.py " + " ".join(sys.argv[1:])
     violations: list[str] = []
     timings: list[tuple[str, str, float]] = []
@@ -147,7 +165,7 @@ def main() -> int:
             print(result.table())
             print("\nbounds: " + ("all held" if not broken else "VIOLATED: " + "; ".join(broken)))
             if args.write:
-                measured.write_section(name, part, _entry(part, result, command, name))
+                measured.write_section(name, part, _entry(part, result, command, name, args.policy))
     total = time.perf_counter() - started
     print("\nrun time")
     print(f"{'use case':<8} {'part':<8} {'seconds':>8}")

@@ -25,10 +25,15 @@ and otherwise says which field differs and how to measure again.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
 from registry_guard.policy import GatePolicy
+
+log = logging.getLogger(__name__)
 
 #: The committed measurements (package data).
 MEASURED_PATH = Path(__file__).with_name("measured_error_rates.json")
@@ -94,6 +99,31 @@ def _difference(measured: dict[str, Any], loaded: dict[str, Any]) -> str | None:
     return None
 
 
+class _Entry(BaseModel):
+    """The fields every stored section must have (others are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    policy: dict[str, Any]
+    command: str
+    date: str
+    rates: dict[str, Any]
+
+
+_FILE = TypeAdapter(dict[str, dict[str, _Entry]])
+
+
+def _entry(data: dict[str, Any], usecase: str, section: str) -> dict[str, Any] | None:
+    """The stored ``section`` of ``usecase`` (validated), or None when there is none.
+
+    Raises:
+        pydantic.ValidationError: the file's ``usecases`` mapping has the wrong shape.
+    """
+    usecases = _FILE.validate_python(data.get("usecases", {}))
+    entry = usecases.get(usecase, {}).get(section)
+    return None if entry is None else entry.model_dump()
+
+
 def measured_rates(
     usecase: str, section: str, fields: dict[str, Any], path: Path | None = None
 ) -> dict[str, Any]:
@@ -102,9 +132,21 @@ def measured_rates(
     Returns:
         ``{"status": "measured", "sentences", "rates", "command", "date", ...}`` when the recorded
         policy equals ``fields``; else ``{"status": "not_measured", "reason": "not measured for
-        this policy: <field> differs (...); rerun `...`"}`` (also when nothing was measured).
+        this policy: <field> differs (...); rerun `...`"}`` (also when nothing was measured, and
+        when the file cannot be read or has the wrong shape: never an exception, since a gate
+        decision must not depend on it).
     """
-    entry = read_measured(path).get("usecases", {}).get(usecase, {}).get(section)
+    try:
+        entry = _entry(read_measured(path), usecase, section)
+    except (OSError, ValueError, ValidationError) as exc:
+        # The figures are reported, never judged: a damaged file must not stop a gate decision.
+        log.warning("measured error rates unreadable: %s", exc)
+        where = MEASURED_PATH if path is None else path
+        return {
+            "status": "not_measured",
+            "reason": f"measured error rates unreadable ({where}: {type(exc).__name__}); "
+            f"rerun `{RERUN}`",
+        }
     if entry is None:
         return {
             "status": "not_measured",

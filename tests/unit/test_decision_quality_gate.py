@@ -154,3 +154,30 @@ def test_the_gate_report_carries_the_measured_rates() -> None:
         decision, measured_error_rates=gate_error_rates("cdnow", other, "binary_classification")
     )
     assert "not measured for this policy: n_resamples differs" in unmeasured.to_markdown()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        '{"schema": 1, "usecases": ',
+        '{"schema": 2, "usecases": {}}',
+        '{"schema": 1, "usecases": []}',
+        '{"schema": 1, "usecases": {"cdnow": {"gate": {"command": "x"}}}}',
+        '{"schema": 1, "usecases": {"cdnow": {"gate": "a string"}}}',
+        '{"schema": 1, "usecases": {"cdnow": {"gate": {"policy": null, "command": "x", '
+        '"date": "d", "rates": {}}}}}',
+        "[1, 2]",
+    ],
+)
+def test_a_damaged_measured_file_never_stops_a_gate_decision(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "measured.json"
+    path.write_text(content)
+    found = gate_error_rates("cdnow", load_policy(), "binary_classification", path)
+    assert found["status"] == "not_measured"
+    assert "unreadable" in found["reason"] and "rerun" in found["reason"]
+
+
+def test_a_measured_path_that_is_a_folder_is_reported_not_raised(tmp_path: Path) -> None:
+    found = gate_error_rates("cdnow", load_policy(), "binary_classification", tmp_path)
+    assert found["status"] == "not_measured" and "unreadable" in found["reason"]
