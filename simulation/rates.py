@@ -6,9 +6,10 @@ is the Clopper-Pearson ("exact") interval (Clopper & Pearson, *Biometrika* 26, 1
 
 A documented bound is held *statistically*, never on an exact count: a rate whose target is "at most
 ``b``" fails only when its whole interval lies above ``b`` (:meth:`Rate.above`); a rate whose target
-is "at least ``b``" fails only when its whole interval lies below ``b`` (:meth:`Rate.below`). With
-the tests' confidence (default 99%) a policy that truly meets its bound fails the test in at most
-about 0.5% of seeds, and a policy far off its bound fails it at any seed.
+is "at least ``b``" fails only when its whole interval lies below ``b`` (:meth:`Rate.below`). At a
+confidence ``c`` (the gate's checks use 99%, the guard's and the trigger's 95%) a policy that
+truly meets its bound fails in at most about ``(1 - c) / 2`` of seeds, and a policy far off its
+bound fails at any seed.
 """
 
 from __future__ import annotations
