@@ -768,9 +768,10 @@ def paired_latency(
     Each round times the challenger, then the champion, on the same rows; each model's figure is
     its best round (the minimum is the least disturbed run, as :mod:`timeit` recommends). Timing
     them apart (one model's repeats, then the other's) let a burst of load on a shared machine
-    land on one side only: in a demo on a busy 2-core machine the same champion measured 0.06 to
-    0.16 s per 10,000 rows across runs, enough to fail a 1.5x ratio. Alternating gives both
-    models the same conditions.
+    land on one side only: in a hotel demo on a busy 2-core machine the champions measured 0.033 to
+    0.157 s per 10,000 rows across the run's gates, and two challengers with a far lower MAE
+    failed the 1.5x ratio at 2.9x (``docs/decisions.md``, "What changed in the defaults").
+    Alternating gives both models the same conditions.
 
     Returns:
         ``(challenger seconds per 10k rows, champion seconds per 10k rows)``.
