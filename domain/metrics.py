@@ -454,11 +454,52 @@ def population_stability_index(
             raise ValueError(f"{name} scores are empty")
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} scores hold NaN or infinite values")
+    inner, p = reference_bins(reference, bins)
+    edges = np.concatenate(([-np.inf], inner, [np.inf]))
+    q = np.histogram(live, edges)[0] / live.size
+    return psi_from_shares(p, q, epsilon=epsilon)
+
+
+def reference_bins(reference: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bins :func:`population_stability_index` compares in: inner edges and shares.
+
+    Args:
+        reference: shape ``(n,)``, finite, ``n >= 1``.
+        bins: number of quantile bins (>= 2).
+
+    Returns:
+        ``(inner, shares)``: the unique ``k / bins`` quantiles of ``reference`` (``<= bins - 1``
+        edges, increasing; tied quantiles merge their bins), and the share of ``reference`` in
+        each of the ``len(inner) + 1`` bins ``[-inf, inner[0]), ..., [inner[-1], +inf]``.
+
+    Raises:
+        ValueError: empty or non-finite ``reference``, ``bins < 2``.
+    """
+    reference = np.asarray(reference, dtype=np.float64).ravel()
+    if bins < 2:
+        raise ValueError(f"bins must be >= 2, not {bins}")
+    if reference.size == 0 or not np.isfinite(reference).all():
+        raise ValueError("reference values must be non-empty and finite")
     inner = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
     edges = np.concatenate(([-np.inf], inner, [np.inf]))
-    p = np.histogram(reference, edges)[0] / reference.size
-    q = np.histogram(live, edges)[0] / live.size
-    p = np.maximum(p, epsilon)
-    q = np.maximum(q, epsilon)
+    return inner, np.histogram(reference, edges)[0] / reference.size
+
+
+def psi_from_shares(p: np.ndarray, q: np.ndarray, *, epsilon: float = PSI_EPSILON) -> float:
+    """PSI of live shares ``q`` against reference shares ``p`` over the same bins (the formula of
+    :func:`population_stability_index`; shares below ``epsilon`` are raised to it).
+
+    Args:
+        p, q: shape ``(k,)`` each, shares (non-negative; each sums to 1 up to rounding).
+
+    Raises:
+        ValueError: shapes differ or ``epsilon <= 0``.
+    """
+    p = np.maximum(np.asarray(p, dtype=np.float64), epsilon)
+    q = np.maximum(np.asarray(q, dtype=np.float64), epsilon)
+    if p.shape != q.shape:
+        raise ValueError(f"reference shares {p.shape} and live shares {q.shape} differ in shape")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, not {epsilon}")
     # Each term is >= 0 (q - p and ln(q / p) share their sign), so the sum is too.
     return float(np.sum((q - p) * np.log(q / p)))
