@@ -31,7 +31,7 @@ from pipeline import feed
 from pipeline.airflow_env import DAGS_FOLDER, configure_airflow
 from pipeline.faults import register_shuffled_label_model, write_malformed_week
 from registry_guard.policy import load_policy
-from registry_guard.registry import move_champion, read_pointer, run_gate
+from registry_guard.registry import force_promote, read_pointer, run_gate
 from rollguard.errors import RollguardError
 from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
@@ -343,13 +343,12 @@ def _force_broken_model(
         f"[{gate.decision.reason_code}] {gate.decision.reasons[0] if gate.decision.reasons else ''}"
     )
     current = read_pointer(engine, settings.model_name)
-    move = move_champion(
+    move = force_promote(
         settings.model_name,
         broken.version,
         expected=current,
-        actor="human",
         reason="demo: a person overrides the gate (rollguard promote --force)",
-        evidence={"forced": True, "fault": "shuffled_labels"},
+        evidence={"fault": "shuffled_labels"},
         client=client,
         engine=engine,
     )

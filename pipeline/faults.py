@@ -123,7 +123,11 @@ def register_shuffled_label_model(settings: Settings, *, seed: int = 7) -> Broke
         run_id=run.info.run_id,
         client=client,
         tracking_uri=client.tracking_uri,
-        tags={**tags, tracking.STATUS_TAG: "candidate"},
+        tags={
+            **tags,
+            **tracking.training_profile_tags(usecase, (data.fit, data.validation)),
+            tracking.STATUS_TAG: "candidate",
+        },
     )
     client.set_terminated(run.info.run_id, status="FINISHED")
     return BrokenModel(str(version.version), run.info.run_id, plan.evaluation.isoformat())

@@ -261,7 +261,12 @@ def _train_and_register(
             run_id=run_id,
             client=client,
             tracking_uri=tracking_uri,
-            tags={**lineage, **shap_tags, tracking.STATUS_TAG: "candidate"},
+            tags={
+                **lineage,
+                **shap_tags,
+                **tracking.training_profile_tags(usecase, (job.data.fit, job.data.validation)),
+                tracking.STATUS_TAG: "candidate",
+            },
         )
         client.set_tag(run_id, "rollguard.model_version", str(version.version))
     except BaseException:

@@ -15,7 +15,7 @@ import json
 import logging
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from domain.live_profile import TRAINING_PROFILE_TAG, training_profile
 from rollguard.errors import RollguardError
 from rollguard.mlflow_client import ensure_experiment as mlflow_ensure_experiment
 from rollguard.mlflow_client import mlflow_client
@@ -286,6 +287,19 @@ def log_model(
     if info.signature is None:
         raise TrackingError(f"MLflow dropped the signature of {info.model_uri}")
     return info.model_uri
+
+
+def training_profile_tags(usecase: UseCase, frames: Sequence[pd.DataFrame]) -> dict[str, str]:
+    """The version tag of its training profile (:data:`domain.live_profile.TRAINING_PROFILE_TAG`):
+    per-feature bins of the rows the version was trained on (``frames``: the fit and validation
+    row frames of ``usecase``), which the model server compares live features with.
+
+    Raises:
+        ValueError: no rows, or a declared feature is missing from the rows.
+    """
+    rows = pd.concat(list(frames), ignore_index=True)
+    profile = training_profile(usecase.feature_frame(rows), usecase)
+    return {TRAINING_PROFILE_TAG: profile.to_json()}
 
 
 def register_version(

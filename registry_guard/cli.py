@@ -15,8 +15,8 @@ from registry_guard.guard import check_champion
 from registry_guard.policy import load_policy
 from registry_guard.registry import (
     describe_models,
+    force_promote,
     history,
-    move_champion,
     read_pointer,
     rollback,
     run_gate,
@@ -226,16 +226,10 @@ def register(app: typer.Typer) -> None:
         client, engine = _context(s)
         if force:
             expected = read_pointer(engine, s.model_name)
-            move = move_champion(
-                s.model_name,
-                version,
-                expected=expected,
-                actor="human",
-                reason=reason,
-                evidence={"forced": True},
-                client=client,
+            move = force_promote(
+                s.model_name, version, expected=expected, reason=reason, client=client,
                 engine=engine,
-            )
+            )  # fmt: skip
             emit(move, as_json, _format_move)
             return
         run = _gate(s, client, engine, version=version, actor="human", reason=reason)

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, insert, select
 
+from domain.live_profile import ScoreReference
 from domain.metrics import PSI_EPSILON, paired_bootstrap, population_stability_index
 from domain.scoring import load_predictions, scored_cutoffs
 from domain.warehouse import ingested_weeks, load_records
@@ -82,6 +83,7 @@ EVALUATION_POOL_TAG = "rollguard.cutoff.evaluation_pool"
 #: Gate outcomes that count as "passed the gate".
 PASSED_GATE: frozenset[str] = frozenset({"promote", "bootstrap"})
 SCORE_SHIFT = "score_shift"
+LIVE_SCORE_SHIFT = "live_score_shift"
 REALIZED_QUALITY = "realized_quality"
 
 
@@ -336,6 +338,89 @@ def _realized_quality(
         ci_high=cmp.ci_high,
         detail=detail,
         **base,
+    )
+
+
+@dataclass(frozen=True)
+class LiveShiftEvidence:
+    """The model server's live score shift of one version, as Prometheus holds it.
+
+    Attributes:
+        version: the serving version the figures are about.
+        psi: the highest live score PSI over the servers that export it (None: none exports it).
+        window_rows: the rows behind that PSI (the smallest window among the servers).
+        reference: the version's score reference (its tag), None when it has none.
+    """
+
+    version: str
+    psi: float | None
+    window_rows: int | None
+    reference: ScoreReference | None
+
+
+def live_shift_check(evidence: LiveShiftEvidence, policy: GuardPolicy) -> GuardCheck:
+    """Decide whether a live score shift is rollback evidence: the one owner of "roll back on the
+    model server's live signal" (docs/design.md, "Live signals").
+
+    ``degraded`` only when all hold: the version reached champion without passing the gate (its
+    reference source is ``replaced``: the scores are those of the champion it replaced, the last
+    distribution the gate approved for this population); the PSI is above the guard policy's
+    ``psi_threshold``; and the window holds at least ``live_min_predictions`` rows. A gated
+    version whose live scores moved away from its *own* gate-time scores is ``inconclusive``: its
+    inputs moved (population or caller-side change), which a rollback does not fix; the alert pages a
+    person and the weekly check with matured labels decides.
+    """
+    thr, need = policy.psi_threshold, policy.live_min_predictions
+    rule = (
+        f"live score PSI vs the approved gate-time scores > {thr} on >= {need:,} predictions, "
+        "for a version that did not pass the gate"
+    )
+    base = dict(name=LIVE_SCORE_SHIFT, rule=rule, threshold=thr, value=evidence.psi)
+    ref, psi, n = evidence.reference, evidence.psi, evidence.window_rows
+    if ref is None:
+        return GuardCheck(
+            **base, verdict="skip", detail=f"version {evidence.version} has no score reference"
+        )
+    if psi is None or n is None:
+        return GuardCheck(
+            **base, verdict="skip",
+            detail=f"no server exports a live score PSI for version {evidence.version}",
+        )  # fmt: skip
+    if n < need:
+        return GuardCheck(
+            **base, verdict="inconclusive", n_rows=n,
+            detail=f"{n:,} live predictions in the window: too few to judge (needs {need:,})",
+        )  # fmt: skip
+    if psi <= thr:
+        return GuardCheck(
+            **base, verdict="ok", n_rows=n,
+            detail=f"live score PSI {psi:.3f} on {n:,} predictions is within {thr}",
+        )  # fmt: skip
+    if ref.source == "gated":
+        return GuardCheck(
+            **base, verdict="inconclusive", n_rows=n,
+            detail=f"live score PSI {psi:.3f} on {n:,} predictions against its own gate-time "
+            f"scores: version {evidence.version} passed the gate, so its inputs moved; a person "
+            "decides",
+        )  # fmt: skip
+    return GuardCheck(
+        **base, verdict="degraded", n_rows=n,
+        detail=f"live score PSI {psi:.3f} on {n:,} predictions against the gate-time scores of "
+        f"version {ref.version}, which version {evidence.version} replaced without passing the "
+        "gate",
+    )  # fmt: skip
+
+
+def live_shift_report(evidence: LiveShiftEvidence, policy: GuardPolicy) -> GuardReport:
+    """A guard report of the live check alone (:func:`live_shift_check`), for :func:`act_on`."""
+    check = live_shift_check(evidence, policy)
+    return GuardReport(
+        state=guard_state((check,)),
+        checks=(check,),
+        reasons=(check.detail,),
+        champion_version=evidence.version,
+        reference_version=evidence.reference.version if evidence.reference else None,
+        policy={"guard": policy.model_dump()},
     )
 
 
@@ -773,10 +858,12 @@ def act_on(
     engine: Engine,
     allowed: bool = True,
     now: datetime,
+    actor: registry.Actor = "guard",
+    fingerprint: str | None = None,
 ) -> GuardResult:
-    """Roll a degraded champion back (through :func:`roll_back_degraded`, actor ``guard``,
-    fingerprint ``guard:<model>:<version>:<cutoff>``) unless ``allowed`` is False (dry run) or the
-    guard policy's ``auto_rollback`` is off, and record one ``guard_checks`` row.
+    """Roll a degraded champion back (through :func:`roll_back_degraded`, as ``actor``, with
+    ``fingerprint``, default ``guard:<model>:<version>:<cutoff>``) unless ``allowed`` is False (dry
+    run) or the guard policy's ``auto_rollback`` is off, and record one ``guard_checks`` row.
 
     A refused rollback is recorded in the row's reason; the state stays ``degraded``. A second
     check of the same version and cutoff replays the earlier rollback and moves nothing.
@@ -795,8 +882,8 @@ def act_on(
             outcome = roll_back_degraded(
                 settings,
                 champion=champion,
-                actor="guard",
-                fingerprint=f"guard:{model}:{champion}:{cutoff}",
+                actor=actor,
+                fingerprint=fingerprint or f"guard:{model}:{champion}:{cutoff}",
                 reason=reason,
                 evidence={"guard": report.to_dict()},
                 client=client,

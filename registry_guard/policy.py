@@ -137,6 +137,14 @@ class GuardPolicy(BaseModel):
         1000, ge=1, description="Fewer live predictions: the shift is not judged (inconclusive)."
     )
     psi_bins: int = Field(10, ge=2, description="Quantile bins of the reference scores (deciles).")
+    live_min_predictions: int = Field(
+        300,
+        ge=1,
+        description=(
+            "The live (model-server) score shift is judged on at least this many predictions in "
+            'the server\'s window (docs/design.md, "Live signals").'
+        ),
+    )
     auto_rollback: bool = Field(
         True, description="A degraded champion is rolled back by the guard without a human."
     )

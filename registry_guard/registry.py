@@ -34,6 +34,12 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from domain.live_profile import (
+    SCORE_REFERENCE_TAG,
+    LiveProfileError,
+    ScoreReference,
+    score_reference,
+)
 from monitoring.weekly import TRAINING_MEDIAN_TAG
 from registry_guard.gate import (
     ChampionUnavailable,
@@ -45,7 +51,7 @@ from registry_guard.measured import gate_error_rates
 from registry_guard.policy import GatePolicy
 from rollguard.db.models import AliasAudit, ChampionPointer, GateDecisionRow
 from rollguard.errors import RollguardError
-from rollguard.usecase import LABEL_AVAILABLE_COLUMN, UseCase
+from rollguard.usecase import CUTOFF_COLUMN, LABEL_AVAILABLE_COLUMN, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -869,6 +875,83 @@ def _score_models(
     return chal, evidence, champion
 
 
+def _evaluation_cutoffs(evaluation: pd.DataFrame) -> tuple[str, ...]:
+    """The distinct cutoffs of evaluation rows as ISO dates (empty without a cutoff column)."""
+    if CUTOFF_COLUMN not in evaluation.columns:
+        return ()
+    days = pd.to_datetime(evaluation[CUTOFF_COLUMN]).dt.date.unique()
+    return tuple(sorted(d.isoformat() for d in days))
+
+
+def tag_score_reference(client: Any, model_name: str, version: str, ref: ScoreReference) -> None:
+    """Keep ``ref`` with ``version`` (tag :data:`domain.live_profile.SCORE_REFERENCE_TAG`): what the
+    model server compares the version's live scores with (docs/design.md, "Live signals")."""
+    client.set_model_version_tag(model_name, version, SCORE_REFERENCE_TAG, ref.to_json())
+
+
+def read_score_reference(client: Any, model_name: str, version: str) -> ScoreReference | None:
+    """The score reference kept with ``version``, or None when it has none or it is unreadable
+    (logged: a damaged tag never blocks a move).
+
+    Raises:
+        VersionNotFound: no such version.
+    """
+    text = (get_version(client, model_name, version).tags or {}).get(SCORE_REFERENCE_TAG)
+    if not text:
+        return None
+    try:
+        return ScoreReference.from_json(text)
+    except LiveProfileError as exc:
+        log.warning("version %s of %s: %s", version, model_name, exc)
+        return None
+
+
+def force_promote(
+    model_name: str,
+    to_version: str,
+    *,
+    expected: str | None,
+    reason: str,
+    client: Any,
+    engine: Engine,
+    evidence: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> AliasMove:
+    """A person's promotion that skips the gate (``promote --force``), audited as ``human``.
+
+    The version never passed the gate, so its own scores are not an approved reference: before the
+    move, it gets the score reference of the champion it replaces (``expected``) with source
+    ``replaced`` — the last distribution the gate approved for this population — so that the
+    model server and the guard compare its live scores with that (docs/design.md, "Live signals").
+    Without a champion, or a champion without a reference, the version keeps whatever it has.
+
+    Raises:
+        ChampionMoved, VersionNotFound: as :func:`move_champion`.
+    """
+    to_version = str(to_version)
+    get_version(client, model_name, to_version)
+    outgoing = read_score_reference(client, model_name, expected) if expected else None
+    if outgoing is not None and expected != to_version:
+        tag_score_reference(client, model_name, to_version, outgoing.as_replaced())
+    return move_champion(
+        model_name,
+        to_version,
+        expected=expected,
+        actor="human",
+        reason=reason,
+        evidence={
+            **(evidence or {}),
+            "forced": True,
+            "live_reference": None
+            if outgoing is None
+            else {"version": outgoing.version, "source": "replaced"},
+        },
+        client=client,
+        engine=engine,
+        now=now,
+    )
+
+
 def run_gate(
     evaluation: pd.DataFrame,
     *,
@@ -935,6 +1018,16 @@ def run_gate(
     )
     decision = replace(
         decision, measured_error_rates=gate_error_rates(usecase.name, policy, usecase.task.value)
+    )
+    tag_score_reference(
+        client,
+        model_name,
+        challenger_version,
+        score_reference(
+            chal_evidence.scores,
+            version=challenger_version,
+            cutoffs=_evaluation_cutoffs(evaluation),
+        ),
     )
     ts = now or _now()
     artifacts = _record_decision(

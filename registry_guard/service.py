@@ -22,6 +22,15 @@ them, the champion already moved off the degraded version (an earlier rollback, 
 alert is answered ``stale`` without touching the registry; when the store names no version, the
 rollback applies to whatever serves. The rollback itself is compare-and-set on that version.
 
+The model server's live signal (``RollguardLiveScoreShift``, labels ``version``): the guard does not
+take the alert's word. It asks Prometheus (``ROLLGUARD_PROMETHEUS_URL``) for the version's live
+score PSI and window now, reads the version's score reference tag, and lets
+:func:`registry_guard.guard.live_shift_check` decide: only a champion that never passed the gate
+(reference source ``replaced``) is rolled back, through :func:`registry_guard.guard.act_on` with
+actor ``alert`` (a ``guard_checks`` row, the rollback cooldown, idempotence per fingerprint). A gated
+version's shift, too few rows, or no PSI at all is answered ``no_evidence`` with the reason
+(docs/design.md, "Live signals").
+
 Errors: a malformed payload is 422 naming the field; a missing or wrong token is 401; no configured
 token is 503 (``webhook_disabled``); a registry or store that cannot be reached is 503 (Alertmanager
 retries 5xx answers), a refused rollback (cooldown, nothing to roll back to) is a 200 answer with
@@ -35,10 +44,11 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import anyio
+import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -50,7 +60,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitoring.exporter import store_registry
 from registry_guard import registry
-from registry_guard.guard import degraded_versions, roll_back_degraded
+from registry_guard.guard import (
+    LiveShiftEvidence,
+    act_on,
+    degraded_versions,
+    live_shift_report,
+    roll_back_degraded,
+)
+from registry_guard.policy import load_guard_policy
 from rollguard.asgi import BodySizeLimitMiddleware
 from rollguard.db.models import AliasAudit
 from rollguard.errors import ConfigurationError
@@ -59,6 +76,9 @@ from rollguard.settings import PLACEHOLDER_SECRETS, Settings
 from rollguard.store import open_store
 
 log = logging.getLogger("rollguard.guard")
+
+#: The model server's live score-shift alert (monitoring/prometheus/rules/rollguard.rules.yml).
+LIVE_SCORE_SHIFT_ALERT = "RollguardLiveScoreShift"
 
 #: Largest webhook body accepted (bytes). Alertmanager's payloads are a few kB per alert.
 MAX_BODY_BYTES = 1024 * 1024
@@ -224,6 +244,10 @@ def handle_alert(
     current = registry.read_pointer(engine, model)
     if current is None:
         current = registry.alias_version(client, model, registry.CHAMPION)
+    if name == LIVE_SCORE_SHIFT_ALERT:
+        return _handle_live_shift(
+            alert, base, key, current, settings=settings, client=client, engine=engine
+        )
     degraded = degraded_versions(engine, model)
     if not degraded:
         # An alert is a request to act on evidence, not evidence: a hand-sent or mis-routed alert
@@ -275,6 +299,95 @@ def handle_alert(
         **base,
         outcome="replayed" if move.replayed else "rolled_back",
         detail=move.reason if not move.replayed else "already rolled back for this alert",
+        from_version=move.from_version,
+        to_version=move.to_version,
+        audit_id=move.id,
+    )
+
+
+def live_shift_evidence(
+    settings: Settings, version: str, *, client: Any, http: httpx.Client | None = None
+) -> LiveShiftEvidence:
+    """What Prometheus holds now about ``version``'s live score shift, plus its score reference.
+
+    Queries ``max(rollguard_live_score_psi{version=...})`` and the smallest
+    ``rollguard_live_window_rows`` of that version over the model servers (Prometheus HTTP API,
+    ``/api/v1/query``), with ``settings.prometheus_url``.
+
+    Raises:
+        httpx.HTTPError: Prometheus cannot be reached or answers an error (the webhook answers 503
+            and Alertmanager retries).
+    """
+    assert settings.prometheus_url is not None
+    selector = f'{{version="{version}"}}'
+    owned = http is None
+    http = http or httpx.Client(base_url=settings.prometheus_url, timeout=5.0)
+    try:
+        psi = _instant(http, f"max(rollguard_live_score_psi{selector})")
+        rows = _instant(http, f"min(rollguard_live_window_rows{selector})")
+    finally:
+        if owned:
+            http.close()
+    return LiveShiftEvidence(
+        version=version,
+        psi=psi,
+        window_rows=None if rows is None else int(rows),
+        reference=registry.read_score_reference(client, settings.model_name, version),
+    )
+
+
+def _instant(http: httpx.Client, query: str) -> float | None:
+    """The value of a one-series instant query, or None when it returns no series."""
+    answer = http.get("/api/v1/query", params={"query": query})
+    answer.raise_for_status()
+    result = answer.json().get("data", {}).get("result", [])
+    return float(result[0]["value"][1]) if result else None
+
+
+def _handle_live_shift(
+    alert: WebhookAlert,
+    base: dict[str, Any],
+    key: str,
+    current: str | None,
+    *,
+    settings: Settings,
+    client: Any,
+    engine: Engine,
+) -> AlertAction:
+    """A firing ``RollguardLiveScoreShift``: confirm it with Prometheus, judge it with
+    :func:`registry_guard.guard.live_shift_check`, and roll back through
+    :func:`registry_guard.guard.act_on` (cooldown, audit, idempotence per ``key``)."""
+    version = alert.labels.get("version")
+    if not version:
+        return AlertAction(**base, outcome="no_evidence", detail="the alert names no version")
+    if version != current:
+        return AlertAction(
+            **base, outcome="stale", from_version=current,
+            detail=f"champion is {current}; the alert is about version {version}",
+        )  # fmt: skip
+    if settings.prometheus_url is None:
+        return AlertAction(
+            **base, outcome="no_evidence", from_version=current,
+            detail="ROLLGUARD_PROMETHEUS_URL is not set: the live shift cannot be confirmed",
+        )  # fmt: skip
+    evidence = live_shift_evidence(settings, version, client=client)
+    report = live_shift_report(evidence, load_guard_policy(settings.gate_policy_path))
+    if report.state != "degraded":
+        return AlertAction(
+            **base, outcome="no_evidence", from_version=current, detail=report.reasons[0]
+        )
+    result = act_on(
+        settings, report, client=client, engine=engine, now=datetime.now(UTC), actor="alert",
+        fingerprint=key,
+    )  # fmt: skip
+    move = result.rollback
+    if move is None:
+        detail = result.rollback_refused or "rollback refused"
+        return AlertAction(**base, outcome="refused", detail=detail, from_version=current)
+    return AlertAction(
+        **base,
+        outcome="replayed" if move.replayed else "rolled_back",
+        detail=result.reason,
         from_version=move.from_version,
         to_version=move.to_version,
         audit_id=move.id,

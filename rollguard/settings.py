@@ -288,8 +288,16 @@ class Settings(BaseSettings):
         "(default: ROLLGUARD_ADMIN_TOKEN).",
     )
     guard_rollback_alerts: list[str] = Field(
-        default_factory=lambda: ["RollguardLiveQualityDegraded"],
+        default_factory=lambda: ["RollguardLiveQualityDegraded", "RollguardLiveScoreShift"],
         description="Alert names whose firing webhooks roll the champion back.",
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        description=(
+            "Prometheus the guard asks to confirm a live score shift before it acts on "
+            "RollguardLiveScoreShift (e.g. http://prometheus:9090); unset: that alert never "
+            "rolls back."
+        ),
     )
 
     # --- secrets --------------------------------------------------------------------------------
