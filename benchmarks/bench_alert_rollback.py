@@ -24,7 +24,19 @@ Target: restored under 60 s with the shipped intervals.
 The guard job's scrape interval is what matters on this path (the API's is not on it): pass
 ``--scrape 30`` to measure with a 30 s guard scrape.
 
-Rerun: uv run python benchmarks/bench_alert_rollback.py [--repeat 3] [--only shipped|test] [--scrape S]
+Path ``live`` (issue 19, ``--path live``): a genuinely broken model promoted by a person under
+traffic. Setup in tests/support/live_rollback.py: v1 and v2 gated by the real gate, steady traffic of
+real CDNOW rows of the current week (10 rows every 50 ms), then ``rollguard promote V --force`` of a
+model trained on shuffled labels or with a feature-order bug (the kinds alternate over the runs).
+Columns (seconds from the start of the ``promote --force`` command, a separate process whose
+start-up is included): ``served`` — traffic first answered by the broken version; ``rolled back``
+— the guard's rollback audit row seen; ``restored`` — traffic first answered by v2 again (median and
+max). Named baseline: ``sum of waits`` = API poll (swap in) + scrape + evaluation + for + group_wait +
+API poll (swap back). Interval set ``shipped``: the API job's 15 s scrape, the live rule's group
+interval and ``for:``, the guard route's group_wait, the API's 5 s poll.
+
+Rerun: uv run python benchmarks/bench_alert_rollback.py [--path store|live] [--repeat 3]
+       [--only shipped|test] [--scrape S]
 """
 
 from __future__ import annotations
@@ -54,6 +66,7 @@ def main() -> None:
     from tests.support.servers import start_mlflow_server
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", choices=["store", "live"], default="store")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=["shipped", "test"], default=None)
     parser.add_argument(
@@ -66,6 +79,9 @@ def main() -> None:
     reason = missing_binaries()
     if reason:
         sys.exit(f"cannot run: {reason}")
+    if args.path == "live":
+        live_main(args)
+        return
     shipped = shipped_intervals()
     if args.scrape is not None:
         shipped = dataclasses.replace(shipped, scrape=args.scrape)
@@ -127,6 +143,97 @@ def main() -> None:
         f" --scrape {args.scrape:g}" if args.scrape is not None else ""
     )
     print(f"rerun: uv run python benchmarks/bench_alert_rollback.py --repeat {args.repeat}{extra}")
+
+
+def live_main(args: argparse.Namespace) -> None:
+    """The ``live`` path: a broken model forced in under traffic, rolled back by the live signal."""
+    from tests.support.alert_stack import (
+        TEST_INTERVALS,
+        shipped_intervals,
+        start_stack,
+        targets_up,
+        wait_until,
+    )
+    from tests.support.live_rollback import (
+        BROKEN_KINDS,
+        LIVE_TRIGGER,
+        Traffic,
+        force_and_wait_restored,
+        register,
+        register_gated,
+        train,
+    )
+    from tests.support.servers import start_mlflow_server
+
+    shipped = shipped_intervals(LIVE_TRIGGER)
+    if args.scrape is not None:
+        shipped = dataclasses.replace(shipped, scrape=args.scrape)
+    sets = [iv for iv in (shipped, TEST_INTERVALS) if args.only in (None, iv.name)]
+    results: dict[str, list[Any]] = {iv.name: [] for iv in sets}
+    with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
+        root = Path(tmp)
+        mlflow = start_mlflow_server(root / "mlflow", root / "logs")
+        try:
+            for iv in sets:
+                for i in range(args.repeat):
+                    kind = BROKEN_KINDS[i % len(BROKEN_KINDS)]
+                    stack = start_stack(
+                        root / f"{iv.name}-{i}", mlflow.url, iv, register=register_gated,
+                        triggers=(LIVE_TRIGGER,),
+                    )  # fmt: skip
+                    traffic = Traffic(stack.api.url).start()
+                    try:
+                        wait_until(lambda s=stack: targets_up(s), 90, "targets up")
+                        name, uri = stack.settings.model_name, stack.settings.tracking_uri
+                        broken = register(train(kind, seed=5 + i), name, uri)
+                        t = force_and_wait_restored(stack, traffic, broken, stack.v2, kind, 600)
+                        failed = traffic.failed()
+                    except Exception:
+                        print(stack.logs(), file=sys.stderr)
+                        raise
+                    finally:
+                        traffic.stop()
+                        stack.stop()
+                    results[iv.name].append((t, len(traffic.answers), len(failed)))
+                    print(f"  {iv.name} run {i + 1}: {t}, failed {len(failed)}", file=sys.stderr)
+        finally:
+            mlflow.stop()
+    print("seconds from `rollguard promote V --force` (median of runs; restored: median and max)")
+    print(
+        f"{'intervals':<9} {'runs':>4} {'kinds':<28} {'served':>6} {'rolled back':>11} "
+        f"{'restored':>8} {'max':>6} {'sum of waits':>12} {'restored/sum':>12} {'failed req':>10}"
+    )
+    for iv in sets:
+        rows = results[iv.name]
+        restored = [t.restored for t, _, _ in rows]
+        waits = iv.worst_case_seconds + iv.api_poll
+        median = statistics.median(restored)
+        kinds = ",".join(sorted({t.kind for t, _, _ in rows}))
+        print(
+            f"{iv.name:<9} {len(rows):>4} {kinds:<28} "
+            f"{statistics.median([t.serving for t, _, _ in rows]):>6.1f} "
+            f"{statistics.median([t.rolled_back for t, _, _ in rows]):>11.1f} {median:>8.1f} "
+            f"{max(restored):>6.1f} {waits:>12.1f} {median / waits:>11.2f}x "
+            f"{sum(f for _, _, f in rows):>4} of {sum(n for _, n, _ in rows)}"
+        )
+    for iv in sets:
+        print(
+            f"  {iv.name}: scrape {iv.scrape:g} s, evaluation {iv.evaluation:g} s, for "
+            f"{iv.trigger_for:g} s, group_wait {iv.group_wait:g} s, API poll {iv.api_poll:g} s"
+        )
+    if "shipped" in results:
+        median = statistics.median(t.restored for t, _, _ in results["shipped"])
+        verdict = "met" if median < 60 else "NOT met"
+        print(
+            f"target: median restored under 60 s, shipped intervals ({median:.1f} s) -> {verdict}"
+        )
+    extra = (f" --only {args.only}" if args.only else "") + (
+        f" --scrape {args.scrape:g}" if args.scrape is not None else ""
+    )
+    print(
+        "rerun: uv run python benchmarks/bench_alert_rollback.py --path live "
+        f"--repeat {args.repeat}{extra}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,12 +81,13 @@ def _duration(seconds: float) -> str:
     return f"{int(round(seconds * 1000))}ms"
 
 
-def shipped_intervals() -> Intervals:
-    """The intervals the stack ships: the rules file's group interval and ``for:``, the
-    Alertmanager guard route's waits, a 15 s scrape (docs/alerting.md) and the API's 5 s poll."""
+def shipped_intervals(trigger: str = TRIGGER) -> Intervals:
+    """The intervals the stack ships for the rollback ``trigger`` alert: its rule group's interval
+    and ``for:``, the Alertmanager guard route's waits, a 15 s scrape (docs/alerting.md) and the
+    API's 5 s poll."""
     rules = yaml.safe_load(RULES.read_text())
     group, rule = next(
-        (g, r) for g in rules["groups"] for r in g["rules"] if r.get("alert") == TRIGGER
+        (g, r) for g in rules["groups"] for r in g["rules"] if r.get("alert") == trigger
     )
     am = yaml.safe_load(ALERTMANAGER.read_text())
     route = next(r for r in am["route"]["routes"] if r["receiver"] == "rollguard-guard")
@@ -114,14 +116,14 @@ def _seconds(text: str) -> float:
     raise ValueError(f"unsupported duration {text!r}")
 
 
-def write_rules(path: Path, iv: Intervals) -> Path:
+def write_rules(path: Path, iv: Intervals, triggers: tuple[str, ...] = (TRIGGER,)) -> Path:
     """The shipped rules with every group evaluated every ``iv.evaluation`` seconds and the
-    trigger's ``for:`` set to ``iv.trigger_for``."""
+    ``for:`` of each rollback trigger in ``triggers`` set to ``iv.trigger_for``."""
     doc = yaml.safe_load(RULES.read_text())
     for group in doc["groups"]:
         group["interval"] = _duration(iv.evaluation)
         for rule in group["rules"]:
-            if rule.get("alert") == TRIGGER:
+            if rule.get("alert") in triggers:
                 rule["for"] = _duration(iv.trigger_for)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -285,9 +287,17 @@ def register_versions(tracking_uri: str, model_name: str, engine: Engine) -> tup
 
 
 def start_stack(
-    root: Path, tracking_uri: str, iv: Intervals, *, cooldown_seconds: float = 900.0
+    root: Path,
+    tracking_uri: str,
+    iv: Intervals,
+    *,
+    cooldown_seconds: float = 900.0,
+    register: Callable[[str, str, Engine], tuple[str, str]] = register_versions,
+    triggers: tuple[str, ...] = (TRIGGER,),
 ) -> AlertStack:
-    """Register the two versions and start API, guard, Alertmanager and Prometheus under ``root``.
+    """Register two versions (``register(tracking_uri, model_name, engine)`` returns ``(previous,
+    champion)``) and start API, guard, Alertmanager and Prometheus under ``root``; the rules'
+    ``triggers`` get ``iv.trigger_for``, and the guard confirms live alerts with this Prometheus.
 
     Raises:
         RuntimeError: a server did not become ready (with its log tail).
@@ -302,7 +312,8 @@ def start_stack(
         model_name=model_name,
     )  # fmt: skip
     engine = open_store(settings)
-    v1, v2 = register_versions(tracking_uri, model_name, engine)
+    v1, v2 = register(tracking_uri, model_name, engine)
+    prom_port = free_port()
     token_file = root / "guard_token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
@@ -335,6 +346,7 @@ def start_stack(
                 "ROLLGUARD_MODEL_NAME": model_name,
                 "ROLLGUARD_GUARD_TOKEN_FILE": str(token_file),
                 "ROLLGUARD_ROLLBACK_COOLDOWN_SECONDS": str(cooldown_seconds),
+                "ROLLGUARD_PROMETHEUS_URL": f"http://127.0.0.1:{prom_port}",
                 "PYTHONPATH": str(ROOT),
             },
             cwd=ROOT,
@@ -356,8 +368,7 @@ def start_stack(
             log_dir=logs,
         ).start(timeout=60)
         servers.append(alertmanager)
-        prom_port = free_port()
-        rules = write_rules(root / "rollguard.rules.yml", iv)
+        rules = write_rules(root / "rollguard.rules.yml", iv, triggers)
         prom_config = write_prometheus(
             root / "prometheus.yml", iv, rules, api.port, guard.port, am_port
         )
