@@ -380,6 +380,7 @@ def _rollguard_services(
                 **env, "ROLLGUARD_GUARD_HOST": "127.0.0.1",
                 "ROLLGUARD_GUARD_PORT": str(settings.guard_port),
                 "ROLLGUARD_GUARD_TOKEN_FILE": str(paths.guard_token),
+                "ROLLGUARD_PROMETHEUS_URL": _local(settings.stack_prometheus_port),
             },
             guard, Readiness(f"{guard}/healthz"), port=settings.guard_port,
         )

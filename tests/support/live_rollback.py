@@ -60,8 +60,8 @@ def current_week_rows() -> tuple[dict[str, float], ...]:
     return tuple(frame[list(FEATURE_COLUMNS)].astype(float).to_dict("records"))
 
 
-def train(kind: Kind, seed: int) -> xgb.Booster:
-    """A booster of ``kind`` on the training rows of :func:`cdnow_features` (30 rounds, depth 3):
+def train(kind: Kind, seed: int, rounds: int = 30) -> xgb.Booster:
+    """A booster of ``kind`` on the training rows of :func:`cdnow_features` (depth 3):
     ``healthy``; ``shuffled_labels`` (labels permuted with ``seed``); ``feature_order`` (trained on
     the columns in reversed order, saved under the declared names: every feature reads another's
     values at serving)."""
@@ -77,7 +77,7 @@ def train(kind: Kind, seed: int) -> xgb.Booster:
         "objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "subsample": 0.8,
         "seed": seed, "nthread": 1,
     }  # fmt: skip
-    return xgb.train(params, dm, num_boost_round=30)
+    return xgb.train(params, dm, num_boost_round=rounds)
 
 
 def _client(tracking_uri: str) -> Any:
@@ -105,7 +105,8 @@ def gate_rows() -> pd.DataFrame:
 
 
 def register_gated(tracking_uri: str, model_name: str, engine: Engine) -> tuple[str, str]:
-    """v1 through the real gate (bootstrap), v2 through the real gate (promote); ``(v1, v2)``.
+    """v1 (5 rounds) through the real gate (bootstrap), v2 (30 rounds, better) through the real
+    gate (promote); ``(v1, v2)``.
 
     Raises:
         AssertionError: the gate did not promote v2 (the setup needs a gated champion).
@@ -114,7 +115,7 @@ def register_gated(tracking_uri: str, model_name: str, engine: Engine) -> tuple[
     kw: dict[str, Any] = dict(
         usecase=CDNOW, model_name=model_name, policy=GatePolicy(), client=client, engine=engine
     )
-    v1 = register(train("healthy", seed=1), model_name, tracking_uri)
+    v1 = register(train("healthy", seed=1, rounds=5), model_name, tracking_uri)
     first = registry.run_gate(gate_rows(), version=v1, **kw)
     assert first.move is not None, first.decision.reasons
     v2 = register(train("healthy", seed=2), model_name, tracking_uri)
