@@ -156,6 +156,7 @@ def live_main(args: argparse.Namespace) -> None:
     )
     from tests.support.live_rollback import (
         BROKEN_KINDS,
+        BROKEN_SEEDS,
         LIVE_TRIGGER,
         Traffic,
         force_and_wait_restored,
@@ -185,7 +186,7 @@ def live_main(args: argparse.Namespace) -> None:
                     try:
                         wait_until(lambda s=stack: targets_up(s), 90, "targets up")
                         name, uri = stack.settings.model_name, stack.settings.tracking_uri
-                        broken = register(train(kind, seed=5 + i), name, uri)
+                        broken = register(train(kind, seed=BROKEN_SEEDS[kind]), name, uri)
                         t = force_and_wait_restored(stack, traffic, broken, stack.v2, kind, 600)
                         failed = traffic.failed()
                     except Exception:

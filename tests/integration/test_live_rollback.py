@@ -29,6 +29,7 @@ from tests.support.alert_stack import (
 )
 from tests.support.live_rollback import (
     BROKEN_KINDS,
+    BROKEN_SEEDS,
     LIVE_TRIGGER,
     Traffic,
     first_answer,
@@ -112,7 +113,7 @@ def test_broken_forced_promotion_under_traffic_is_rolled_back(live: dict, kind: 
     stack, traffic, healthy = live["stack"], live["traffic"], live["healthy"]
     assert healthy is not None, "the healthy promotion test runs first"
     name = stack.settings.model_name
-    broken = register(train(kind, seed=5), name, stack.settings.tracking_uri)  # type: ignore[arg-type]
+    broken = register(train(kind, seed=BROKEN_SEEDS[kind]), name, stack.settings.tracking_uri)  # type: ignore[arg-type]
 
     timing = force_and_wait_restored(stack, traffic, broken, healthy, kind)
     print(
