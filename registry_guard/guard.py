@@ -860,10 +860,12 @@ def act_on(
     now: datetime,
     actor: registry.Actor = "guard",
     fingerprint: str | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> GuardResult:
     """Roll a degraded champion back (through :func:`roll_back_degraded`, as ``actor``, with
-    ``fingerprint``, default ``guard:<model>:<version>:<cutoff>``) unless ``allowed`` is False (dry
-    run) or the guard policy's ``auto_rollback`` is off, and record one ``guard_checks`` row.
+    ``fingerprint``, default ``guard:<model>:<version>:<cutoff>``; ``evidence`` is stored beside the
+    report in the audit row) unless ``allowed`` is False (dry run) or the guard policy's
+    ``auto_rollback`` is off, and record one ``guard_checks`` row.
 
     A refused rollback is recorded in the row's reason; the state stays ``degraded``. A second
     check of the same version and cutoff replays the earlier rollback and moves nothing.
@@ -885,7 +887,7 @@ def act_on(
                 actor=actor,
                 fingerprint=fingerprint or f"guard:{model}:{champion}:{cutoff}",
                 reason=reason,
-                evidence={"guard": report.to_dict()},
+                evidence={**(evidence or {}), "guard": report.to_dict()},
                 client=client,
                 engine=engine,
                 now=now,

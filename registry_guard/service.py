@@ -246,7 +246,7 @@ def handle_alert(
         current = registry.alias_version(client, model, registry.CHAMPION)
     if name == LIVE_SCORE_SHIFT_ALERT:
         return _handle_live_shift(
-            alert, base, key, current, settings=settings, client=client, engine=engine
+            alert, payload, base, key, current, settings=settings, client=client, engine=engine
         )
     degraded = degraded_versions(engine, model)
     if not degraded:
@@ -265,19 +265,7 @@ def handle_alert(
             detail=f"champion is {current}; the evidence calls {sorted(degraded)} degraded",
             from_version=current,
         )
-    evidence = {
-        "alert": {
-            "labels": alert.labels,
-            "annotations": alert.annotations,
-            "startsAt": alert.starts_at.isoformat(),
-            "fingerprint": alert.fingerprint,
-            "generatorURL": alert.generator_url,
-        },
-        "receiver": payload.receiver,
-        "groupKey": payload.group_key,
-        "externalURL": payload.external_url,
-        "degraded_versions": sorted(degraded),
-    }
+    evidence = {**_alert_evidence(alert, payload), "degraded_versions": sorted(degraded)}
     summary = alert.annotations.get("summary", "")
     assert current is not None  # current is one of the degraded versions
     outcome = roll_back_degraded(
@@ -303,6 +291,22 @@ def handle_alert(
         to_version=move.to_version,
         audit_id=move.id,
     )
+
+
+def _alert_evidence(alert: WebhookAlert, payload: WebhookPayload) -> dict[str, Any]:
+    """What an audit row keeps of the alert that asked for a rollback."""
+    return {
+        "alert": {
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "startsAt": alert.starts_at.isoformat(),
+            "fingerprint": alert.fingerprint,
+            "generatorURL": alert.generator_url,
+        },
+        "receiver": payload.receiver,
+        "groupKey": payload.group_key,
+        "externalURL": payload.external_url,
+    }
 
 
 def live_shift_evidence(
@@ -346,6 +350,7 @@ def _instant(http: httpx.Client, query: str) -> float | None:
 
 def _handle_live_shift(
     alert: WebhookAlert,
+    payload: WebhookPayload,
     base: dict[str, Any],
     key: str,
     current: str | None,
@@ -378,7 +383,7 @@ def _handle_live_shift(
         )
     result = act_on(
         settings, report, client=client, engine=engine, now=datetime.now(UTC), actor="alert",
-        fingerprint=key,
+        fingerprint=key, evidence=_alert_evidence(alert, payload),
     )  # fmt: skip
     move = result.rollback
     if move is None:
