@@ -220,7 +220,8 @@ def resolve_receivers(settings: ReceiverSettings) -> Receivers:
 
     Raises:
         ConfigurationError: e-mail half configured (the missing variables named), an SMTP user
-            without a password file (or the reverse), a secret file that cannot be read.
+            without a password file (or the reverse), a password file ending with a line break,
+            a secret file that cannot be read.
     """
     email_fields = {
         "ROLLGUARD_ALERT_SMTP_SMARTHOST": settings.smtp_smarthost,
@@ -236,6 +237,14 @@ def resolve_receivers(settings: ReceiverSettings) -> Receivers:
                 "(or unset every ROLLGUARD_ALERT_SMTP_* / EMAIL_* variable)"
             )
         password = _secret_file(settings.smtp_password_file, "ROLLGUARD_ALERT_SMTP_PASSWORD_FILE")
+        if password is not None and Path(password).read_bytes().endswith((b"\n", b"\r")):
+            # Alertmanager sends the file's bytes as they are (0.25 to 0.27 do not trim them):
+            # a trailing line break becomes part of the password and every login fails.
+            raise ConfigurationError(
+                f"ROLLGUARD_ALERT_SMTP_PASSWORD_FILE={password} ends with a line break, which "
+                "Alertmanager would send as part of the password; write the file without one "
+                "(printf '%s' \"$PASSWORD\" > FILE)"
+            )
         if (settings.smtp_username is None) != (password is None):
             raise ConfigurationError(
                 "SMTP AUTH needs both ROLLGUARD_ALERT_SMTP_USERNAME and a non-empty "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,9 +286,19 @@ def register_versions(tracking_uri: str, model_name: str, engine: Engine) -> tup
 
 
 def start_stack(
-    root: Path, tracking_uri: str, iv: Intervals, *, cooldown_seconds: float = 900.0
+    root: Path,
+    tracking_uri: str,
+    iv: Intervals,
+    *,
+    cooldown_seconds: float = 900.0,
+    rules: Callable[[Path, Intervals], Path] = write_rules,
+    alertmanager_config: Callable[[Path, Intervals, str, Path], Path] = write_alertmanager,
 ) -> AlertStack:
     """Register the two versions and start API, guard, Alertmanager and Prometheus under ``root``.
+
+    ``rules(path, iv)`` and ``alertmanager_config(path, iv, guard_url, token_file)`` write the
+    rules file and the Alertmanager config (default: the shipped ones, see :func:`write_rules` and
+    :func:`write_alertmanager`).
 
     Raises:
         RuntimeError: a server did not become ready (with its log tail).
@@ -341,7 +352,7 @@ def start_stack(
         ).start(timeout=120)
         servers.append(guard)
         am_port = free_port()
-        am_config = write_alertmanager(root / "alertmanager.yml", iv, guard.url, token_file)
+        am_config = alertmanager_config(root / "alertmanager.yml", iv, guard.url, token_file)
         alertmanager = ServerProcess(
             "alertmanager",
             [
@@ -357,9 +368,9 @@ def start_stack(
         ).start(timeout=60)
         servers.append(alertmanager)
         prom_port = free_port()
-        rules = write_rules(root / "rollguard.rules.yml", iv)
+        rules_file = rules(root / "rollguard.rules.yml", iv)
         prom_config = write_prometheus(
-            root / "prometheus.yml", iv, rules, api.port, guard.port, am_port
+            root / "prometheus.yml", iv, rules_file, api.port, guard.port, am_port
         )
         prometheus = ServerProcess(
             "prometheus",
