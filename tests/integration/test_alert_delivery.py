@@ -18,8 +18,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,12 +42,13 @@ from tests.support.alert_stack import (
     AlertStack,
     Intervals,
     missing_binaries,
+    render_alertmanager_config,
     start_stack,
     targets_up,
     wait_until,
     write_rules,
 )
-from tests.support.servers import free_port, venv_bin
+from tests.support.servers import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,7 +56,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 API_DOWN = "RollguardApiDown"
 ROLLBACK = "RollguardRollbackHappened"
 #: The alerts this test causes; their ``for:`` is shortened to the test interval.
@@ -155,18 +153,6 @@ def write_delivery_rules(path: Path, iv: Intervals) -> Path:
     return path
 
 
-def render_with_cli(out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``rollguard stack alertmanager-config --out out`` with ``env`` added (this checkout first on
-    the import path)."""
-    return subprocess.run(
-        [venv_bin("rollguard"), "stack", "alertmanager-config", "--out", str(out)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        capture_output=True,
-        text=True,
-        cwd=out.parent,
-    )
-
-
 def shorten_routes(path: Path, iv: Intervals) -> None:
     """Every route's group_wait and group_interval set to the test's (resolved notifications go
     out one group_interval after the resolution)."""
@@ -210,7 +196,7 @@ def delivery(mlflow_server: str, tmp_path: Path) -> Iterator[Delivery]:
     (secrets / "routing_key").write_text(ROUTING_KEY + "\n")
 
     def alertmanager_config(path: Path, iv: Intervals, guard_url: str, token_file: Path) -> Path:
-        done = render_with_cli(
+        done = render_alertmanager_config(
             path,
             {
                 "ROLLGUARD_ENV": "test",

@@ -10,6 +10,8 @@ reads them on the next scrape, the rule fires, Alertmanager calls the guard, the
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -140,6 +142,24 @@ def write_alertmanager(path: Path, iv: Intervals, guard_url: str, token_file: Pa
     hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def render_alertmanager_config(out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``rollguard stack alertmanager-config --out out`` (this checkout first on the import
+    path) with ``env`` on top of this process's environment less every ``ROLLGUARD_ALERT_*`` and
+    ``ROLLGUARD_ENV`` variable."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ROLLGUARD_ALERT_") and k != "ROLLGUARD_ENV"
+    }
+    return subprocess.run(
+        [venv_bin("rollguard"), "stack", "alertmanager-config", "--out", str(out)],
+        env={**base, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def write_prometheus(
