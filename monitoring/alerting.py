@@ -32,7 +32,7 @@ import yaml
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rollguard.errors import ConfigurationError
+from rollguard.errors import ConfigurationError, describe_validation_error
 from rollguard.files import write_atomic
 
 ALERTMANAGER_DIR = Path(__file__).resolve().parent / "alertmanager"
@@ -403,10 +403,7 @@ def load_receiver_settings() -> ReceiverSettings:
     try:
         return ReceiverSettings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"ROLLGUARD_ALERT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = describe_validation_error(exc, "ROLLGUARD_ALERT_")
         raise ConfigurationError(f"invalid alert receiver settings: {problems}") from None
 
 
