@@ -31,7 +31,8 @@ model trained on shuffled labels or with a feature-order bug (the kinds alternat
 Columns (seconds from the start of the ``promote --force`` command, a separate process whose
 start-up is included): ``served`` — traffic first answered by the broken version; ``rolled back``
 — the guard's rollback audit row seen; ``restored`` — traffic first answered by v2 again (median and
-max). Named baseline: ``sum of waits`` = API poll (swap in) + scrape + evaluation + for + group_wait +
+max); ``served->restored`` — from the broken version's first answer to v2's first answer again
+(the CLI's start-up excluded). Named baseline: ``sum of waits`` = API poll (swap in) + scrape + evaluation + for + group_wait +
 API poll (swap back). Interval set ``shipped``: the API job's 15 s scrape, the live rule's group
 interval and ``for:``, the guard route's group_wait, the API's 5 s poll.
 
@@ -202,7 +203,8 @@ def live_main(args: argparse.Namespace) -> None:
     print("seconds from `rollguard promote V --force` (median of runs; restored: median and max)")
     print(
         f"{'intervals':<9} {'runs':>4} {'kinds':<28} {'served':>6} {'rolled back':>11} "
-        f"{'restored':>8} {'max':>6} {'sum of waits':>12} {'restored/sum':>12} {'failed req':>10}"
+        f"{'restored':>8} {'max':>6} {'served->restored':>16} {'sum of waits':>12} "
+        f"{'restored/sum':>12} {'failed req':>10}"
     )
     for iv in sets:
         rows = results[iv.name]
@@ -214,7 +216,9 @@ def live_main(args: argparse.Namespace) -> None:
             f"{iv.name:<9} {len(rows):>4} {kinds:<28} "
             f"{statistics.median([t.serving for t, _, _ in rows]):>6.1f} "
             f"{statistics.median([t.rolled_back for t, _, _ in rows]):>11.1f} {median:>8.1f} "
-            f"{max(restored):>6.1f} {waits:>12.1f} {median / waits:>11.2f}x "
+            f"{max(restored):>6.1f} "
+            f"{statistics.median([t.restored - t.serving for t, _, _ in rows]):>16.1f} "
+            f"{waits:>12.1f} {median / waits:>11.2f}x "
             f"{sum(f for _, _, f in rows):>4} of {sum(n for _, n, _ in rows)}"
         )
     for iv in sets:

@@ -25,6 +25,7 @@ from api.cli import register as register_api
 from api.cli import serve_app
 from domain import snapshots
 from domain.warehouse import ingested_weeks
+from monitoring.alerting_cli import register as register_alerting
 from monitoring.cli import register as register_monitoring
 from monitoring.weekly import parse_week
 from pipeline import demo as job
@@ -52,6 +53,7 @@ from rollguard.commands import (
 from rollguard.errors import ConfigurationError
 from rollguard.settings import Settings, get_settings
 from rollguard.stack_cli import register as register_stack
+from rollguard.stack_cli import stack_app
 from rollguard.usecase import available_usecases, default_usecase_name, load_usecase
 from rollguard.weeks import iso_week_label
 from ui.cli import register as register_ui
@@ -479,6 +481,7 @@ def _register_parts() -> None:
     register_api(app)
     register_ui(serve_app)
     register_monitoring(app, rule=live_quality_rule, load_model=model_loader)
+    register_alerting(stack_app)
     register_stack(app)
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from rollguard.errors import RollguardError
+from rollguard.errors import RollguardError, describe_validation_error
 from rollguard.settings import Settings, get_settings
 
 #: MLflow's HTTP client retries 7 times with exponential backoff (minutes) by default; a person at a
@@ -163,9 +163,6 @@ def settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"ROLLGUARD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = describe_validation_error(exc, "ROLLGUARD_")
         typer.echo(f"error: invalid settings: {problems}", err=True)
         raise typer.Exit(code=2) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class RollguardError(Exception):
@@ -37,3 +38,11 @@ class ConfigurationError(RollguardError):
     """A setting or argument cannot be used as given."""
 
     kind = "configuration"
+
+
+def describe_validation_error(exc: Any, prefix: str) -> str:
+    """The problems of a pydantic-settings ``ValidationError`` as ``PREFIX_FIELD: message`` joined
+    by ``"; "`` (the environment variable a person must fix, not the field's Python name)."""
+    return "; ".join(
+        f"{prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+    )

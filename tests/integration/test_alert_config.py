@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
+from rollguard.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "prometheus" / "rules" / "rollguard.rules.yml"
@@ -119,6 +125,153 @@ def test_rollback_trigger_reaches_the_guard_webhook_with_a_token_file() -> None:
         "rollguard-guard",
         "rollguard-critical",
     ]
+    assert route(alertname="RollguardLiveScoreShift", severity="critical") == [
+        "rollguard-guard",
+        "rollguard-critical",
+    ]
+    assert route(alertname="RollguardLiveFeatureShift", severity="warning") == ["rollguard-warning"]
     assert route(alertname="RollguardApiDown", severity="critical") == ["rollguard-critical"]
     assert route(alertname="RollguardDataDrift", severity="warning") == ["rollguard-warning"]
     assert route(alertname="Other", severity="info") == ["rollguard-default"]
+
+
+# --- receivers rendered from the environment (rollguard stack alertmanager-config) ---------------
+@dataclass(frozen=True)
+class Rendered:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def render(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """``rollguard stack alertmanager-config --out OUT`` in this process with exactly ``env`` among
+    the ROLLGUARD_ALERT_* and ROLLGUARD_ENV variables (the command line as the compose job runs
+    it; the delivery test runs it as a subprocess)."""
+
+    def run(out: Path, env: dict[str, str]) -> Rendered:
+        for name in list(os.environ):
+            if name.startswith("ROLLGUARD_ALERT_") or name == "ROLLGUARD_ENV":
+                monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        result = CliRunner().invoke(app, ["stack", "alertmanager-config", "--out", str(out)])
+        return Rendered(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+def receiver_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Every integration configured, secrets in files (no line break: Alertmanager reads them as
+    they are)."""
+    (tmp_path / "smtp_password").write_text("smtp-password")
+    (tmp_path / "webhook_url").write_text("https://hooks.example.test/services/T0/B0/x")
+    (tmp_path / "routing_key").write_text("0123456789abcdef0123456789abcdef")
+    return {
+        "ROLLGUARD_ENV": "production",
+        "ROLLGUARD_ALERT_SMTP_SMARTHOST": "smtp.example.test:587",
+        "ROLLGUARD_ALERT_EMAIL_FROM": "alertmanager@example.test",
+        "ROLLGUARD_ALERT_EMAIL_TO": "oncall@example.test",
+        "ROLLGUARD_ALERT_SMTP_USERNAME": "alertmanager",
+        "ROLLGUARD_ALERT_SMTP_PASSWORD_FILE": str(tmp_path / "smtp_password"),
+        "ROLLGUARD_ALERT_WEBHOOK_URL_FILE": str(tmp_path / "webhook_url"),
+        "ROLLGUARD_ALERT_PAGERDUTY_ROUTING_KEY_FILE": str(tmp_path / "routing_key"),
+        **extra,
+    }
+
+
+def test_rendered_receivers_route_by_severity_and_send_resolved(
+    tmp_path: Path, render: Any
+) -> None:
+    """Critical pages (PagerDuty), posts and e-mails; warnings and the rest post and e-mail; the
+    guard keeps its webhook; every integration sends resolved notifications; amtool accepts it."""
+    out = tmp_path / "am" / "alertmanager.yml"
+    done = render(out, receiver_env(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    checked = subprocess.run(
+        [tool("amtool"), "check-config", str(out)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "2 templates" in checked.stdout
+    config = yaml.safe_load(out.read_text())
+    shipped = yaml.safe_load(ALERTMANAGER.read_text())
+    assert config["route"] == shipped["route"]
+    assert config["inhibit_rules"] == shipped["inhibit_rules"]
+    kinds = {r["name"]: sorted(k for k in r if k.endswith("_configs")) for r in config["receivers"]}
+    assert kinds == {
+        "rollguard-critical": ["email_configs", "pagerduty_configs", "slack_configs"],
+        "rollguard-warning": ["email_configs", "slack_configs"],
+        "rollguard-default": ["email_configs", "slack_configs"],
+        "rollguard-guard": ["webhook_configs"],
+    }
+    integrations = [c for r in config["receivers"] for k in kinds[r["name"]] for c in r[k]]
+    assert integrations and all(c["send_resolved"] is True for c in integrations)
+    text = out.read_text()
+    for secret in ("smtp-password", "hooks.example.test", "0123456789abcdef"):
+        assert secret not in text, "the rendered config must name secret files, not hold secrets"
+    links = (out.parent / "rollguard-links.tmpl").read_text()
+    assert '"rollguard.grafana_base_url" }}http://localhost:3000/{{' in links
+
+
+def test_no_receiver_is_refused_outside_development_in_one_line(
+    tmp_path: Path, render: Any
+) -> None:
+    out = tmp_path / "alertmanager.yml"
+    done = render(out, {"ROLLGUARD_ENV": "production"})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for variable in (
+        "ROLLGUARD_ALERT_SMTP_SMARTHOST",
+        "ROLLGUARD_ALERT_EMAIL_FROM",
+        "ROLLGUARD_ALERT_EMAIL_TO",
+        "ROLLGUARD_ALERT_WEBHOOK_URL_FILE",
+        "ROLLGUARD_ALERT_PAGERDUTY_ROUTING_KEY_FILE",
+    ):
+        assert variable in lines[0]
+    assert "Traceback" not in done.stderr and not out.exists()
+    # The compose stack mounts every secret file, empty when unset: empty files are no receiver.
+    for name in ("webhook_url", "routing_key"):
+        (tmp_path / name).write_text("")
+    empty = {
+        "ROLLGUARD_ENV": "production",
+        "ROLLGUARD_ALERT_WEBHOOK_URL_FILE": str(tmp_path / "webhook_url"),
+        "ROLLGUARD_ALERT_PAGERDUTY_ROUTING_KEY_FILE": str(tmp_path / "routing_key"),
+    }
+    assert render(out, empty).returncode == 2 and not out.exists()
+
+
+def test_no_receiver_in_development_renders_and_says_so(tmp_path: Path, render: Any) -> None:
+    out = tmp_path / "alertmanager.yml"
+    done = render(out, {"ROLLGUARD_ENV": "development"})
+    assert done.returncode == 0, done.stderr
+    assert "no alert receiver is configured" in done.stdout
+    config = yaml.safe_load(out.read_text())
+    shipped = yaml.safe_load(ALERTMANAGER.read_text())
+    assert config["receivers"] == shipped["receivers"]
+    checked = subprocess.run([tool("amtool"), "check-config", str(out)], capture_output=True)
+    assert checked.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"ROLLGUARD_ALERT_EMAIL_TO": ""}, "set ROLLGUARD_ALERT_EMAIL_TO as well"),
+        ({"ROLLGUARD_ALERT_SMTP_USERNAME": ""}, "SMTP AUTH needs both"),
+        ({"ROLLGUARD_ALERT_SMTP_SMARTHOST": "smtp.example.test"}, "SMTP_SMARTHOST"),
+        ({"ROLLGUARD_ALERT_GRAFANA_URL": "grafana:3000"}, "GRAFANA_URL"),
+        ({"ROLLGUARD_ALERT_WEBHOOK_URL_FILE": "/nonexistent/url"}, "cannot be read"),
+        ({"newline": "1"}, "ends with a line break"),
+    ],
+)
+def test_malformed_receivers_are_refused_with_the_variable(
+    tmp_path: Path, render: Any, change: dict[str, str], expected: str
+) -> None:
+    env = receiver_env(tmp_path, **{k: v for k, v in change.items() if k != "newline"})
+    if "newline" in change:
+        (tmp_path / "smtp_password").write_text("smtp-password\n")
+    out = tmp_path / "alertmanager.yml"
+    done = render(out, {**env, "ROLLGUARD_ENV": "development"})
+    assert done.returncode == 2, done.stdout
+    assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not out.exists()

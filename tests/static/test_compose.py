@@ -44,7 +44,7 @@ import generate_env  # noqa: E402
 RAW = load_compose()
 EXAMPLE = read_env_file()
 SERVICES: dict[str, dict[str, Any]] = RAW["services"]
-ONE_SHOT = {"rollguard-migrate", "airflow-init"}
+ONE_SHOT = {"rollguard-migrate", "airflow-init", "alertmanager-config"}
 PUBLISHED = {"ui", "api", "grafana", "mlflow", "airflow-api-server"}
 SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "FERNET")
 
@@ -170,9 +170,6 @@ def test_config_files_are_mounted_where_the_servers_read_them() -> None:
         "/etc/prometheus/prometheus.yml"
     )
     assert "--config.file=/etc/prometheus/prometheus.yml" in SERVICES["prometheus"]["command"]
-    assert mounts["alertmanager"]["./monitoring/alertmanager/alertmanager.yml"] == (
-        "/etc/alertmanager/alertmanager.yml"
-    )
     assert mounts["grafana"]["./grafana/provisioning/datasources"] == (
         "/etc/grafana/provisioning/datasources"
     )
@@ -248,14 +245,19 @@ def test_env_file_is_ignored_by_git_and_docker() -> None:
     assert ".env" in dockerignore and ".venv/" in dockerignore and ".git/" in dockerignore
 
 
-def test_generated_env_fills_every_secret(tmp_path: Path) -> None:
+def test_generated_env_fills_every_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in EXAMPLE:
+        if name.startswith(generate_env.OPERATOR_PREFIX):
+            monkeypatch.delenv(name, raising=False)
     out = tmp_path / ".env"
     assert generate_env.main(["--output", str(out)]) == 0
     assert out.stat().st_mode & 0o777 == 0o600
     written = read_env_file(out)
     assert set(written) == set(EXAMPLE)
     for name, value in written.items():
-        if _is_secret(name):
+        if name.startswith(generate_env.OPERATOR_PREFIX):
+            assert value == EXAMPLE[name], f"{name} is the operator's to give, never generated"
+        elif _is_secret(name):
             assert len(value) >= 32 and re.fullmatch(r"[A-Za-z0-9_=-]+", value), name
     assert len(base64.urlsafe_b64decode(written["AIRFLOW_FERNET_KEY"])) == 32
     assert read_env_file(out)["ROLLGUARD_ADMIN_TOKEN"] != _generated_env()["ROLLGUARD_ADMIN_TOKEN"]
@@ -281,8 +283,22 @@ def test_published_ports_do_not_clash_and_only_the_front_doors_publish() -> None
 def test_backend_network_is_internal_and_holds_the_databases() -> None:
     networks = COMPOSE["networks"]
     assert networks["backend"]["internal"] is True
-    for name in ("postgres", "guard", "prometheus", "alertmanager", "airflow-scheduler"):
+    for name in ("postgres", "guard", "prometheus", "airflow-scheduler"):
         assert COMPOSE["services"][name]["networks"] == ["backend"], name
+
+
+def test_only_alertmanager_reaches_the_outside_network() -> None:
+    """Alertmanager must reach SMTP, the webhook and PagerDuty: it joins `egress`, a network that
+    is not internal and that no other service joins; the backend stays internal."""
+    networks = COMPOSE["networks"]
+    assert COMPOSE["services"]["alertmanager"]["networks"] == ["backend", "egress"]
+    assert not (networks["egress"] or {}).get("internal", False), "egress must not be internal"
+    assert networks["backend"]["internal"] is True
+    on_egress = {n for n, s in COMPOSE["services"].items() if "egress" in s.get("networks", [])}
+    assert on_egress == {"alertmanager"}
+    assert not published_ports(COMPOSE["services"]["alertmanager"])
+    # The render job needs no network at all.
+    assert COMPOSE["services"]["alertmanager-config"]["network_mode"] == "none"
 
 
 def _service_ports() -> dict[str, set[int]]:
@@ -464,18 +480,20 @@ def test_alert_rules_select_jobs_that_prometheus_scrapes() -> None:
     assert used and used <= job_names, f"rules select jobs {used - job_names} nobody scrapes"
 
 
+def _secret_paths(service: str) -> set[str]:
+    """Where a service's secrets are mounted (``/run/secrets/<target or source>``)."""
+    return {
+        f"/run/secrets/{s if isinstance(s, str) else s.get('target', s['source'])}"
+        for s in COMPOSE["services"][service].get("secrets", [])
+    }
+
+
 def test_alertmanager_reaches_the_guard_with_the_mounted_token() -> None:
     config_file = ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"
     assert config_file.exists(), "monitoring/alertmanager/alertmanager.yml is missing"
     config = yaml.safe_load(config_file.read_text())
-    secrets = {
-        f"/run/secrets/{s if isinstance(s, str) else s.get('target', s['source'])}"
-        for s in COMPOSE["services"]["alertmanager"].get("secrets", [])
-    }
-    guard_secrets = {
-        f"/run/secrets/{s if isinstance(s, str) else s.get('target', s['source'])}"
-        for s in COMPOSE["services"]["guard"].get("secrets", [])
-    }
+    secrets = _secret_paths("alertmanager")
+    guard_secrets = _secret_paths("guard")
     token_file = environment_of(COMPOSE["services"]["guard"])["ROLLGUARD_GUARD_TOKEN_FILE"]
     assert token_file in guard_secrets
     webhooks = [w for r in config["receivers"] for w in r.get("webhook_configs", [])]
@@ -485,6 +503,85 @@ def test_alertmanager_reaches_the_guard_with_the_mounted_token() -> None:
         credentials = hook["http_config"]["authorization"]["credentials_file"]
         assert credentials in secrets, f"{credentials} is not mounted into alertmanager"
         assert credentials == token_file, "alertmanager and guard must read the same token"
+
+
+def _named_volumes(service: str) -> dict[str, tuple[str, bool]]:
+    """Named volumes of a service (short syntax): volume -> (container path, read-only)."""
+    mounts = {}
+    for volume in COMPOSE["services"][service].get("volumes") or []:
+        parts = volume.split(":")
+        if not parts[0].startswith((".", "/", "~")):
+            mounts[parts[0]] = (parts[1], parts[2:] == ["ro"])
+    return mounts
+
+
+def test_alertmanager_runs_the_config_the_render_job_writes() -> None:
+    """The one-shot job writes alertmanager.yml into a volume that Alertmanager mounts read-only
+    and reads with --config.file; Alertmanager starts only after the job succeeded."""
+    job, am = COMPOSE["services"]["alertmanager-config"], COMPOSE["services"]["alertmanager"]
+    command = job["command"]
+    assert command[:2] == ["stack", "alertmanager-config"]
+    out = Path(command[command.index("--out") + 1])
+    written = [(v, Path(p)) for v, (p, _) in _named_volumes("alertmanager-config").items()]
+    ((volume, job_dir),) = [(v, p) for v, p in written if out.is_relative_to(p)]
+    am_dir, read_only = _named_volumes("alertmanager")[volume]
+    assert read_only, "Alertmanager must not write its rendered config"
+    assert f"--config.file={Path(am_dir) / out.relative_to(job_dir)}" in am["command"]
+    assert am["depends_on"]["alertmanager-config"] == {
+        "condition": "service_completed_successfully"
+    }
+    # A fresh named volume takes the owner of the image folder it is mounted on: the runtime
+    # image's home, owned by the uid the job runs as.
+    assert job_dir == Path("/var/lib/rollguard")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "chown 50000:0 /var/lib/rollguard" in dockerfile
+
+
+def test_receiver_settings_reach_the_render_job_and_secrets_both_containers() -> None:
+    """Every receiver setting is passed to the render job; the secret ones as files mounted at the
+    same path in the job and in Alertmanager (which reads them itself), sourced from operator
+    variables; the job runs as production, so an empty configuration is refused."""
+    from monitoring.alerting import ReceiverSettings
+
+    env = environment_of(COMPOSE["services"]["alertmanager-config"])
+    assert env["ROLLGUARD_ENV"] == "production"
+    expected = {
+        f"ROLLGUARD_ALERT_{name.upper()}"
+        for name in ReceiverSettings.model_fields
+        if not name.startswith("guard_")  # the shipped guard URL and token file are kept
+    }
+    assert {k for k in env if k.startswith("ROLLGUARD_ALERT_")} == expected
+    job_secrets, am_secrets = _secret_paths("alertmanager-config"), _secret_paths("alertmanager")
+    files = {k: v for k, v in env.items() if k.endswith("_FILE")}
+    assert len(files) == 3
+    for key, path in files.items():
+        assert path in job_secrets and path in am_secrets, key
+    for name in COMPOSE["services"]["alertmanager-config"]["secrets"]:
+        source = RAW["secrets"][name]["environment"]
+        assert source.startswith(generate_env.OPERATOR_PREFIX), name
+        assert EXAMPLE[source] == "", f"{source} must be empty in .env.example"
+
+
+def test_generated_env_takes_the_receivers_from_the_environment() -> None:
+    given = {
+        "ROLLGUARD_ALERT_EMAIL_TO": "oncall@example.com, lead@example.com",
+        "ROLLGUARD_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/x",
+        "ROLLGUARD_ADMIN_TOKEN": "not-taken-from-the-environment",
+    }
+    text = generate_env.render(ENV_EXAMPLE.read_text(), given)
+    written = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert written["ROLLGUARD_ALERT_EMAIL_TO"] == given["ROLLGUARD_ALERT_EMAIL_TO"]
+    assert written["ROLLGUARD_ALERT_WEBHOOK_URL"] == given["ROLLGUARD_ALERT_WEBHOOK_URL"]
+    assert written["ROLLGUARD_ALERT_SMTP_SMARTHOST"] == ""
+    assert written["ROLLGUARD_ADMIN_TOKEN"] != given["ROLLGUARD_ADMIN_TOKEN"]
+    assert generate_env.receivers_given(text)
+    assert not generate_env.receivers_given(generate_env.render(ENV_EXAMPLE.read_text(), {}))
+    with pytest.raises(ValueError, match="ROLLGUARD_ALERT_EMAIL_TO must be one line"):
+        generate_env.render(ENV_EXAMPLE.read_text(), {"ROLLGUARD_ALERT_EMAIL_TO": "a@b\nX=1"})
 
 
 DATASOURCES = ROOT / "grafana" / "provisioning" / "datasources" / "datasources.yml"

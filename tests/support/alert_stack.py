@@ -10,6 +10,8 @@ reads them on the next scrape, the rule fires, Alertmanager calls the guard, the
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -141,6 +143,24 @@ def write_alertmanager(path: Path, iv: Intervals, guard_url: str, token_file: Pa
     hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def render_alertmanager_config(out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``rollguard stack alertmanager-config --out out`` (this checkout first on the import
+    path) with ``env`` on top of this process's environment less every ``ROLLGUARD_ALERT_*`` and
+    ``ROLLGUARD_ENV`` variable."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ROLLGUARD_ALERT_") and k != "ROLLGUARD_ENV"
+    }
+    return subprocess.run(
+        [venv_bin("rollguard"), "stack", "alertmanager-config", "--out", str(out)],
+        env={**base, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def write_prometheus(
@@ -294,10 +314,17 @@ def start_stack(
     cooldown_seconds: float = 900.0,
     register: Callable[[str, str, Engine], tuple[str, str]] = register_versions,
     triggers: tuple[str, ...] = (TRIGGER,),
+    rules: Callable[[Path, Intervals], Path] | None = None,
+    alertmanager_config: Callable[[Path, Intervals, str, Path], Path] = write_alertmanager,
 ) -> AlertStack:
     """Register two versions (``register(tracking_uri, model_name, engine)`` returns ``(previous,
     champion)``) and start API, guard, Alertmanager and Prometheus under ``root``; the rules'
     ``triggers`` get ``iv.trigger_for``, and the guard confirms live alerts with this Prometheus.
+
+    ``rules(path, iv)`` (default: :func:`write_rules` with ``triggers``) and
+    ``alertmanager_config(path, iv, guard_url, token_file)`` write the
+    rules file and the Alertmanager config (default: the shipped ones, see :func:`write_rules` and
+    :func:`write_alertmanager`).
 
     Raises:
         RuntimeError: a server did not become ready (with its log tail).
@@ -353,7 +380,7 @@ def start_stack(
         ).start(timeout=120)
         servers.append(guard)
         am_port = free_port()
-        am_config = write_alertmanager(root / "alertmanager.yml", iv, guard.url, token_file)
+        am_config = alertmanager_config(root / "alertmanager.yml", iv, guard.url, token_file)
         alertmanager = ServerProcess(
             "alertmanager",
             [
@@ -368,9 +395,10 @@ def start_stack(
             log_dir=logs,
         ).start(timeout=60)
         servers.append(alertmanager)
-        rules = write_rules(root / "rollguard.rules.yml", iv, triggers)
+        rules_path = root / "rollguard.rules.yml"
+        rules_file = rules(rules_path, iv) if rules else write_rules(rules_path, iv, triggers)
         prom_config = write_prometheus(
-            root / "prometheus.yml", iv, rules, api.port, guard.port, am_port
+            root / "prometheus.yml", iv, rules_file, api.port, guard.port, am_port
         )
         prometheus = ServerProcess(
             "prometheus",
