@@ -121,7 +121,7 @@ def test_every_rule_links_its_runbook_section_and_an_existing_dashboard() -> Non
     for rule in rules:
         name = rule.get("alert") or rule.get("record")
         ann = rule.get("annotations", {})
-        assert ANNOTATIONS <= {k for k, v in ann.items() if v}, (name, ANNOTATIONS - set(ann))
+        assert {k for k, v in ann.items() if v} >= ANNOTATIONS, (name, ANNOTATIONS - set(ann))
         page, _, anchor = ann["runbook_url"].partition("#")
         assert page == "docs/runbook.md" and anchor in anchors, (name, ann["runbook_url"])
         url = ann["dashboard_url"]
@@ -145,7 +145,9 @@ def test_live_rules_follow_the_issue_19_contract() -> None:
     )
     assert (shift["for"], shift["labels"]) == ("15s", {"severity": "critical"})
     feature = rules["RollguardLiveFeatureShift"]
-    assert feature["expr"].strip() == "max by (version, feature) (rollguard_live_feature_psi) > 0.25"
+    assert (
+        feature["expr"].strip() == "max by (version, feature) (rollguard_live_feature_psi) > 0.25"
+    )
     assert (feature["for"], feature["labels"]) == ("5m", {"severity": "warning"})
 
 
