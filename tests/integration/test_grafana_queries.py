@@ -1,7 +1,8 @@
 """Every query of the committed Grafana dashboards, and every alert rule expression, executed for
 real.
 
-A short real replay (CDNOW weeks ingested, a model trained, gated and scored, a rejected
+A short real replay (CDNOW weeks ingested, a model trained (with the training-profile tag the
+pipeline sets), gated and scored, a rejected
 challenger, the monitor step, a live-guard check, a forced promotion rolled back by a person, the
 DAG's report step) fills the monitoring store on SQLite. Then:
 
@@ -115,9 +116,11 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     reason = _missing_pieces()
     if reason:
         pytest.skip(reason)
+    from domain.evaluation import stack_rows
     from domain.scoring import score_batch
     from domain.warehouse import load_records
     from pipeline.steps import monitor_step, report_step, scoring_cutoff
+    from pipeline.tracking import training_profile_tags
     from registry_guard import registry
     from registry_guard.guard import check_champion
     from rollguard.mlflow_client import mlflow_client
@@ -164,6 +167,11 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     client.set_model_version_tag(
         name, good, "rollguard.cutoff.fit", ",".join(c.isoformat() for c in fit)
     )
+    # The training profile the pipeline tags a version with (the model server's live feature
+    # figures compare with it): train_version fits on the same four cutoffs.
+    fit_rows = stack_rows(settings.usecase_spec, load_records(settings, engine=engine), fit)
+    for key, value in training_profile_tags(settings.usecase_spec, (fit_rows,)).items():
+        client.set_model_version_tag(name, good, key, value)
     good_run = client.get_model_version(name, good).run_id
     client.log_metric(good_run, "eval_average_precision", 0.55)
     client.log_metric(good_run, "eval_roc_auc", 0.70)  # the expectation the degraded figure needs
