@@ -3,7 +3,7 @@ model-quality dashboards: a score histogram per serving version, the rolling-win
 against each version's score reference, the per-feature PSI and missing / out-of-range shares
 against the version's training profile, the window's rows, and which reference each version is
 compared with. Every panel reads Prometheus (the API's ``rollguard_live_*`` series, labels
-``version`` and ``feature``; docs/metrics.md), and a ``Rollbacks`` annotation marks every rollback.
+``version`` and ``feature``; docs/api.md), and a ``Rollbacks`` annotation marks every rollback.
 
 Thresholds drawn on the panels are those of the alert rules (monitoring/prometheus/rules/): score
 PSI 1.0 (the guard policy's ``psi_threshold``, ``RollguardLiveScoreShift``) and feature PSI 0.25

@@ -2,9 +2,9 @@
 real.
 
 A short real replay (CDNOW weeks ingested, a model trained (with the training-profile tag the
-pipeline sets), gated and scored, a rejected
-challenger, the monitor step, a live-guard check, a forced promotion rolled back by a person, the
-DAG's report step) fills the monitoring store on SQLite. Then:
+pipeline sets), gated and scored, a rejected challenger, the monitor step, a live-guard check, a
+forced promotion rolled back by a person, the DAG's report step) fills the monitoring store on
+SQLite. Then:
 
 - the model server (uvicorn, serving the champion from a real MLflow server) takes some traffic
   (among it 600 real customer rows of the replay's current week, enough to fill the live signals'
