@@ -22,6 +22,7 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from grafana_foundation_sdk.models.text import TextMode
 
+from grafana.dashboards_src import live
 from grafana.dashboards_src.common import (
     PROMETHEUS,
     QUALITY_UID,
@@ -56,13 +57,24 @@ _QUALITY = {
     ),
 }
 
-#: Annotation texts: what moved, who moved it and why (alias_audit), what the gate said.
+#: Annotation texts: what moved, who moved it and why (alias_audit), what the gate said. The
+#: rollbacks that moved the alias have their own annotation (red), the other moves (bootstrap,
+#: promotion, refused moves) are champion moves.
 CHAMPION_MOVES_SQL = """
 SELECT moved_at AS time,
        action || ' ' || outcome || ': v' || COALESCE(from_version, '-') || ' -> v'
          || COALESCE(to_version, '-') || ' by ' || actor || ' - ' || reason AS text,
        action || ',' || outcome || ',' || actor AS tags
-FROM alias_audit WHERE model_name = '$model' ORDER BY moved_at
+FROM alias_audit WHERE model_name = '$model'
+  AND NOT (action = 'rollback' AND outcome = 'moved') ORDER BY moved_at
+"""
+ROLLBACKS_SQL = """
+SELECT moved_at AS time,
+       'rollback: v' || COALESCE(from_version, '-') || ' -> v' || COALESCE(to_version, '-')
+         || ' by ' || actor || ' - ' || reason AS text,
+       'rollback,' || actor AS tags
+FROM alias_audit WHERE model_name = '$model' AND action = 'rollback' AND outcome = 'moved'
+ORDER BY moved_at
 """
 GATE_DECISIONS_SQL = """
 SELECT decided_at AS time,
@@ -312,7 +324,9 @@ def build(usecase: UseCase) -> dash.Dashboard:
         .timezone("utc")
         .with_variable(model_variable())
         .with_variable(feature)
+        .with_variable(live.version_variable())
         .annotation(sql_annotation("Champion moves", "orange", CHAMPION_MOVES_SQL))
+        .annotation(sql_annotation("Rollbacks", "red", ROLLBACKS_SQL))
         .annotation(sql_annotation("Gate decisions", "blue", GATE_DECISIONS_SQL))
         .with_row(dash.Row("Newest monitored week (Prometheus)"))
         .with_panel(
@@ -380,7 +394,10 @@ def build(usecase: UseCase) -> dash.Dashboard:
         .with_panel(guard_verdicts)
         .with_panel(guard_evidence)
         .with_panel(feature_states_panel())
-        .with_row(dash.Row("Drift by week (store)"))
+    )
+    board = live.with_live_row(board, "Live signals of the model server (Prometheus)", usecase)
+    board = (
+        board.with_row(dash.Row("Drift by week (store)"))
         .with_panel(
             text.Panel()
             .title("Features monitored")

@@ -10,6 +10,7 @@ from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from grafana.dashboards_src import live
 from grafana.dashboards_src.common import PROMETHEUS, SERVICE_UID, TAG, promql
 
 ROUTE = 'route=~"$route"'
@@ -52,7 +53,7 @@ def build() -> dash.Dashboard:
         .include_all(True)
         .all_value(".*")
     )
-    return (
+    board = (
         dash.Dashboard("Rollguard / Service (on-call)")
         .uid(SERVICE_UID)
         .tags([TAG, "service"])
@@ -61,6 +62,8 @@ def build() -> dash.Dashboard:
         .refresh("30s")
         .timezone("utc")
         .with_variable(route)
+        .with_variable(live.version_variable())
+        .annotation(live.RollbacksAnnotation())
         .with_row(dash.Row("Now"))
         .with_panel(
             _stat("Model ready", "Does the model server have a champion loaded (1) or not (0)?")
@@ -200,7 +203,10 @@ def build() -> dash.Dashboard:
                 )
             )
         )
-        .with_row(dash.Row("Prediction log"))
+    )
+    board = live.with_live_row(board, "Live signals per serving version", None)
+    return (
+        board.with_row(dash.Row("Prediction log"))
         .with_panel(
             _ts(
                 "Prediction-log backlog",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -36,7 +37,13 @@ REQUIRED = {
     "RollguardRollbackHappened",
     "RollguardPredictionLogBacklog",
     "RollguardPredictionLogLoss",
+    # issue 19: the model server's live signals
+    "RollguardLiveScoreShift",
+    "RollguardLiveFeatureShift",
 }
+#: Annotations every rule carries (the notifications show them; docs/alerting.md).
+ANNOTATIONS = {"summary", "description", "runbook_url", "dashboard_url"}
+DASHBOARDS = ROOT / "grafana" / "dashboards"
 
 
 def tool(name: str) -> str:
@@ -74,11 +81,7 @@ def test_every_alert_has_labels_annotations_runbook_section_and_tests() -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
     assert names >= REQUIRED, REQUIRED - names
-    runbook = RUNBOOK.read_text()
-    anchors = {
-        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
-        for h in re.findall(r"^#+ (.+)$", runbook, flags=re.MULTILINE)
-    }
+    anchors = _runbook_anchors()
     tests = [yaml.safe_load(p.read_text()) for p in RULE_TESTS]
     cases = [c for t in tests for case in t["tests"] for c in case["alert_rule_test"]]
     for rule in rules:
@@ -93,6 +96,65 @@ def test_every_alert_has_labels_annotations_runbook_section_and_tests() -> None:
         mine = [c for c in cases if c["alertname"] == name]
         assert any(c["exp_alerts"] for c in mine), f"{name}: no firing test"
         assert any(not c["exp_alerts"] for c in mine), f"{name}: no not-firing test"
+
+
+def _runbook_anchors() -> set[str]:
+    """GitHub's anchors of docs/runbook.md's headings (lower case, punctuation dropped, spaces to
+    dashes)."""
+    return {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    }
+
+
+def _dashboards() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(DASHBOARDS.rglob("*.json"))]
+
+
+def test_every_rule_links_its_runbook_section_and_an_existing_dashboard() -> None:
+    """Summary, description, runbook_url and dashboard_url on every rule; the runbook anchor is a
+    heading of docs/runbook.md; the dashboard path is ``/d/<uid>`` of a committed dashboard, or
+    ``/dashboards?tag=<tag>`` whose tag only the per-use-case quality dashboards carry (one per
+    registered use case)."""
+    anchors = _runbook_anchors()
+    boards = _dashboards()
+    uids = {d["uid"] for d in boards}
+    quality = {d["uid"] for d in boards if d["uid"].startswith("rollguard-model-quality-")}
+    assert quality, "no committed model-quality dashboard"
+    doc = yaml.safe_load(RULES.read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    assert rules
+    for rule in rules:
+        name = rule.get("alert") or rule.get("record")
+        ann = rule.get("annotations", {})
+        assert {k for k, v in ann.items() if v} >= ANNOTATIONS, (name, ANNOTATIONS - set(ann))
+        page, _, anchor = ann["runbook_url"].partition("#")
+        assert page == "docs/runbook.md" and anchor in anchors, (name, ann["runbook_url"])
+        url = ann["dashboard_url"]
+        if url.startswith("/d/"):
+            assert url.removeprefix("/d/") in uids, f"{name}: no committed dashboard {url}"
+        else:
+            tag = url.removeprefix("/dashboards?tag=")
+            assert tag != url, f"{name}: dashboard_url {url!r} is neither /d/<uid> nor a tag list"
+            tagged = {d["uid"] for d in boards if tag in d.get("tags", [])}
+            assert tagged == quality, f"{name}: tag {tag!r} lists {sorted(tagged)}"
+
+
+def test_live_rules_follow_the_issue_19_contract() -> None:
+    """The live rules' expressions, for: and severity exactly as the contract of issue 19 states
+    (the guard and the Alertmanager routes rely on the names, the version label and severity)."""
+    rules = {r["alert"]: r for r in alert_rules()}
+    shift = rules["RollguardLiveScoreShift"]
+    assert " ".join(shift["expr"].split()) == (
+        "max by (version) (rollguard_live_score_psi and on (instance, version) "
+        "(rollguard_model_info == 1)) > 1"
+    )
+    assert (shift["for"], shift["labels"]) == ("15s", {"severity": "critical"})
+    feature = rules["RollguardLiveFeatureShift"]
+    assert (
+        feature["expr"].strip() == "max by (version, feature) (rollguard_live_feature_psi) > 0.25"
+    )
+    assert (feature["for"], feature["labels"]) == ("5m", {"severity": "warning"})
 
 
 def test_amtool_check_config() -> None:

@@ -1,12 +1,14 @@
 """Every query of the committed Grafana dashboards, and every alert rule expression, executed for
 real.
 
-A short real replay (CDNOW weeks ingested, a model trained, gated and scored, a rejected
-challenger, the monitor step, a live-guard check, a forced promotion rolled back by a person, the
-DAG's report step) fills the monitoring store on SQLite. Then:
+A short real replay (CDNOW weeks ingested, a model trained (with the training-profile tag the
+pipeline sets), gated and scored, a rejected challenger, the monitor step, a live-guard check, a
+forced promotion rolled back by a person, the DAG's report step) fills the monitoring store on
+SQLite. Then:
 
-- the model server (uvicorn, serving the champion from a real MLflow server) takes some traffic,
-  the guard service (``rollguard serve guard``) exports the store at ``/metrics``, and a real
+- the model server (uvicorn, serving the champion from a real MLflow server) takes some traffic
+  (among it 600 real customer rows of the replay's current week, enough to fill the live signals'
+  minimum window of 300 rows), the guard service (``rollguard serve guard``) exports the store at ``/metrics``, and a real
   Prometheus (``/usr/bin/prometheus``, scrape and rule interval 1 s, the shipped alert rules) scrapes
   both. Each PromQL query of the dashboards must parse and return data; each alert expression must
   parse, and the ``bool`` form of each of its ``or`` operands (see
@@ -15,6 +17,10 @@ DAG's report step) fills the monitoring store on SQLite. Then:
 - each SQL query (panels, template variables, annotations) runs on that SQLite store and on a
   migrated PostgreSQL store holding the same rows, and must return rows.
 
+The queries and rules that read the model server's live signals of issue 19 (``rollguard_live_score``
+... see :data:`tests.support.grafana_queries.LIVE_SERIES`, and the ``$version`` variable) are run
+by tests of their own (``test_live_*``), so that the others do not depend on them.
+
 Grafana's variables are replaced as :mod:`tests.support.grafana_queries` documents:
 ``$__rate_interval`` = 30s, ``$__interval`` = 5s, ``$__range`` = 5m; ``$route``, ``$model`` and
 ``$feature`` take every value their own variable query returns (the "All" selection).
@@ -22,6 +28,7 @@ Grafana's variables are replaced as :mod:`tests.support.grafana_queries` documen
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,6 +50,7 @@ from tests.support.grafana_queries import (
     expand_promql,
     expand_sql,
     or_operands,
+    reads_live_series,
     variable_kinds,
     with_bool,
 )
@@ -76,6 +84,11 @@ DOCS = {name: load(DEFAULT_OUT / name) for name in SHARED} | {
 ALL = [q for doc in DOCS.values() for q in queries(doc)]
 PROMQL = [q for q in ALL if q.language == "promql"]
 SQL = [q for q in ALL if q.language == "sql"]
+#: The dashboards' PromQL queries that read the model server's live signals (issue 19).
+LIVE_PROMQL = [q for q in PROMQL if reads_live_series(q.text)]
+#: Real customer rows of the replay's current week sent to /v1/predict, in 6 rounds: more than the
+#: live window's default minimum (300 rows) before a PSI or share is exported.
+LIVE_ROWS = 600
 
 
 def _missing_pieces() -> str | None:
@@ -92,6 +105,9 @@ class Replay:
     settings: Settings
     engine: Engine
     versions: dict[str, str]
+    #: The first :data:`LIVE_ROWS` feature rows of the current week (the rows the replay scored
+    #: last), as JSON records (missing values as null).
+    week_rows: list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +116,11 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     reason = _missing_pieces()
     if reason:
         pytest.skip(reason)
+    from domain.evaluation import stack_rows
     from domain.scoring import score_batch
     from domain.warehouse import load_records
     from pipeline.steps import monitor_step, report_step, scoring_cutoff
+    from pipeline.tracking import training_profile_tags
     from registry_guard import registry
     from registry_guard.guard import check_champion
     from rollguard.mlflow_client import mlflow_client
@@ -127,12 +145,15 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     client = mlflow_client(settings)
     name = settings.model_name
     started = datetime.now(UTC)
+    week: list[dict[str, Any]] = []
 
     def score(version: str) -> Any:
         cutoff = scoring_cutoff(settings)
         features = settings.usecase_spec.build_rows(
             load_records(settings, engine=engine), cutoff, label_available=False
         )
+        rows = features[list(settings.usecase_spec.feature_names)].head(LIVE_ROWS)
+        week[:] = json.loads(rows.to_json(orient="records"))
         model = registry.load_version(client, name, version)
         score_batch(
             settings, cutoff, model_version=version, predict=model.predict, features=features
@@ -146,6 +167,11 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
     client.set_model_version_tag(
         name, good, "rollguard.cutoff.fit", ",".join(c.isoformat() for c in fit)
     )
+    # The training profile the pipeline tags a version with (the model server's live feature
+    # figures compare with it): train_version fits on the same four cutoffs.
+    fit_rows = stack_rows(settings.usecase_spec, load_records(settings, engine=engine), fit)
+    for key, value in training_profile_tags(settings.usecase_spec, (fit_rows,)).items():
+        client.set_model_version_tag(name, good, key, value)
     good_run = client.get_model_version(name, good).run_id
     client.log_metric(good_run, "eval_average_precision", 0.55)
     client.log_metric(good_run, "eval_roc_auc", 0.70)  # the expectation the degraded figure needs
@@ -170,7 +196,8 @@ def replay(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iter
         run_id=f"grafana-test-{name}", started_at=started,
     )  # fmt: skip
     assert registry.read_pointer(engine, name) == good
-    yield Replay(settings, engine, {"good": good, "broken": broken})
+    assert len(week) == LIVE_ROWS, f"the current week has only {len(week)} rows"
+    yield Replay(settings, engine, {"good": good, "broken": broken}, week)
     engine.dispose()
 
 
@@ -212,6 +239,8 @@ class Stack:
     prometheus: ServerProcess
     servers: list[ServerProcess]
     champion: str
+    #: Rows the champion scored through /v1/predict (the traffic of :func:`_traffic`).
+    rows_scored: int = 0
 
     def query(self, expr: str, *, instant: bool) -> list[Any]:
         """Result of ``expr`` (instant at now, or a range over the last 60 s with 2 s steps).
@@ -247,18 +276,26 @@ def _refused_reload(api_url: str, settings: Settings, wrong: str, good: str) -> 
         client.set_registered_model_alias(settings.model_name, "champion", good)
 
 
-def _traffic(api_url: str, rows: list[dict[str, Any]]) -> None:
+def _traffic(api_url: str, rows: list[dict[str, Any]], week: list[dict[str, Any]]) -> int:
     """Requests of every kind the dashboards count (predictions, bad input, model info, health),
     in rounds spread over several scrapes: a counter series that appears and never moves again
-    within one scrape interval has no rate."""
+    within one scrape interval has no rate. Each round also scores a sixth of ``week`` (the live
+    signals' window). The number of rows scored."""
+    rounds, scored = 6, 0
+    size = -(-len(week) // rounds)
     with httpx.Client(base_url=api_url, timeout=30) as http:
-        for _ in range(6):
+        for k in range(rounds):
             for _ in range(5):
                 assert http.post("/v1/predict", json={"rows": rows}).status_code == 200
                 assert http.post("/v1/predict", json={"rows": [{"nope": 1}]}).status_code == 422
                 http.get("/v1/model")
                 http.get("/healthz")
+            batch = week[k * size : (k + 1) * size]
+            resp = http.post("/v1/predict", json={"rows": batch})
+            assert resp.status_code == 200, resp.text
+            scored += 5 * len(rows) + len(batch)
             time.sleep(1.5)  # > the 1 s scrape interval
+    return scored
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +365,8 @@ def stack(replay: Replay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         stack = Stack(prometheus, servers, good)
         _wait(lambda: _targets_up(stack), "both targets scraped")
         _refused_reload(api.url, s, wrong, good)
-        _traffic(api.url, example_frame(5).to_dict("records"))
+        rows = example_frame(5).to_dict("records")
+        stack.rows_scored = _traffic(api.url, rows, replay.week_rows)
         time.sleep(3)  # a few scrapes after the traffic, so rates have two samples
         yield stack
     finally:
@@ -352,12 +390,15 @@ def _wait(predicate: Any, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def _prom_values(stack: Stack) -> dict[str, list[str]]:
-    """Values of the dashboards' Prometheus variables, from their own queries (label_values)."""
+def _prom_values(stack: Stack, *, live: bool = False) -> dict[str, list[str]]:
+    """Values of the dashboards' Prometheus variables, from their own queries (label_values):
+    those built from the live series when ``live``, the others otherwise."""
     values = {}
     for doc in DOCS.values():
         for var in doc.get("templating", {}).get("list", []):
             if var.get("datasource", {}).get("uid") != "prometheus":
+                continue
+            if reads_live_series(var["query"]) != live:
                 continue
             metric, label = var["query"].removeprefix("label_values(").removesuffix(")").split(", ")
             resp = httpx.get(
@@ -375,11 +416,14 @@ def test_prometheus_variables_return_values(stack: Stack) -> None:
 
 
 def test_every_dashboard_promql_returns_data(stack: Stack) -> None:
+    """Every PromQL query except the live-signal ones (``test_live_queries_return_data``)."""
     values = _prom_values(stack)
     expanded = []
     for q in PROMQL:
         if q.where.startswith("variable"):
             continue  # label_values() is Grafana's, not PromQL: run by the test above
+        if q in LIVE_PROMQL:
+            continue
         multi = variable_kinds(DOCS[_file(q)])
         expanded.append((q, expand_promql(q.text, values, multi)))
 
@@ -439,15 +483,20 @@ def _file(q: Query) -> str:
     return next(name for name, doc in DOCS.items() if doc["uid"] == q.dashboard)
 
 
-def test_every_alert_expression_parses_and_reads_existing_series(stack: Stack) -> None:
-    rules = [
+def _rules(*, live: bool) -> list[dict[str, Any]]:
+    """The shipped rules that read the live series (``live``) or those that do not."""
+    return [
         r
         for path in sorted(RULES.glob("*.yml"))
         for g in yaml.safe_load(path.read_text())["groups"]
         for r in g["rules"]
+        if reads_live_series(r["expr"]) == live
     ]
-    if not rules:
-        pytest.skip(f"no alert rules under {RULES.relative_to(ROOT)} on this branch yet")
+
+
+def _rules_read_existing_series(stack: Stack, rules: list[dict[str, Any]], timeout: float) -> None:
+    """Each rule's expression parses, and the ``bool`` form of each of its ``or`` operands returns
+    data within ``timeout`` seconds."""
 
     def missing() -> list[str]:
         out = []
@@ -459,10 +508,18 @@ def test_every_alert_expression_parses_and_reads_existing_series(stack: Stack) -
                     out.append(f"{name}: {with_bool(operand)}")
         return out
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while (absent := missing()) and time.monotonic() < deadline:
         time.sleep(1)
     assert not absent, "alert expressions reading series that do not exist:\n" + "\n".join(absent)
+
+
+def test_every_alert_expression_parses_and_reads_existing_series(stack: Stack) -> None:
+    """Every rule except the live-signal ones (``test_live_alert_expressions_read_...``)."""
+    rules = _rules(live=False)
+    if not rules:
+        pytest.skip(f"no alert rules under {RULES.relative_to(ROOT)} on this branch yet")
+    _rules_read_existing_series(stack, rules, 120)
     # A person rolled the champion back a moment ago: that alert (for: 0m) must fire.
     _wait(
         lambda: any(
@@ -471,6 +528,71 @@ def test_every_alert_expression_parses_and_reads_existing_series(stack: Stack) -
         ),
         "RollguardRollbackHappened firing",
     )
+
+
+def _wait_for_live_series(stack: Stack) -> None:
+    """Until Prometheus holds the model server's live score histogram (issue 19, api/)."""
+    _wait(
+        lambda: stack.query("rollguard_live_score_count", instant=True),
+        "the model server's rollguard_live_* series (issue 19) in Prometheus",
+        timeout=30,
+    )
+
+
+def _instant(stack: Stack, expr: str) -> dict[str, float]:
+    """``{version: value}`` of an instant query whose series carry a ``version`` label."""
+    return {r["metric"]["version"]: float(r["value"][1]) for r in stack.query(expr, instant=True)}
+
+
+def test_live_queries_return_data(stack: Stack, replay: Replay) -> None:
+    """The live-signal panels of issue 19, run as committed on the fixture's traffic: the
+    ``$version`` variable lists the serving version, every query returns data, and the figures
+    hold together (the histogram counted every row scored, the window holds them up to its
+    default 2000, the serving version has a score reference and a PSI, and a feature PSI per
+    declared feature)."""
+    assert LIVE_PROMQL, "no dashboard query reads the live series"
+    _wait_for_live_series(stack)
+    values = _prom_values(stack, live=True)
+    version = stack.champion
+    assert version in values["version"], values
+    expanded = [
+        (q, expand_promql(q.text, values, variable_kinds(DOCS[_file(q)])))
+        for q in LIVE_PROMQL
+        if not q.where.startswith("variable")
+    ]
+
+    def empties() -> list[tuple[Query, str]]:
+        return [(q, e) for q, e in expanded if not stack.query(e, instant=q.instant)]
+
+    deadline = time.monotonic() + 30
+    while (missing := empties()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not missing, "live queries without data:\n" + "\n".join(
+        f"{q.id}: {e}" for q, e in missing
+    )
+
+    count = _instant(stack, "max by (version) (rollguard_live_score_count)")[version]
+    assert count >= stack.rows_scored
+    assert _instant(stack, "max by (version) (rollguard_live_window_rows)")[version] == min(
+        count, 2000
+    )
+    assert _instant(stack, "max by (version) (rollguard_live_score_psi)")[version] >= 0
+    refs = stack.query(f'rollguard_live_reference_info{{version="{version}"}} == 1', instant=True)
+    assert len(refs) == 1 and refs[0]["metric"]["source"] in {"gated", "replaced"}, refs
+    features = {
+        r["metric"]["feature"]
+        for r in stack.query(f'rollguard_live_feature_psi{{version="{version}"}}', instant=True)
+    }
+    assert features == set(replay.settings.usecase_spec.feature_names)
+
+
+def test_live_alert_expressions_read_existing_series(stack: Stack) -> None:
+    """The live rules (RollguardLiveScoreShift, RollguardLiveFeatureShift) read series the model
+    server exports after the fixture's traffic."""
+    rules = _rules(live=True)
+    assert {r["alert"] for r in rules} == {"RollguardLiveScoreShift", "RollguardLiveFeatureShift"}
+    _wait_for_live_series(stack)
+    _rules_read_existing_series(stack, rules, 30)
 
 
 # ---------------------------------------------------------------------------- SQL

@@ -72,6 +72,19 @@ def expand_sql(text: str, values: dict[str, list[str]], multi: dict[str, bool]) 
     return _replace(text, values, multi, fmt)
 
 
+#: The model server's live-signal series of issue 19 (``rollguard_live_score_bucket`` /
+#: ``_count`` / ``_sum``, ``rollguard_live_score_psi``, ``rollguard_live_window_rows``,
+#: ``rollguard_live_reference_info``, ``rollguard_live_feature_psi`` / ``_missing_share`` /
+#: ``_out_of_range_share``); not the guard's store-based ``rollguard_live_quality*``.
+LIVE_SERIES = re.compile(r"\brollguard_live_(?:score|window_rows|reference_info|feature_)\w*")
+
+
+def reads_live_series(text: str) -> bool:
+    """Whether a query or rule expression reads one of :data:`LIVE_SERIES` (or uses the
+    ``$version`` variable built from them)."""
+    return bool(LIVE_SERIES.search(text)) or bool(re.search(r"\$\{?version\b", text))
+
+
 _COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)(?!\s*bool\b)(\s*)(?=-?\d)")
 
 

@@ -125,6 +125,9 @@ def test_a_regression_use_case_gets_its_own_words_units_and_panels(name: str) ->
         assert "`segment` | categorical (direct, online, group)" in text
         assert 'rollguard_live_quality{metric=~\\"mae|rmse|bias\\"}' in text
         assert "Live MAE" in text and "average precision" not in text
+        # The live score histogram's axis is in the label's unit (predictions in EUR).
+        (histogram,) = [p for p in panels(doc) if p["type"] == "heatmap"]
+        assert histogram["options"]["yAxis"]["unit"] == "currencyEUR"
 
 
 def test_every_variable_in_a_query_is_defined() -> None:
