@@ -152,7 +152,9 @@ def test_live_rules_follow_the_issue_19_contract() -> None:
     assert (shift["for"], shift["labels"]) == ("15s", {"severity": "critical"})
     feature = rules["RollguardLiveFeatureShift"]
     assert (
-        feature["expr"].strip() == "max by (version, feature) (rollguard_live_feature_psi) > 0.25"
+        feature["expr"].strip()
+        == "max by (version, feature) (rollguard_live_feature_psi and on (instance, version) "
+        "(rollguard_model_info == 1)) > 0.25"
     )
     assert (feature["for"], feature["labels"]) == ("5m", {"severity": "warning"})
 
