@@ -723,13 +723,12 @@ LIVE_TAG_PREFIX = "rollguard.live."
 def live_info(model: ServingModel, live: LiveMonitor | None) -> LiveInfo:
     """What ``GET /v1/model`` says of the serving version's live signals."""
     refs = read_references(model.tags)
-    figures = live.version_figures(model.version) if live is not None else None
     reference = refs.reference
     return LiveInfo(
         enabled=live is not None,
         window_rows=live.window_rows if live is not None else None,
         min_rows=live.min_rows if live is not None else None,
-        rows=figures.window_rows if figures is not None else 0,
+        rows=live.rows_in_window(model.version) if live is not None else 0,
         reference_version=reference.version if reference is not None else None,
         reference_source=reference.source if reference is not None else None,
         profiled_features=[f.name for f in refs.profile.features] if refs.profile else [],
@@ -876,8 +875,11 @@ def health_router(srv: _Server) -> APIRouter:
 
     @router.get("/metrics", response_class=Response)
     async def metrics_route() -> Response:
-        """Prometheus text exposition of this process's metrics."""
-        return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition of this process's metrics (built on a worker thread: the
+        live signals compute their PSI here, a few milliseconds per version, which the event
+        loop does not wait for)."""
+        body = await anyio.to_thread.run_sync(generate_latest, srv.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router
 

@@ -148,19 +148,15 @@ class _Categorical:
 
 @dataclass(frozen=True)
 class _Plan:
-    """How one version's window is binned (built once per version and model object).
-
-    ``edges`` is ``(n_features, width)``: each feature's inner edges padded with ``+inf`` (a
-    categorical or unprofiled feature has only padding), so ``(x >= edges).sum(-1)`` is
-    ``searchsorted(edges, x, side="right")`` for every feature at once: the bins of
-    :meth:`domain.live_profile.FeatureProfile.bin_codes` (edges and bounds in float32, the
-    precision the model scores).
-    """
+    """How one version's window is binned (built once per version and model object): the bins of
+    :meth:`domain.live_profile.FeatureProfile.bin_codes` and ``level_bins``, with edges and bounds
+    in float32, the precision the model scores."""
 
     reference: ScoreReference | None
     reference_edges: np.ndarray
     features: tuple[tuple[int, FeatureProfile], ...]  # (matrix column, profile) with figures
-    edges: np.ndarray
+    n_features: int
+    numeric: tuple[tuple[int, np.ndarray], ...]  # (matrix column, float32 inner edges)
     missing_bins: np.ndarray
     minimum: np.ndarray  # NaN: never out of range
     maximum: np.ndarray
@@ -177,11 +173,10 @@ class _Plan:
         n = len(names)
         profile = refs.profile
         notes: list[str] = []
-        width = max([len(f.edges) for f in profile.features] if profile else [], default=0)
         # float32, as the request matrix: a value equal to an edge or bound in the training
         # frame (float64) stays equal to it, so it lands in the training bin, and a value equal
         # to the training maximum is not out of range.
-        edges = np.full((n, max(width, 1)), np.inf, dtype=np.float32)
+        numeric: list[tuple[int, np.ndarray]] = []
         missing = np.zeros(n, dtype=np.intp)
         low = np.full(n, np.nan, dtype=np.float32)
         high = np.full(n, np.nan, dtype=np.float32)
@@ -203,7 +198,7 @@ class _Plan:
                 lookup = fp.level_bins(model_levels[name])
                 categorical.append(_Categorical(j, lookup, len(fp.levels)))
             else:
-                edges[j, : len(fp.edges)] = fp.edges
+                numeric.append((j, np.asarray(fp.edges, dtype=np.float32)))
                 if fp.minimum is not None and fp.maximum is not None:
                     low[j], high[j] = fp.minimum, fp.maximum
         reference = refs.reference
@@ -211,7 +206,8 @@ class _Plan:
             reference=reference,
             reference_edges=np.asarray(reference.edges if reference else (), dtype=np.float64),
             features=tuple(features),
-            edges=edges,
+            n_features=n,
+            numeric=tuple(numeric),
             missing_bins=missing,
             minimum=low,
             maximum=high,
@@ -224,7 +220,8 @@ class _Plan:
     def bin_window(
         self, matrix: np.ndarray, scores: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Bins of a window, in one vectorised pass over its matrix.
+        """Bins of a window: one ``searchsorted`` per numeric feature, one lookup per
+        categorical feature (no loop over rows).
 
         Args:
             matrix: ``(n, n_features)`` float32 rows as :meth:`api.model.ServingModel.encode`
@@ -233,20 +230,22 @@ class _Plan:
             scores: ``(n,)`` their scores.
 
         Returns:
-            ``(score_codes (n,), feature_codes (n, n_features), out_of_range (n, n_features))``.
+            ``(score_codes (n,), feature_codes (n_features, n), out_of_range (n_features, n))``
+            (feature-major: one row per feature).
         """
-        nan = np.isnan(matrix)
-        codes = (matrix[:, :, None] >= self.edges).sum(axis=2)
-        codes = np.where(nan, self.missing_bins, codes)
-        out = (matrix < self.minimum) | (matrix > self.maximum)  # NaN compares False
+        columns = np.ascontiguousarray(matrix.T)
+        nan = np.isnan(columns)
+        codes = np.zeros(columns.shape, dtype=np.intp)
+        for j, edges in self.numeric:
+            codes[j] = np.searchsorted(edges, columns[j], side="right")
+        codes = np.where(nan, self.missing_bins[:, None], codes)
+        out = (columns < self.minimum[:, None]) | (columns > self.maximum[:, None])  # NaN: False
         for cat in self.categorical:
-            column = matrix[:, cat.column]
+            column = columns[cat.column]
             unseen = column == UNSEEN_CODE
-            index = np.where(nan[:, cat.column] | unseen, len(cat.lookup) - 1, column)
-            codes[:, cat.column] = np.where(
-                unseen, cat.unseen_bin, cat.lookup[index.astype(np.intp)]
-            )
-            out[:, cat.column] = unseen
+            index = np.where(nan[cat.column] | unseen, len(cat.lookup) - 1, column)
+            codes[cat.column] = np.where(unseen, cat.unseen_bin, cat.lookup[index.astype(np.intp)])
+            out[cat.column] = unseen
         return np.searchsorted(self.reference_edges, scores, side="right"), codes, out
 
     def bucket_counts(self, scores: np.ndarray) -> np.ndarray:
@@ -277,7 +276,7 @@ class _Series:
     pending: int = 0  # rows before ``position`` not yet in the histogram
 
     def __post_init__(self) -> None:
-        self.matrix = np.zeros((self.window, self.plan.edges.shape[0]), dtype=np.float32)
+        self.matrix = np.zeros((self.window, self.plan.n_features), dtype=np.float32)
         self.scores = np.zeros(self.window, dtype=np.float64)
         self.counts = np.zeros(len(self.plan.buckets) + 1, dtype=np.int64)
 
@@ -397,12 +396,13 @@ def figures(snapshot: _Snapshot, min_rows: int, feature_names: Sequence[str]) ->
         if plan.reference is not None:
             shares = np.bincount(score_codes, minlength=len(plan.reference.shares)) / n
             score_psi = psi_from_shares(np.asarray(plan.reference.shares), shares)
+        out_shares = out.sum(axis=1) / n
         for j, fp in plan.features:
-            counts = np.bincount(codes[:, j], minlength=len(fp.shares))
+            counts = np.bincount(codes[j], minlength=len(fp.shares))
             per_feature[feature_names[j]] = FeatureFigures(
                 psi=psi_from_shares(np.asarray(fp.shares), counts / n),
                 missing_share=float(counts[fp.missing_bin]) / n,
-                out_of_range_share=float(out[:, j].mean()),
+                out_of_range_share=float(out_shares[j]),
             )
     return VersionFigures(n, score_psi, per_feature, buckets, snapshot.score_sum)
 
@@ -531,6 +531,11 @@ class LiveMonitor(Collector):
         """Versions with a live window, least recently scoring first."""
         with self._lock:
             return list(self._series)
+
+    def rows_in_window(self, version: str) -> int:
+        """Rows in ``version``'s window now (0 when it has none)."""
+        series = self._series.get(version)
+        return series.rows if series is not None else 0
 
     def version_figures(self, version: str) -> VersionFigures | None:
         """The figures a scrape would export for ``version`` now, or None when it has no window."""
