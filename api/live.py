@@ -10,10 +10,13 @@ profile, the missing share and the out-of-range share (tags ``rollguard.live.sco
 window holds ``min_rows`` rows. At most :data:`MAX_VERSIONS` versions are kept (the ones that
 scored most recently); an older one is dropped with its series.
 
-Per request the work is a few vectorised numpy operations over the request matrix under one lock
-(one comparison of every value with its feature's bin edges, one ``searchsorted`` of the scores);
-PSI and shares are computed only when Prometheus scrapes. Observation never fails a request: an
-error is logged (once per version and kind) and counted in ``rollguard_live_errors_total``.
+Per request the work is one copy of the request's matrix and scores into the version's ring
+buffers under one lock (a slice assignment, whatever the number of rows). Binning (one
+``searchsorted`` per feature over the whole window), shares and PSI are computed when Prometheus
+scrapes; the histogram counts the window's scores in batches, before the ring would overwrite rows
+it has not counted, or at a scrape. ``benchmarks/bench_api.py --live-only`` measures the cost
+against the route without live signals. Observation never fails a request: an error is logged
+(once per version and kind) and counted in ``rollguard_live_errors_total``.
 """
 
 from __future__ import annotations
