@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
+import numpy as np
 import pydantic_core
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,15 +44,17 @@ from api.batching import MicroBatcher
 from api.entities import NoSnapshot, SnapshotFeatures, Targeting, UnknownEntity
 from api.history import NoRecords, RecordHistory, StoreUnavailable, recent_alias_moves
 from api.lifecycle import ModelManager, configure_mlflow_http
+from api.live import LiveMonitor, read_references
 from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
 from api.middleware import MetricsMiddleware
-from api.model import NonFiniteScore, ServingModel, Unseen
+from api.model import NonFiniteScore, Row, ServingModel, Unseen
 from api.predlog import LoggedRequest, PredictionLog, adopt_shared_spool
 from api.schemas import (
     MAX_FEATURE_VALUE,
     MAX_WARNINGS,
     ApiContract,
     ErrorResponse,
+    LiveInfo,
     ModelHistoryResponse,
     ModelInfo,
     Readiness,
@@ -366,6 +369,19 @@ class _Server:
     targeting: Targeting
     records: RecordHistory
     store: _LazyStore
+    live: LiveMonitor | None = None
+
+    def observe(
+        self,
+        model: ServingModel,
+        matrix: np.ndarray,
+        scores: np.ndarray,
+        unseen: list[Unseen],
+        rows: list[Row],
+    ) -> None:
+        """Hand scored rows to the live signals (a no-op when they are off; never raises)."""
+        if self.live is not None:
+            self.live.observe(model, matrix, scores, unseen, rows)
 
     async def read_rows(self, request: Request) -> list[dict[str, Any]]:
         """The validated ``rows`` of a predict/explain body (see :func:`parse_rows_body`)."""
@@ -478,6 +494,7 @@ def scoring_router(srv: _Server) -> APIRouter:
             LoggedRequest(request_id, datetime.now(UTC), model.name, model.version, rows, scores)
         )
         srv.metrics.predictions.labels(model_version=model.version).inc(len(rows))
+        srv.observe(model, matrix, scores, unseen, rows)
         return _json_response(
             {
                 "request_id": request_id,
@@ -499,7 +516,8 @@ def scoring_router(srv: _Server) -> APIRouter:
         description=f"For each row: score, base value and one contribution per feature, in "
         f"{contribution_unit(uc)}; ``base_value + sum(contributions)`` is the row's margin "
         "(TreeSHAP values computed by XGBoost itself, Lundberg et al. 2020; categorical "
-        "features included). Explanations are not written to the prediction log.",
+        "features included). Explanations are not written to the prediction log and not "
+        "counted in the live signals.",
     )
     async def explain(request: Request) -> Response:
         rows = await srv.read_rows(request)
@@ -591,6 +609,7 @@ def entity_router(srv: _Server) -> APIRouter:
             )
         )
         srv.metrics.predictions.labels(model_version=model.version).inc(1)
+        srv.observe(model, matrix, scores, unseen, rows)
         payload = {
             "request_id": request_id,
             "model_name": model.name,
@@ -696,6 +715,27 @@ def _with_path_parameter(endpoint: Callable[..., Any], name: str, annotation: An
     return wrapper
 
 
+#: Version tags of the live signals (``rollguard.live.score_reference``, ...): summarised under
+#: ``live`` in ``GET /v1/model``, not repeated in its lineage.
+LIVE_TAG_PREFIX = "rollguard.live."
+
+
+def live_info(model: ServingModel, live: LiveMonitor | None) -> LiveInfo:
+    """What ``GET /v1/model`` says of the serving version's live signals."""
+    refs = read_references(model.tags)
+    reference = refs.reference
+    return LiveInfo(
+        enabled=live is not None,
+        window_rows=live.window_rows if live is not None else None,
+        min_rows=live.min_rows if live is not None else None,
+        rows=live.rows_in_window(model.version) if live is not None else 0,
+        reference_version=reference.version if reference is not None else None,
+        reference_source=reference.source if reference is not None else None,
+        profiled_features=[f.name for f in refs.profile.features] if refs.profile else [],
+        notes=list(refs.notes),
+    )
+
+
 def model_router(srv: _Server, token: bytes | None) -> APIRouter:
     """``GET /v1/usecase``, ``GET /v1/model``, ``GET /v1/model/history``, ``POST /v1/admin/reload``."""
     router = APIRouter()
@@ -729,6 +769,9 @@ def model_router(srv: _Server, token: bytes | None) -> APIRouter:
         def is_gate(key: str) -> bool:
             return key.removeprefix("rollguard.").startswith("gate")
 
+        def is_live(key: str) -> bool:
+            return key.startswith(LIVE_TAG_PREFIX)
+
         return ModelInfo(
             model_name=model.name,
             model_version=model.version,
@@ -736,9 +779,14 @@ def model_router(srv: _Server, token: bytes | None) -> APIRouter:
             loaded_at=model.loaded_at.isoformat(),
             feature_names=list(model.feature_names),
             status=next((tags[k] for k in status_keys if k in tags), None),
-            lineage={k: v for k, v in tags.items() if not is_gate(k) and k not in status_keys},
+            lineage={
+                k: v
+                for k, v in tags.items()
+                if not is_gate(k) and not is_live(k) and k not in status_keys
+            },
             gate={k: v for k, v in tags.items() if is_gate(k)},
             shadow_version=challenger.version if challenger is not None else None,
+            live=live_info(model, srv.live),
         )
 
     @router.get(
@@ -827,8 +875,11 @@ def health_router(srv: _Server) -> APIRouter:
 
     @router.get("/metrics", response_class=Response)
     async def metrics_route() -> Response:
-        """Prometheus text exposition of this process's metrics."""
-        return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition of this process's metrics (built on a worker thread: the
+        live signals compute their PSI here, a few milliseconds per version, which the event
+        loop does not wait for)."""
+        body = await anyio.to_thread.run_sync(generate_latest, srv.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router
 
@@ -927,6 +978,15 @@ def _server(
         )
     snapshots = SnapshotFeatures(settings.warehouse_dir / "features", usecase)
     store = _LazyStore(settings)
+    live = None
+    if settings.live_signals:
+        live = LiveMonitor(
+            usecase,
+            window_rows=settings.live_window_rows,
+            min_rows=settings.live_min_rows,
+            errors=metrics.live_errors,
+        )
+        metrics.registry.register(live)
     return _Server(
         settings=settings,
         contract=contract,
@@ -938,6 +998,7 @@ def _server(
         targeting=Targeting(snapshots, settings.targeting_budget),
         records=RecordHistory(store.engine, settings, usecase),
         store=store,
+        live=live,
     )
 
 
@@ -1002,6 +1063,7 @@ def create_app(
     app.state.prediction_log = srv.prediction_log
     app.state.metrics = metrics
     app.state.contract = contract
+    app.state.live = srv.live
     _install_error_handlers(app, metrics)
     for router in (
         scoring_router(srv),

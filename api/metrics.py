@@ -11,7 +11,8 @@ its spool file are per process. ``rollguard serve api`` starts exactly one worke
 ``PROMETHEUS_MULTIPROC_DIR`` asks for several workers (see :func:`check_single_process`).
 
 Every label value comes from a bounded set: route templates (or ``unmatched``), HTTP methods (or
-``other``), status codes, registered-model versions, reload outcomes and error reasons.
+``other``), status codes, registered-model versions, reload outcomes and error reasons. The live
+signals of :mod:`api.live` are a collector in the same registry (labels: version, feature).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ServingMetrics:
     log_spooled_rows: Counter
     log_dropped_rows: Counter
     log_written_rows: Counter
+    live_errors: Counter
 
     @classmethod
     def create(cls) -> ServingMetrics:
@@ -146,6 +148,12 @@ class ServingMetrics:
             log_written_rows=Counter(
                 "rollguard_prediction_log_written_rows",
                 "Prediction-log rows written to the monitoring store (including replays).",
+                registry=r,
+            ),
+            live_errors=Counter(
+                "rollguard_live_errors_total",
+                "Scored requests whose live-signal observation failed (the request was answered; "
+                "see api/live.py).",
                 registry=r,
             ),
         )

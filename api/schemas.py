@@ -227,6 +227,26 @@ class ExplainResponse(BaseModel):
     warnings: list[ErrorItem] = Field(default_factory=list)
 
 
+class LiveInfo(BaseModel):
+    """The live signals of the serving version (docs/api.md, "Live signals")."""
+
+    enabled: bool = Field(description="False when ROLLGUARD_LIVE_SIGNALS is off.")
+    window_rows: int | None = Field(description="Rows per version's live window.")
+    min_rows: int | None = Field(description="Rows the window needs before figures appear.")
+    rows: int = Field(description="Rows in this version's window now.")
+    reference_version: str | None = Field(
+        description="Version whose gate-time scores the live score PSI compares with (None: no "
+        "score reference, no live score PSI)."
+    )
+    reference_source: str | None = Field(
+        description="'gated' (the version's own) or 'replaced' (the champion it replaced)."
+    )
+    profiled_features: list[str] = Field(
+        description="Features of the version's training profile (live feature figures)."
+    )
+    notes: list[str] = Field(description="Missing or malformed live tags, and what that stops.")
+
+
 class ModelInfo(BaseModel):
     """The serving model: version, where it came from, and the gate's evidence."""
 
@@ -239,6 +259,9 @@ class ModelInfo(BaseModel):
     lineage: dict[str, str] = Field(description="Version tags that are not gate evidence.")
     gate: dict[str, str] = Field(description="Version tags whose key starts with 'gate'.")
     shadow_version: str | None = Field(description="Challenger scored in shadow, if any.")
+    live: LiveInfo | None = Field(
+        default=None, description="Live signals of this version (score reference, profile)."
+    )
 
 
 class FeatureInfo(BaseModel):

@@ -20,12 +20,22 @@ its 10,000 rows after answering). And, in this process, the per-call cost of XGB
 server makes (the baseline for that row is ``inplace_predict``), and the CPU per request of the
 prediction-log write against the standard SQLAlchemy insert of dict rows.
 
+Live signals (api/live.py): the cost per request of observing the scored rows, against the named
+baseline **route without live signals**: a second api process, identical but for
+``ROLLGUARD_LIVE_SIGNALS=false``, both serving the same version with its live tags (score
+reference and training profile, as the registry writer sets them), measured in alternating rounds
+(live, baseline, baseline, live, ...): single-row requests at 8 connections (throughput, p50, p99,
+and the server process's CPU per request from ``/proc``, which other jobs on the machine do not
+change), and the 10,000-row batch on an idle server. Plus, in this process, ``LiveMonitor.observe`` per request and
+the scrape of three full windows. ``--live-only`` runs only this part.
+
 Goals: api >= 10x mlflow throughput, api p99 < 10 ms, api >= 40% of bare throughput, 10,000-row
-batch < 100 ms (median). The load generator is a small asyncio HTTP/1.1 client (raw sockets), so
+batch < 100 ms (median), live signals add < 10% server CPU per single-row request. The load generator is a small asyncio HTTP/1.1 client (raw sockets), so
 the client's own overhead stays small next to the servers'. The machine's cores are shared by the
 servers and the client: compare ratios, not absolute numbers.
 
 Rerun: uv run python benchmarks/bench_api.py [--requests 4000] [--rounds 3] [--mlflow-requests 800]
+       uv run python benchmarks/bench_api.py --live-only [--requests 4000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -361,6 +371,163 @@ def request_path_cost(n: int = 3000) -> list[tuple[str, float, float, float]]:
     return out
 
 
+def tag_live_references(client, name: str, version: str, frame) -> None:  # type: ignore[no-untyped-def]
+    """Give ``version`` the live tags the registry writer sets: the score reference of its
+    scores on the first cutoff's rows, and the training profile of those rows."""
+    import numpy as np
+
+    from api.model import ServingModel, check_features
+    from domain.live_profile import (
+        SCORE_REFERENCE_TAG,
+        TRAINING_PROFILE_TAG,
+        score_reference,
+        training_profile,
+    )
+    from tests.support.api_models import CDNOW, train_booster
+    from usecases.cdnow.features import FEATURE_COLUMNS
+
+    booster = train_booster(seed=1, rounds=100)
+    model = ServingModel("bench", version, booster, check_features(booster, CDNOW))
+    train = frame[frame["cutoff"] == frame["cutoff"].min()]
+    scores = model.predict(model.to_matrix(train[list(FEATURE_COLUMNS)].to_dict("records")))
+    assert np.isfinite(scores).all()
+    reference = score_reference(scores, version=version)
+    profile = training_profile(CDNOW.feature_frame(train), CDNOW)
+    client.set_model_version_tag(name, version, SCORE_REFERENCE_TAG, reference.to_json())
+    client.set_model_version_tag(name, version, TRAINING_PROFILE_TAG, profile.to_json())
+
+
+def live_in_process(frame, calls: int = 20_000) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """In this process: microseconds of ``LiveMonitor.observe`` for a 1-row and a 10,000-row
+    request (the window wrapping as in a server), and milliseconds of one scrape
+    (``collect``) with three versions whose windows are full."""
+    from types import MappingProxyType
+
+    import numpy as np
+
+    from api.live import LiveMonitor
+    from api.model import ServingModel, check_features
+    from domain.live_profile import (
+        SCORE_REFERENCE_TAG,
+        TRAINING_PROFILE_TAG,
+        score_reference,
+        training_profile,
+    )
+    from tests.support.api_models import CDNOW, train_booster
+    from usecases.cdnow.features import FEATURE_COLUMNS
+
+    booster = train_booster(seed=1, rounds=100)
+    booster.set_param({"nthread": 1})
+    train = frame[frame["cutoff"] == frame["cutoff"].min()]
+    live = frame[frame["cutoff"] == frame["cutoff"].max()]
+    plain = ServingModel("bench", "1", booster, check_features(booster, CDNOW))
+    x_train = plain.to_matrix(train[list(FEATURE_COLUMNS)].to_dict("records"))
+    tags = {
+        SCORE_REFERENCE_TAG: score_reference(plain.predict(x_train), version="1").to_json(),
+        TRAINING_PROFILE_TAG: training_profile(CDNOW.feature_frame(train), CDNOW).to_json(),
+    }
+    monitor = LiveMonitor(CDNOW)
+    rows = live[list(FEATURE_COLUMNS)].to_dict("records")
+    x = plain.to_matrix(rows)
+    out: dict[str, float] = {}
+    for v in ("1", "2", "3"):
+        model = ServingModel("bench", v, booster, plain.feature_names, tags=MappingProxyType(tags))
+        monitor.observe(model, x[:10_000], model.predict(x[:10_000]))
+    for label, n, repeat in (
+        ("observe 1 row (us)", 1, calls),
+        ("observe 10,000 rows (us)", 10_000, 50),
+    ):
+        m = np.ascontiguousarray(x[:n])
+        scores = model.predict(m)
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            monitor.observe(model, m, scores)
+        out[label] = (time.perf_counter() - t0) / repeat * 1e6
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        list(monitor.collect())
+        times.append(time.perf_counter() - t0)
+    out["scrape, 3 full windows (ms)"] = statistics.median(times) * 1e3
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far, from Linux's
+    ``/proc/<pid>/stat`` (fields 14 and 15, in clock ticks; proc(5))."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def live_comparison(args, live_api, base_api, api_body: bytes, batch_body: bytes) -> list[str]:  # type: ignore[no-untyped-def]
+    """Rounds of the route with and without live signals in ABBA order (live, baseline,
+    baseline, live, ...: a drift of the machine's load over time falls on both alike); the
+    table's lines. Besides throughput and latency, each round records the server process's CPU
+    seconds per request (its own work, whatever else runs on the machine), log writes included
+    (the log is drained before the CPU is read)."""
+    import httpx
+
+    servers = {"live": live_api, "baseline": base_api}
+    rounds: dict[str, list[Load]] = {"live": [], "baseline": []}
+    cpu: dict[str, list[float]] = {"live": [], "baseline": []}
+    for r in range(args.rounds):
+        for key in ("live", "baseline") if r % 2 == 0 else ("baseline", "live"):
+            server = servers[key]
+            drain(server.url)
+            pid = server.proc.pid
+            c0 = cpu_seconds(pid)
+            load = run_load(f"{key} {r + 1}", server.port, "/v1/predict", api_body, args.requests)
+            drain(server.url)
+            # the warm-up's requests (run_load sends a tenth more first) are in the CPU too
+            cpu[key].append((cpu_seconds(pid) - c0) / (load.requests * 1.1) * 1e6)
+            rounds[key].append(load)
+    batch: dict[str, list[float]] = {"live": [], "baseline": []}
+    for i in range(args.batch_repeat + 1):
+        for key in ("live", "baseline") if i % 2 == 0 else ("baseline", "live"):
+            drain(servers[key].url)
+            seconds, data = timed_post(servers[key].port, "/v1/predict", batch_body)
+            assert len(json.loads(data)["scores"]) == 10_000
+            if i:  # the first is a warm-up
+                batch[key].append(seconds)
+    metrics = httpx.get(live_api.url + "/metrics", timeout=10).text
+    assert "rollguard_live_score_psi{" in metrics, "the live api exported no live PSI"
+    baseline_metrics = httpx.get(base_api.url + "/metrics", timeout=10).text
+    assert "rollguard_live_window_rows" not in baseline_metrics
+    live, base = pooled("live", rounds["live"]), pooled("baseline", rounds["baseline"])
+    cpu_live, cpu_base = statistics.median(cpu["live"]), statistics.median(cpu["baseline"])
+    lines = [
+        f"{'live signals':<18}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'rps/baseline':>14}{'CPU us/req':>12}"
+    ]
+    every = [(x, c) for k in rounds for x, c in zip(rounds[k], cpu[k], strict=True)]
+    every.sort(key=lambda pair: int(pair[0].name.split()[-1]))
+    for x, c in [*every, (live, cpu_live), (base, cpu_base)]:
+        lines.append(
+            f"{x.name:<18}{x.requests:>9}{x.errors:>8}{x.rps:>10.0f}{x.pct(50):>9.2f}"
+            f"{x.pct(99):>9.2f}{x.rps / base.rps:>13.3f}x{c:>12.0f}"
+        )
+    lines.append(
+        "(baseline = the route without live signals, ROLLGUARD_LIVE_SIGNALS=false; rows live and "
+        "baseline: all rounds pooled, CPU the median of the rounds)"
+    )
+    b_live, b_base = statistics.median(batch["live"]), statistics.median(batch["baseline"])
+    lines.append(
+        f"10,000-row batch, median of {args.batch_repeat}: live {b_live * 1e3:.1f} ms, "
+        f"baseline {b_base * 1e3:.1f} ms, ratio {b_live / b_base:.3f}x"
+    )
+    lines.append(
+        f"single-row, live/baseline: server CPU per request {cpu_live / cpu_base:.3f}x, "
+        f"throughput {live.rps / base.rps:.3f}x, p50 {live.pct(50) / base.pct(50):.3f}x, "
+        f"p99 {live.pct(99) / base.pct(99):.3f}x"
+    )
+    cost = cpu_live / cpu_base - 1
+    lines.append(
+        f"  [{'met' if cost < 0.10 else 'MISSED'}] live signals add < 10% server CPU per "
+        f"single-row request: {100 * cost:+.1f}%"
+    )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -369,6 +536,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating api/bare rounds")
     parser.add_argument("--mlflow-requests", type=int, default=800)
     parser.add_argument("--batch-repeat", type=int, default=10)
+    parser.add_argument(
+        "--live-only",
+        action="store_true",
+        help="only the cost of live signals against the route without them",
+    )
     args = parser.parse_args()
 
     import httpx
@@ -388,9 +560,10 @@ def main() -> None:
         version = log_registered_version(train_booster(seed=1, rounds=100), name, tracking.url)
         from mlflow import MlflowClient
 
-        MlflowClient(tracking.url, tracking.url).set_registered_model_alias(
-            name, "champion", version
-        )
+        registry = MlflowClient(tracking.url, tracking.url)
+        frame = cdnow_features()
+        tag_live_references(registry, name, version, frame)
+        registry.set_registered_model_alias(name, "champion", version)
 
         api = start_api(
             tmp / "home",
@@ -401,6 +574,33 @@ def main() -> None:
             ROLLGUARD_API_POLL_SECONDS="5",
         )
         servers.append(api)
+        api_off = start_api(
+            tmp / "home-off",
+            tracking.url,
+            name,
+            tmp / "logs-off",
+            token="bench-token-123456",
+            ROLLGUARD_API_POLL_SECONDS="5",
+            ROLLGUARD_LIVE_SIGNALS="false",
+        )
+        servers.append(api_off)
+        row = frame[list(FEATURE_COLUMNS)].iloc[100].to_dict()
+        api_body = json.dumps({"rows": [row]}).encode()
+        big = frame[list(FEATURE_COLUMNS)].head(10_000).to_dict("records")
+        batch_body = json.dumps({"rows": big}).encode()
+        if args.live_only:
+            print("measuring live signals against the route without them ...", flush=True)
+            lines = live_comparison(args, api, api_off, api_body, batch_body)
+            in_process = live_in_process(frame)
+            print()
+            print("\n".join(lines))
+            print("  in this process: " + ", ".join(f"{k} {v:.1f}" for k, v in in_process.items()))
+            print(
+                "\nRerun: uv run python benchmarks/bench_api.py --live-only "
+                f"--requests {args.requests} --rounds {args.rounds} "
+                f"--batch-repeat {args.batch_repeat}"
+            )
+            return
         bare_port = free_port()
         bare = ServerProcess(
             "bare",
@@ -446,9 +646,6 @@ def main() -> None:
         ).start(timeout=180)
         servers.append(mlserve)
 
-        frame = cdnow_features()
-        row = frame[list(FEATURE_COLUMNS)].iloc[100].to_dict()
-        api_body = json.dumps({"rows": [row]}).encode()
         ml_body = json.dumps(
             {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}
         ).encode()
@@ -482,8 +679,6 @@ def main() -> None:
             pooled("bare", rounds["bare"]),
             run_load("mlflow serve", mlserve.port, "/invocations", ml_body, args.mlflow_requests),
         ]
-        big = frame[list(FEATURE_COLUMNS)].head(10_000).to_dict("records")
-        batch_body = json.dumps({"rows": big}).encode()
         times = []
         for i in range(args.batch_repeat + 1):
             drain(api.url)
@@ -495,6 +690,8 @@ def main() -> None:
         phases = batch_phases(batch_body)
         log_base, log_ours = log_write_cost()
         path_costs = request_path_cost()
+        live_lines = live_comparison(args, api, api_off, api_body, batch_body)
+        live_costs = live_in_process(frame)
         by = {x.name: x for x in loads}
         a = by["api"]
         print()
@@ -533,6 +730,9 @@ def main() -> None:
                 f"  {uc_name:<16} {per_request:7.1f} us per request, of which matrix "
                 f"{matrix_us:5.1f} us; 10,000-row matrix {big_ms:6.1f} ms"
             )
+        print()
+        print("\n".join(live_lines[:-1]))
+        print("  in this process: " + ", ".join(f"{k} {v:.1f}" for k, v in live_costs.items()))
         goals = [
             (
                 "api >= 10x mlflow serve throughput",
@@ -554,6 +754,7 @@ def main() -> None:
         print()
         for goal, ok, value in goals:
             print(f"  [{'met' if ok else 'MISSED'}] {goal}: {value}")
+        print(live_lines[-1])
         print(
             "\nRerun: uv run python benchmarks/bench_api.py "
             f"--requests {args.requests} --rounds {args.rounds} "

@@ -201,6 +201,18 @@ class Settings(BaseSettings):
         description="Name of this API replica; keys its prediction-log spool folder "
         "(default: host name and port).",
     )
+    live_signals: bool = Field(
+        default=True,
+        description="Export live score and feature signals per serving version (docs/api.md).",
+    )
+    live_window_rows: int = Field(
+        default=2000, gt=0, description="Rows in each version's live window (the last N scored)."
+    )
+    live_min_rows: int = Field(
+        default=300,
+        gt=0,
+        description="Rows a version's live window needs before PSI and shares are exported.",
+    )
 
     # --- local process stack (``rollguard stack``) ---------------------------------------------
     stack_postgres_url: str | None = Field(
