@@ -923,33 +923,43 @@ def force_promote(
     move, it gets the score reference of the champion it replaces (``expected``) with source
     ``replaced`` — the last distribution the gate approved for this population — so that the
     model server and the guard compare its live scores with that (docs/design.md, "Live signals").
-    Without a champion, or a champion without a reference, the version keeps whatever it has.
+    Without a champion, or a champion without a reference, the version keeps whatever it has; when
+    the move fails (the champion moved meanwhile), the version gets its own tag back.
 
     Raises:
         ChampionMoved, VersionNotFound: as :func:`move_champion`.
     """
     to_version = str(to_version)
-    get_version(client, model_name, to_version)
+    own = (get_version(client, model_name, to_version).tags or {}).get(SCORE_REFERENCE_TAG)
     outgoing = read_score_reference(client, model_name, expected) if expected else None
     if outgoing is not None and expected != to_version:
         tag_score_reference(client, model_name, to_version, outgoing.as_replaced())
-    return move_champion(
-        model_name,
-        to_version,
-        expected=expected,
-        actor="human",
-        reason=reason,
-        evidence={
-            **(evidence or {}),
-            "forced": True,
-            "live_reference": None
-            if outgoing is None
-            else {"version": outgoing.version, "source": "replaced"},
-        },
-        client=client,
-        engine=engine,
-        now=now,
-    )
+    try:
+        return move_champion(
+            model_name,
+            to_version,
+            expected=expected,
+            actor="human",
+            reason=reason,
+            evidence={
+                **(evidence or {}),
+                "forced": True,
+                "live_reference": None
+                if outgoing is None
+                else {"version": outgoing.version, "source": "replaced"},
+            },
+            client=client,
+            engine=engine,
+            now=now,
+        )
+    except BaseException:
+        # Nothing moved: the version keeps the reference it had.
+        if outgoing is not None and expected != to_version:
+            if own is None:
+                client.delete_model_version_tag(model_name, to_version, SCORE_REFERENCE_TAG)
+            else:
+                client.set_model_version_tag(model_name, to_version, SCORE_REFERENCE_TAG, own)
+        raise
 
 
 def run_gate(

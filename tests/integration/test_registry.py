@@ -616,3 +616,35 @@ def test_gate_rows_without_ingested_data_is_no_evaluation_data(settings: Any) ->
 
     with pytest.raises(NoEvaluationData, match=NO_EVALUATION):
         gate_rows(settings)
+
+
+# --- live score references (issue 19) ---------------------------------------------------------------
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_forced_promotion_copies_the_champions_reference_and_restores_it_when_refused(
+    client: Any, tracking: dict, engine: Engine
+) -> None:
+    from domain.live_profile import SCORE_REFERENCE_TAG, score_reference
+
+    name = register_versions(client, tracking, 3)
+    move_champion(
+        name, "1", expected=None, actor="pipeline", reason="r", client=client, engine=engine
+    )
+    gated = score_reference(np.linspace(0.0, 1.0, 200), version="1")
+    registry.tag_score_reference(client, name, "1", gated)
+    own = score_reference(np.linspace(0.2, 0.4, 50), version="3")
+    registry.tag_score_reference(client, name, "3", own)
+
+    # A stale expectation: refused, and version 3 keeps its own reference.
+    with pytest.raises(registry.ChampionMoved):
+        registry.force_promote(name, "3", expected="2", reason="r", client=client, engine=engine)
+    assert registry.read_score_reference(client, name, "3") == own
+    # Version 2 had none: refused, and it still has none.
+    with pytest.raises(registry.ChampionMoved):
+        registry.force_promote(name, "2", expected="3", reason="r", client=client, engine=engine)
+    assert SCORE_REFERENCE_TAG not in client.get_model_version(name, "2").tags
+
+    move = registry.force_promote(name, "3", expected="1", reason="r", client=client, engine=engine)
+    assert move.to_version == "3"
+    copied = registry.read_score_reference(client, name, "3")
+    assert copied is not None and copied.source == "replaced" and copied.version == "1"
+    assert copied.shares == gated.shares
