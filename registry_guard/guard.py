@@ -381,10 +381,10 @@ def live_shift_check(evidence: LiveShiftEvidence, policy: GuardPolicy) -> GuardC
         return GuardCheck(
             **base, verdict="skip", detail=f"version {evidence.version} has no score reference"
         )
-    if psi is None or n is None:
+    if psi is None or n is None or not math.isfinite(psi):
         return GuardCheck(
             **base, verdict="skip",
-            detail=f"no server exports a live score PSI for version {evidence.version}",
+            detail=f"no server exports a finite live score PSI for version {evidence.version}",
         )  # fmt: skip
     if n < need:
         return GuardCheck(

@@ -277,3 +277,28 @@ def test_gate_cutoffs_read_a_pooled_or_single_tag() -> None:
     )
     assert gate_cutoffs("1998-04-06") == (date(1998, 4, 6),)
     assert gate_cutoffs(None) == gate_cutoffs("") == ()
+
+
+def test_live_shift_check_acts_only_on_a_finite_shift_of_a_never_gated_version() -> None:
+    import math
+
+    import numpy as np
+
+    from domain.live_profile import score_reference
+    from registry_guard.guard import LiveShiftEvidence, live_shift_check
+    from registry_guard.policy import GuardPolicy
+
+    gated = score_reference(np.linspace(0.0, 1.0, 100), version="2")
+    replaced = gated.as_replaced()
+    policy = GuardPolicy()
+
+    def verdict(psi: float | None, rows: int, ref=replaced) -> str:  # type: ignore[no-untyped-def]
+        return live_shift_check(LiveShiftEvidence("3", psi, rows, ref), policy).verdict
+
+    assert verdict(4.5, 2000) == "degraded"
+    assert verdict(4.5, 2000, gated) == "inconclusive"
+    assert verdict(0.2, 2000) == "ok"
+    assert verdict(4.5, 100) == "inconclusive"
+    assert verdict(math.nan, 2000) == "skip"
+    assert verdict(None, 2000) == "skip"
+    assert verdict(4.5, 2000, None) == "skip"
