@@ -108,7 +108,8 @@ def _threshold_line(panel: timeseries.Panel, value: float) -> timeseries.Panel:
     )
 
 
-def _ts(title: str, question: str, unit: str) -> timeseries.Panel:
+def prometheus_timeseries(title: str, question: str, unit: str) -> timeseries.Panel:
+    """A half-width time series on Prometheus, 8 rows high (the live and quality panels' shape)."""
     return (
         timeseries.Panel()
         .title(title)
@@ -197,7 +198,7 @@ def panels(usecase: UseCase | None) -> list[cogbuilder.Builder[object]]:
     every feature: the live series exist before the monitor step writes the store rows the
     quality dashboard's ``$feature`` variable reads."""
     psi = _threshold_line(
-        _ts(
+        prometheus_timeseries(
             "Live score PSI by version",
             "Above 1.0 (dashed line) on the serving version, RollguardLiveScoreShift fires: how "
             "far did each version's live scores (rolling window of its newest scored rows) move "
@@ -209,7 +210,7 @@ def panels(usecase: UseCase | None) -> list[cogbuilder.Builder[object]]:
         SCORE_PSI_THRESHOLD,
     ).min(0)
     rows = (
-        _ts(
+        prometheus_timeseries(
             "Live window rows by version",
             "How many scored rows does each version's rolling window hold (no PSI or share is "
             "exported below the minimum, 300 rows by default)?",
@@ -221,7 +222,7 @@ def panels(usecase: UseCase | None) -> list[cogbuilder.Builder[object]]:
         .span(6)
     )
     feature_psi = _threshold_line(
-        _ts(
+        prometheus_timeseries(
             "Live feature PSI",
             "Which inputs moved away from the version's training profile (PSI per feature; above "
             "0.25, the dashed line, for 5 minutes fires RollguardLiveFeatureShift)?",
@@ -235,7 +236,7 @@ def panels(usecase: UseCase | None) -> list[cogbuilder.Builder[object]]:
         FEATURE_PSI_THRESHOLD,
     ).min(0)
     shares = (
-        _ts(
+        prometheus_timeseries(
             "Live missing and out-of-range shares",
             "Which share of each input's live values is missing, or outside what the version "
             "saw in training (numeric: outside the training min..max; categorical: a level the "

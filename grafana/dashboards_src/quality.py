@@ -99,18 +99,6 @@ def _weekly(title: str, question: str, unit: str) -> barchart.Panel:
     )
 
 
-def _live(title: str, question: str, unit: str) -> timeseries.Panel:
-    return (
-        timeseries.Panel()
-        .title(title)
-        .description(question)
-        .datasource(PROMETHEUS)
-        .unit(unit)
-        .height(8)
-        .span(12)
-    )
-
-
 def _table(title: str, question: str, raw_sql: str) -> table.Panel:
     return (
         table.Panel()
@@ -268,7 +256,7 @@ def _live_quality(usecase: UseCase) -> timeseries.Panel:
     metrics, _, _, unit = _quality_words(usecase)
     pick = "|".join(m for m, _ in metrics)
     panel = (
-        _live(
+        live.prometheus_timeseries(
             "Live quality vs gate expectation",
             "What do the newest matured figures say right now, next to the gate's "
             "expectation, and when did the champion change?",
@@ -497,7 +485,7 @@ def build(usecase: UseCase) -> dash.Dashboard:
         )
         .with_panel(_live_quality(usecase))
         .with_panel(
-            _live(
+            live.prometheus_timeseries(
                 "Score quantiles and guard state",
                 "Where do the newest week's score quantiles sit, and which state did the live "
                 "guard report over time?",
@@ -521,7 +509,7 @@ def build(usecase: UseCase) -> dash.Dashboard:
             )
         )
         .with_panel(
-            _live(
+            live.prometheus_timeseries(
                 "Champion version over time",
                 "Which version was champion when (with promotions, rejections and rollbacks as "
                 "annotations)?",
