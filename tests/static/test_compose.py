@@ -44,7 +44,7 @@ import generate_env  # noqa: E402
 RAW = load_compose()
 EXAMPLE = read_env_file()
 SERVICES: dict[str, dict[str, Any]] = RAW["services"]
-ONE_SHOT = {"rollguard-migrate", "airflow-init", "alertmanager-config"}
+ONE_SHOT = {"rollguard-migrate", "airflow-init", "alertmanager-config", "mlflow-users"}
 PUBLISHED = {"ui", "api", "grafana", "mlflow", "airflow-api-server"}
 SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "FERNET")
 
