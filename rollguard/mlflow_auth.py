@@ -10,6 +10,8 @@ authorized the request:
 - ``POST``/``DELETE`` ``.../mlflow/registered-models/alias`` with alias ``champion``;
 - ``DELETE .../mlflow/model-versions/delete`` of the version that holds ``champion``;
 - ``DELETE .../mlflow/registered-models/delete`` of a model that has a ``champion``;
+- ``POST .../mlflow/registered-models/rename`` of a model that has a ``champion`` (the served
+  name would have no champion any more);
 
 (REST ``/api/2.0`` and the web UI's ``/ajax-api/2.0`` twin) are answered ``403`` with a JSON
 body in MLflow's error shape (``{"error_code": "PERMISSION_DENIED", "message": ...}``) unless
@@ -41,6 +43,7 @@ _API = r"(?:/.*)?/(?:ajax-)?api/2\.0/mlflow"
 _ALIAS = re.compile(_API + r"/registered-models/alias")
 _DELETE_VERSION = re.compile(_API + r"/model-versions/delete")
 _DELETE_MODEL = re.compile(_API + r"/registered-models/delete")
+_RENAME_MODEL = re.compile(_API + r"/registered-models/rename")
 
 
 def _params() -> dict[str, Any]:
@@ -68,9 +71,15 @@ def _protected_target() -> str | None:
             return None
         verb = "set" if request.method == "POST" else "delete"
         return f"{verb} alias {CHAMPION!r} of registered model {params.get('name')!r}"
+    from mlflow.server.handlers import _get_model_registry_store
+
+    if request.method == "POST" and _RENAME_MODEL.fullmatch(path):
+        name = _params().get("name")
+        if name and CHAMPION in (_model_aliases(_get_model_registry_store(), str(name)) or {}):
+            return f"rename registered model {name!r}, which has alias {CHAMPION!r}"
+        return None
     if request.method != "DELETE":
         return None
-    from mlflow.server.handlers import _get_model_registry_store
 
     if _DELETE_VERSION.fullmatch(path):
         params = _params()
@@ -86,15 +95,18 @@ def _protected_target() -> str | None:
         return None
     if _DELETE_MODEL.fullmatch(path):
         name = _params().get("name")
-        if not name:
-            return None
-        try:
-            aliases = _get_model_registry_store().get_registered_model(name).aliases
-        except Exception:  # noqa: BLE001 - missing model: MLflow's handler answers 404
-            return None
-        if CHAMPION in (aliases or {}):
+        if name and CHAMPION in (_model_aliases(_get_model_registry_store(), str(name)) or {}):
             return f"delete registered model {name!r}, which has alias {CHAMPION!r}"
     return None
+
+
+def _model_aliases(store: Any, name: str) -> Any:
+    """The aliases of registered model ``name`` (alias → version), None when it does not exist
+    (MLflow's own handler then answers 404)."""
+    try:
+        return store.get_registered_model(name).aliases
+    except Exception:  # noqa: BLE001 - missing model
+        return None
 
 
 def may_move_champion(username: str, *, is_admin: bool) -> bool:
@@ -139,10 +151,18 @@ def create_app() -> Any:
     uvicorn, the Flask app under gunicorn/waitress); either way the Flask hooks serve the
     registry's REST routes.
     """
+    import tempfile
+    from pathlib import Path
+
+    from filelock import FileLock
     from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as basic_auth_app
 
-    served = basic_auth_app(flask_app)
+    # ``mlflow server`` creates the user store and the admin before it starts the workers only
+    # for its own app name (``basic-auth``); for this one each worker does it in create_app.
+    # Serialize the workers of this host, so two of them never migrate one SQLite store at once.
+    with FileLock(Path(tempfile.gettempdir()) / "rollguard-mlflow-auth.lock", timeout=300):
+        served = basic_auth_app(flask_app)
     flask_app.before_request(guard_champion)
     return served
 

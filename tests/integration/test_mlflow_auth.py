@@ -199,6 +199,8 @@ def test_gate_guard_move_champion_pipeline_cannot_remove_it(
         pipeline.delete_model_version(model, "2")
     with pytest.raises(MlflowException, match="which has alias 'champion'"):
         pipeline.delete_registered_model(model)
+    with pytest.raises(MlflowException, match="rename registered model"):
+        pipeline.rename_registered_model(model, model + "-renamed")
     assert alias_version(as_user("reader"), model, CHAMPION) == "2"
 
 

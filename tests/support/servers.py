@@ -146,11 +146,14 @@ def start_mlflow_server(root: Path, log_dir: Path) -> ServerProcess:
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_mlflow_auth_server(root: Path, log_dir: Path, *, admin_password: str) -> ServerProcess:
+def start_mlflow_auth_server(
+    root: Path, log_dir: Path, *, admin_password: str, workers: int = 2
+) -> ServerProcess:
     """:func:`start_mlflow_server` with authentication: ``mlflow server --app-name rollguard-auth``
     (MLflow's basic-auth plus Rollguard's ``champion`` rule), the auth store in
-    ``root/basic_auth.db``, ``default_permission = NO_PERMISSIONS`` and an admin ``admin`` with
-    ``admin_password`` (the stack's configuration, docker-compose.yml)."""
+    ``root/basic_auth.db``, ``default_permission = NO_PERMISSIONS``, an admin ``admin`` with
+    ``admin_password`` and 2 workers that both initialise the fresh user store (the stack's
+    configuration, docker-compose.yml and deploy/mlflow/basic_auth.ini)."""
     root.mkdir(parents=True, exist_ok=True)
     config = root / "basic_auth.ini"
     config.write_text(
@@ -177,7 +180,7 @@ def start_mlflow_auth_server(root: Path, log_dir: Path, *, admin_password: str) 
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
     ]
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     return ServerProcess(
