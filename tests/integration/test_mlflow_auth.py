@@ -213,6 +213,31 @@ def test_admin_still_moves_champion_out_of_band(
     assert alias_version(as_user("reader"), model, CHAMPION) == "1"
 
 
+def test_users_job_refuses_a_wrong_admin_password_and_rotates_a_changed_one(
+    server: str, secrets: Path, tmp_path: Path
+) -> None:
+    from rollguard.cli import app
+
+    wrong = tmp_path / "secrets"
+    wrong.mkdir()
+    for user in ("admin", *USERS):
+        (wrong / f"mlflow_{user}_password").write_text(password(secrets, user))
+    (wrong / "mlflow_admin_password").write_text("not-the-admin-password")
+    runner = CliRunner()
+    args = ["stack", "mlflow-users", "--secrets-dir", str(wrong), "--tracking-uri", server]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code != 0
+    assert "refused to authenticate admin 'admin': HTTP 401" in refused.output
+
+    # Rotation: a new password in the secret file, the job again, and the new one is accepted.
+    (wrong / "mlflow_admin_password").write_text(password(secrets, "admin"))
+    (wrong / "mlflow_reader_password").write_text("rotated-" + uuid.uuid4().hex)
+    assert runner.invoke(app, args).exit_code == 0
+    new = ("reader", password(wrong, "reader"))
+    search = httpx.get(server + "/api/2.0/mlflow/registered-models/search", auth=new, timeout=30)
+    assert search.status_code == 200, search.text
+
+
 def test_configured_identity_without_password_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
