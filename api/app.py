@@ -67,6 +67,7 @@ from api.schemas import (
 )
 from api.workers import refuse_multiple_workers
 from rollguard.asgi import BodySizeLimitMiddleware
+from rollguard.mlflow_client import apply_mlflow_credentials
 from rollguard.settings import Settings, get_settings
 from rollguard.store import open_store
 
@@ -960,6 +961,7 @@ def _server(
     if metrics is None:
         metrics = manager.metrics if manager is not None else ServingMetrics.create()
     if manager is None:
+        apply_mlflow_credentials(settings)
         manager = ModelManager(
             settings.model_name,
             metrics,
