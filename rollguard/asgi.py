@@ -1,14 +1,69 @@
 """ASGI plumbing shared by Rollguard's HTTP services (the model server and the guard service):
-a request-body size limit that answers in Rollguard's own error shape."""
+the request id of every response, and a request-body size limit that answers in Rollguard's own
+error shape."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+#: A client's ``X-Request-ID`` is kept when it is 1 to 64 characters of letters, digits and
+#: ``. _ : -`` (64: the prediction log's ``request_id`` column); any other value is replaced.
+REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+_REQUEST_ID: ContextVar[str | None] = ContextVar("rollguard_request_id", default=None)
+
+
+def current_request_id() -> str:
+    """The id of the request being answered (set by :class:`RequestIdMiddleware`), or a new
+    uuid4 hex string outside a request."""
+    return _REQUEST_ID.get() or uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Gives every HTTP request an id and puts it in the ``X-Request-ID`` header of its response,
+    whatever answers it (a route, an error handler, another middleware, a 404 or 405).
+
+    The id is the client's ``X-Request-ID`` when it matches :data:`REQUEST_ID_PATTERN`, else a
+    new uuid4 hex string. Code answering the request reads it with :func:`current_request_id`
+    (a context variable: each request runs in its own task, and thread-pool calls copy it). A
+    header the application set itself is replaced, so body and header always agree. Pure ASGI:
+    one regex match and one header-list copy per request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                if REQUEST_ID_PATTERN.fullmatch(value):
+                    request_id = value.decode("ascii")
+                break
+        if request_id is None:
+            request_id = uuid.uuid4().hex
+        _REQUEST_ID.set(request_id)
+        header = (b"x-request-id", request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
+                headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class BodySizeLimitMiddleware:
@@ -77,7 +132,7 @@ class BodySizeLimitMiddleware:
             "error": "payload_too_large",
             "message": f"request body is larger than the limit of {self.max_bytes} bytes",
             "details": [{"field": "body", "problem": f"more than {self.max_bytes} bytes"}],
-            "request_id": uuid.uuid4().hex,
+            "request_id": current_request_id(),
         }
         data = json.dumps(body).encode()
         await send(
