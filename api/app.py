@@ -24,16 +24,20 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path as PathLib
 from typing import Annotated, Any
 
 import anyio
+import fastapi_offline
 import numpy as np
 import pydantic_core
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -1040,6 +1044,39 @@ def _install_openapi(app: FastAPI, request_model: type[BaseModel]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+#: Where the API serves the Swagger UI and ReDoc files shipped by the fastapi-offline package.
+DOCS_ASSETS = "/docs-assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the package's own files under
+    :data:`DOCS_ASSETS`: the pages make no request to another host (FastAPI's defaults load
+    them from a public CDN, blank on an offline deployment)."""
+    folder = PathLib(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
+    title = app.title
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def _server(
     settings: Settings,
     manager: ModelManager | None,
@@ -1150,7 +1187,10 @@ def create_app(
         version="1",
         summary=f"{score_description(usecase)} From the champion XGBoost model.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _install_docs(app)
     app.state.manager = manager
     app.state.prediction_log = srv.prediction_log
     app.state.metrics = metrics
