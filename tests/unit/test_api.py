@@ -418,6 +418,4 @@ def test_path_and_query_bounds_are_stated_as_they_are(client: TestClient) -> Non
     ]
     zero = client.get("/v1/model/history?limit=0")
     assert zero.status_code == 422
-    assert zero.json()["details"] == [
-        {"field": "limit", "problem": "must be at least 1"}
-    ]
+    assert zero.json()["details"] == [{"field": "limit", "problem": "must be at least 1"}]
