@@ -48,7 +48,7 @@ from api.entities import NoSnapshot, SnapshotFeatures, Targeting, UnknownEntity
 from api.history import NoRecords, RecordHistory, StoreUnavailable, recent_alias_moves
 from api.lifecycle import ModelManager, configure_mlflow_http
 from api.live import LiveMonitor, read_references
-from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
+from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics
 from api.middleware import MetricsMiddleware
 from api.model import NonFiniteScore, Row, ServingModel, Unseen
 from api.predlog import LoggedRequest, PredictionLog, adopt_shared_spool
@@ -68,8 +68,9 @@ from api.schemas import (
     count_field,
     score_description,
 )
-from api.workers import refuse_multiple_workers
+from api.workers import refuse_multiple_workers, refuse_start
 from rollguard.asgi import BodySizeLimitMiddleware, RequestIdMiddleware, current_request_id
+from rollguard.errors import RollguardError, describe_validation_error
 from rollguard.settings import Settings, get_settings
 from rollguard.store import open_store
 
@@ -1158,16 +1159,27 @@ def create_app(
     (:func:`api.workers.refuse_multiple_workers`).
     """
     refuse_multiple_workers()
-    if settings is None:
-        settings = get_settings()
-    srv = _server(settings, manager, prediction_log, metrics)
+    from_environment = settings is None
+    try:
+        if settings is None:
+            settings = get_settings()
+        srv = _server(settings, manager, prediction_log, metrics)
+    except (ValidationError, RollguardError) as exc:
+        if not from_environment:
+            raise
+        # Built by uvicorn's --factory from the environment: a refused start is one line.
+        refuse_start(
+            f"invalid settings: {describe_validation_error(exc, 'ROLLGUARD_')}"
+            if isinstance(exc, ValidationError)
+            else str(exc)
+        )
     contract, manager, metrics = srv.contract, srv.manager, srv.metrics
     usecase = contract.usecase
     token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        check_single_process()
+        refuse_multiple_workers()
         configure_mlflow_http()
         if srv.prediction_log.spool_dir == settings.api_spool_dir:
             adopt_shared_spool(settings.home / "spool", settings.api_spool_dir)

@@ -6,12 +6,31 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import uuid
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def port_problem(host: str, port: int, setting: str) -> str | None:
+    """Why a server cannot listen on ``host:port`` (e.g. "address already in use"), as one line
+    naming ``setting``, or None when it can. Binds and closes a socket the way uvicorn does
+    (``SO_REUSEADDR``), so a refused start says why before the server prints anything."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc} ({setting})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc} ({setting})"
+    return None
 
 
 #: A client's ``X-Request-ID`` is kept when it is 1 to 64 characters of letters, digits and
