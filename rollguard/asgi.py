@@ -5,9 +5,9 @@ error shape."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
-import uuid
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +40,16 @@ REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 _REQUEST_ID: ContextVar[str | None] = ContextVar("rollguard_request_id", default=None)
 
 
+def new_request_id() -> str:
+    """A new request id: 32 lowercase hex characters, 128 random bits (the shape of a uuid4 hex
+    string, a third of its cost: ``os.urandom`` without building a ``UUID``)."""
+    return os.urandom(16).hex()
+
+
 def current_request_id() -> str:
-    """The id of the request being answered (set by :class:`RequestIdMiddleware`), or a new
-    uuid4 hex string outside a request."""
-    return _REQUEST_ID.get() or uuid.uuid4().hex
+    """The id of the request being answered (set by :class:`RequestIdMiddleware`), or a new one
+    (:func:`new_request_id`) outside a request."""
+    return _REQUEST_ID.get() or new_request_id()
 
 
 class RequestIdMiddleware:
@@ -51,7 +57,7 @@ class RequestIdMiddleware:
     whatever answers it (a route, an error handler, another middleware, a 404 or 405).
 
     The id is the client's ``X-Request-ID`` when it matches :data:`REQUEST_ID_PATTERN`, else a
-    new uuid4 hex string. Code answering the request reads it with :func:`current_request_id`
+    new one (:func:`new_request_id`). Code answering the request reads it with :func:`current_request_id`
     (a context variable: each request runs in its own task, and thread-pool calls copy it). A
     header the application set itself is replaced, so body and header always agree. Pure ASGI:
     one regex match and one header-list copy per request.
@@ -71,7 +77,7 @@ class RequestIdMiddleware:
                     request_id = value.decode("ascii")
                 break
         if request_id is None:
-            request_id = uuid.uuid4().hex
+            request_id = new_request_id()
         _REQUEST_ID.set(request_id)
         header = (b"x-request-id", request_id.encode("ascii"))
 
