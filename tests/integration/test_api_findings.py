@@ -25,7 +25,6 @@ from tests.support.api_models import (
     EXAMPLE_ROW,
     cdnow_features,
     log_registered_version,
-    nan_booster,
     train_booster,
 )
 from tests.support.api_servers import start_api, wait_for
@@ -359,28 +358,3 @@ def test_fuzzed_requests_get_messages_in_rollguards_words(api: Api) -> None:
 
         bodies()
         params()
-
-
-# --- last: the champion becomes a version whose scores are NaN ---------------------------------
-
-
-def test_a_server_error_carries_the_request_id(api: Api) -> None:
-    """Last in the module: it moves the champion to a version whose scores are NaN (500)."""
-    from mlflow import MlflowClient
-
-    version = log_registered_version(nan_booster(), api.name, api.tracking)
-    MlflowClient(api.tracking, api.tracking).set_registered_model_alias(
-        api.name, "champion", version
-    )
-    wait_for(
-        lambda: httpx.get(api.url + "/v1/model").json().get("version") == version,
-        timeout=60,
-        what="the NaN version to serve",
-    )
-    r = httpx.post(
-        api.url + "/v1/predict", json={"rows": [EXAMPLE_ROW]}, headers={"X-Request-ID": "nan-1"}
-    )
-    assert r.status_code == 500
-    assert r.headers["x-request-id"] == "nan-1" and r.json()["request_id"] == "nan-1"
-    r = httpx.post(api.url + "/v1/predict", json={"rows": [EXAMPLE_ROW]})
-    assert r.status_code == 500 and r.json()["request_id"] == r.headers["x-request-id"]

@@ -236,9 +236,11 @@ def test_non_finite_model_output_is_a_counted_json_500(home: Path, model: Servin
         name="m", version="9", booster=booster, feature_names=check_features(booster)
     )
     with make_client(make_settings(home), broken) as c:
-        resp = c.post("/v1/predict", json={"rows": rows(2)})
+        resp = c.post("/v1/predict", json={"rows": rows(2)}, headers={"X-Request-ID": "nan-1"})
         assert resp.status_code == 500
         assert resp.json()["error"] == "invalid_model_output"
+        # The request id of a 500 is the client's, in the header and the body alike.
+        assert resp.headers["x-request-id"] == resp.json()["request_id"] == "nan-1"
         assert "Traceback" not in resp.text
         assert (
             'rollguard_prediction_errors_total{reason="non_finite_score"} 1.0'
@@ -419,3 +421,21 @@ def test_path_and_query_bounds_are_stated_as_they_are(client: TestClient) -> Non
     zero = client.get("/v1/model/history?limit=0")
     assert zero.status_code == 422
     assert zero.json()["details"] == [{"field": "limit", "problem": "must be at least 1"}]
+
+
+def test_an_unhandled_error_is_a_500_with_the_request_id(home: Path, model: ServingModel) -> None:
+    """Answered by Starlette's outermost error middleware, outside RequestIdMiddleware: the id
+    still comes from the request (a context variable), in the header and the body."""
+    client = make_client(make_settings(home), model)
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    client.app.add_api_route("/boom", boom)  # type: ignore[attr-defined]
+    with client as c:
+        given = c.get("/boom", headers={"X-Request-ID": "boom:1"})
+        generated = c.get("/boom")
+    assert given.status_code == 500 and generated.status_code == 500
+    assert given.headers["x-request-id"] == given.json()["request_id"] == "boom:1"
+    assert generated.headers["x-request-id"] == generated.json()["request_id"]
+    assert len(generated.json()["request_id"]) == 32 and "boom" not in generated.text
