@@ -38,12 +38,20 @@ def api(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory):  # type: 
 
 
 def _requested_urls(driver) -> list[str]:  # type: ignore[no-untyped-def]
-    urls = []
+    """URLs the browser asked for; those its Content-Security-Policy stopped before any request
+    (``blockedReason`` ``csp``) are left out: they never left the browser."""
+    sent, blocked = {}, set()
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
         if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+            sent[params["requestId"]] = params["request"]["url"]
+        elif (
+            message.get("method") == "Network.loadingFailed"
+            and params.get("blockedReason") == "csp"
+        ):
+            blocked.add(params["requestId"])
+    return [url for rid, url in sent.items() if rid not in blocked]
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,8 @@ class _Refs(HTMLParser):
 def test_docs_pages_load_only_files_the_server_serves(api: Api, page: str) -> None:
     r = httpx.get(api.url + page)
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    # The browser is told so too: nothing from another origin (a logo in ReDoc's menu would be).
+    assert "default-src 'self'" in r.headers["content-security-policy"]
     parser = _Refs()
     parser.feed(r.text)
     # URLs in script text too (Swagger UI's configuration names the OpenAPI document).
