@@ -1238,7 +1238,9 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(settings.api_cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            # A browser client may read the answer's request id and model version.
+            expose_headers=["X-Request-ID", "X-Model-Version"],
         )
     _install_openapi(app, contract.request)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)

@@ -332,6 +332,18 @@ def test_cors_is_closed_unless_origins_are_configured(home: Path, model: Serving
     with make_client(s, model) as c:
         ok = c.options("/v1/predict", headers={**preflight, "Origin": "https://ui.example"})
         assert ok.headers["access-control-allow-origin"] == "https://ui.example"
+        # A browser client may send its own request id, and read the answer's.
+        with_id = c.options(
+            "/v1/predict",
+            headers={
+                **preflight,
+                "Origin": "https://ui.example",
+                "Access-Control-Request-Headers": "content-type, x-request-id",
+            },
+        )
+        assert with_id.status_code == 200
+        answer = c.get("/healthz", headers={"Origin": "https://ui.example"})
+        assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
 
 
 def test_one_process_per_container_is_enforced() -> None:
