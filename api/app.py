@@ -331,7 +331,8 @@ def parse_rows_body(
     Raises:
         UnsupportedMediaType: the content type is not JSON (answered 415).
         RequestValidationError: the body is missing or not valid (422, field and problem per
-            error; locations start with ``body``).
+            error; locations start with ``body``), including a key repeated in one object
+            (type ``duplicate_key``, located at the key: ``("body", "rows", 3, "recency_days")``).
     """
     if not _is_json(content_type):
         raise UnsupportedMediaType(content_type or "")
