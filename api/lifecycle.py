@@ -140,6 +140,7 @@ class ModelManager:
         self.unaudited: dict[str, str] | None = None  # {"version", "since"} while flagged
         self._audit_version: str | None = None
         self._audit_first_miss: float | None = None
+        self._audit_store_error: str | None = None
         metrics.model_ready.set(0)
         for reason in CHAMPION_MISSING_REASONS:
             metrics.champion_missing.labels(model=model_name, reason=reason).set(0)
@@ -232,7 +233,6 @@ class ModelManager:
                     message = f"alias {CHAMPION!r} of {self.model_name} is not set"
                     self._set_missing("alias_missing", message)
                 return ReloadResult("unchanged", serving, None, message)
-            self._check_audit(target)
             if target == serving:
                 self._clear_missing()
                 return ReloadResult("unchanged", serving, target, f"version {target} is serving")
@@ -301,12 +301,15 @@ class ModelManager:
         )
 
     # --- out-of-band moves -------------------------------------------------------------------------
-    def _check_audit(self, target: str) -> None:
-        """Check that the alias target has its ``alias_audit`` row (see the module docstring).
+    def check_audit(self) -> None:
+        """Check that the alias target of the last registry answer has its ``alias_audit`` row
+        (see the module docstring). Called by the watcher after each reload, outside the load
+        lock, so a slow store never delays loading a version (nor the admin reload).
 
         Never raises: a store that cannot be read leaves the verdict as it was.
         """
-        if self.audit_store is None:
+        target = self.alias_target
+        if self.audit_store is None or target is None:
             return
         if target != self._audit_version:
             self._audit_version = target
@@ -317,15 +320,19 @@ class ModelManager:
         try:
             audited_to = latest_champion_move(self.audit_store(), self.model_name)
         except Exception as exc:  # noqa: BLE001 - StoreUnavailable or worse: ask again next poll
-            if self.audit.get("error") is None:
+            if self._audit_store_error is None:  # one line per outage, not per poll
                 log.warning(
-                    "cannot check the audit of %s version %s (asked again at the next poll): %s",
+                    "cannot check the audit of %s version %s (asked again at every poll): %s",
                     self.model_name,
                     target,
                     exc,
                 )
-            self.audit = {**self.audit, "state": "unknown", "error": str(exc)[:300]}
+            self._audit_store_error = str(exc)[:300]
+            self.audit = {**self.audit, "state": "unknown", "error": self._audit_store_error}
             return
+        if self._audit_store_error is not None:
+            log.info("the audit of %s can be checked again", self.model_name)
+            self._audit_store_error = None
         if audited_to == target:
             self.audit = {"state": "audited", "version": target}
             if self.unaudited is not None:
@@ -446,6 +453,7 @@ class ModelManager:
         while not self._stop.is_set():
             try:
                 self.reload()
+                self.check_audit()
                 self.refresh_challenger()
             except Exception:  # noqa: BLE001 - the watcher must never die
                 log.exception("model watcher iteration failed")

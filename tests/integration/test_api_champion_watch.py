@@ -30,7 +30,7 @@ from rollguard.settings import Settings
 from rollguard.store import open_store
 from tests.support.api_models import EXAMPLE_ROW, log_registered_version, train_booster
 from tests.support.api_servers import start_api, wait_for
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, free_port
 
 TOKEN = "integration-admin-token-0123456789"
 
@@ -234,7 +234,59 @@ def test_an_alias_move_outside_rollguard_is_flagged_and_still_served(stack: Stac
     # The next move through the compare-and-set (which first resets the alias to the store's
     # pointer, v2, then moves it with an audit row) clears it.
     stack.move(v1, expected=v2)
-    wait_for(lambda: stack.model()["champion"]["audit"] == "audited", what="audited again")
+
+    def audited_v1() -> bool:
+        model = stack.model()
+        champion = model["champion"]
+        return (
+            model["model_version"] == v1
+            and champion["alias_version"] == v1
+            and champion["audit"] == "audited"
+        )
+
+    # (the server may see the reset to v2 first: audited too, but not the end state)
+    wait_for(audited_v1, what="v1 audited again")
     model = stack.model()
-    assert model["model_version"] == v1 and model["champion"]["unaudited_version"] is None
+    assert model["champion"]["unaudited_version"] is None
     assert stack.gauge("rollguard_champion_unaudited_move") == 0.0
+
+
+def test_a_store_that_is_down_never_flags_a_move_nor_stops_serving(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A replica whose monitoring store is down (nothing listens on its port): the audit is
+    ``unknown``, nothing is flagged, a new version is loaded and served, one log line says why."""
+    v1, v2, _ = stack.versions
+    stack.wait_state("ok", v1)
+    down = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/postgres"
+    server = start_api(
+        tmp_path / "home",
+        stack.client.tracking_uri,
+        stack.name,
+        tmp_path / "logs",
+        token=TOKEN,
+        ROLLGUARD_DATABASE_URL=down,
+    )
+    try:
+
+        def champion() -> dict[str, Any]:
+            return httpx.get(server.url + "/v1/model", timeout=10).json()["champion"]
+
+        wait_for(lambda: "cannot check the audit" in server.log_tail(200), what="audit log line")
+        assert champion()["audit"] == "unknown"
+        stack.client.set_registered_model_alias(stack.name, "champion", v2)
+        wait_for(
+            lambda: httpx.get(server.url + "/v1/model", timeout=10).json()["model_version"] == v2,
+            what="v2 served with the store down",
+        )
+        time.sleep(6.0)  # beyond the audit grace period
+        assert champion()["audit"] == "unknown" and champion()["unaudited_version"] is None
+        text = httpx.get(server.url + "/metrics", timeout=10).text
+        assert f'rollguard_champion_unaudited_move{{model="{stack.name}"}} 0.0' in text
+        log = server.log_path.read_text(errors="replace")
+        assert "outside Rollguard" not in log
+        assert log.count("cannot check the audit") == 1  # once per outage, not per poll
+        pred = httpx.post(server.url + "/v1/predict", json={"rows": [EXAMPLE_ROW]}, timeout=10)
+        assert pred.status_code == 200 and pred.json()["model_version"] == v2
+    finally:
+        server.stop()
