@@ -6,10 +6,11 @@ leaves the champion on an audited, served version:
 
 * alias deleted, then restored: readiness/model report ``alias_missing``, gauge, one log line each;
 * the serving version deleted: ``version_missing``;
-* a replica started without an alias: 503 naming ``alias_missing``;
+* a replica started without an alias: 503 naming ``alias_missing``, then ``load refused`` and why;
 * an alias move with a raw ``MlflowClient.set_registered_model_alias`` (no audit row): gauge
   ``rollguard_champion_unaudited_move`` 1, ``/v1/model`` names the version; the next move through
-  ``registry_guard.registry.move_champion`` (compare-and-set, audit row) sets it back to 0.
+  ``registry_guard.registry.move_champion`` (compare-and-set, audit row) sets it back to 0;
+* a replica whose store is down: audit ``unknown``, never flagged, still serving.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rollguard.store import open_store
 from tests.support.api_models import EXAMPLE_ROW, log_registered_version, train_booster
 from tests.support.api_servers import start_api, wait_for
 from tests.support.servers import ServerProcess, free_port
+from usecases.cdnow.features import FEATURE_COLUMNS
 
 TOKEN = "integration-admin-token-0123456789"
 
@@ -208,6 +210,23 @@ def test_a_replica_without_a_champion_says_why_in_its_503(
             assert "rollguard train" in resp.json()["message"]
         text = httpx.get(url + "/metrics", timeout=10).text
         assert f'rollguard_champion_missing{{model="{name}",reason="alias_missing"}} 1.0' in text
+
+        # The alias now names a version the server refuses (features other than the use case's).
+        renamed = tuple(f"x_{c}" for c in FEATURE_COLUMNS)
+        bad = log_registered_version(
+            train_booster(seed=7, rounds=2, feature_names=renamed), name, mlflow_server
+        )
+        stack.client.set_registered_model_alias(name, "champion", bad)
+        wait_for(lambda: state() == "load_refused", what="load_refused")
+        ready = httpx.get(url + "/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["reason"].startswith(f"load refused: version {bad}: ")
+        assert "feature names" in ready.json()["reason"]
+        pred = httpx.post(url + "/v1/predict", json={"rows": [EXAMPLE_ROW]}, timeout=10)
+        assert pred.status_code == 503 and f"load refused: version {bad}" in pred.json()["message"]
+        assert f'rollguard_champion_missing{{model="{name}",reason="alias_missing"}} 0.0' in (
+            httpx.get(url + "/metrics", timeout=10).text
+        )
     finally:
         server.stop()
 
