@@ -216,7 +216,9 @@ class ModelManager:
                 )
             except Exception as exc:  # noqa: BLE001 - any failure means the registry is unusable
                 self._registry_failed(exc)
-                self._set_missing("registry_unreachable", f"registry unreachable: {exc}")
+                self._set_missing(
+                    "registry_unreachable", f"registry unreachable: {self.registry_error}"
+                )
                 self.metrics.model_reloads.labels(outcome="registry_error").inc()
                 log.warning("registry unreachable: %s", self.registry_error)
                 return ReloadResult("registry_error", serving, None, self.registry_error or "")
@@ -391,7 +393,9 @@ class ModelManager:
                 self._set_missing("registry_unreachable", f"could not download version {target}")
             self.metrics.model_reloads.labels(outcome="registry_error").inc()
             log.warning("could not download version %s: %s", target, exc)
-            return ReloadResult("registry_error", serving, target, self.registry_error or "")
+            return ReloadResult(
+                "registry_error", serving, target, f"{type(exc).__name__}: {str(exc)[:300]}"
+            )
         self._refused.discard(target)
         self._swap(model)
         self.metrics.model_reloads.labels(outcome="swapped").inc()
@@ -481,27 +485,29 @@ class ModelManager:
         version that was refused; the previous one, if any, serves), ``loading`` (a new target is
         being loaded) or ``unknown`` (not checked yet, or no registry configured).
         """
-        serving = self.current.version if self.current else None
-        refusal = self.last_refusal
+        # One read of each reference: the watcher thread replaces them (never mutates them).
+        current, missing, unaudited = self.current, self.missing, self.unaudited
+        refusal, target, audit = self.last_refusal, self.alias_target, self.audit
+        serving = current.version if current else None
         reason: str | None = None
-        if self.missing is not None:
-            state, reason = self.missing["reason"], self.missing["detail"]
+        if missing is not None:
+            state, reason = missing["reason"], missing["detail"]
         elif self.tracking_uri is None or self.registry_ok is None:
             state = "unknown"
-        elif self.alias_target == serving:
+        elif target == serving:
             state = "ok"
-        elif refusal is not None and refusal["version"] == self.alias_target:
+        elif refusal is not None and refusal["version"] == target:
             state, reason = "load_refused", f"version {refusal['version']}: {refusal['reason']}"
         else:
             state = "loading"
         return {
             "state": state,
             "reason": reason,
-            "since": self.missing["since"] if self.missing else None,
-            "alias_version": self.alias_target,
-            "audit": self.audit["state"],
-            "unaudited_version": self.unaudited["version"] if self.unaudited else None,
-            "unaudited_since": self.unaudited["since"] if self.unaudited else None,
+            "since": missing["since"] if missing else None,
+            "alias_version": target,
+            "audit": audit["state"],
+            "unaudited_version": unaudited["version"] if unaudited else None,
+            "unaudited_since": unaudited["since"] if unaudited else None,
         }
 
     def unavailable_reason(self) -> str:
