@@ -490,10 +490,7 @@ class _Server:
 
     def not_ready(self) -> JSONResponse:
         self.metrics.prediction_errors.labels(reason="not_ready").inc()
-        detail = self.manager.registry_error or (
-            "no champion version loaded yet: train and gate one (`rollguard train`, then "
-            "`rollguard gate`, or let the weekly DAG run)"
-        )
+        detail = self.manager.unavailable_reason()
         return error_body(
             503,
             "not_ready",
@@ -886,6 +883,7 @@ def model_router(srv: _Server, token: bytes | None) -> APIRouter:
             gate={k: v for k, v in tags.items() if is_gate(k)},
             shadow_version=challenger.version if challenger is not None else None,
             live=live_info(model, srv.live),
+            champion=manager.champion_status(),
         )
 
     @router.get(
@@ -961,12 +959,14 @@ def health_router(srv: _Server) -> APIRouter:
 
     @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> Any:
-        """Readiness: 200 when a model serves (also while the registry is unreachable: the
-        detail says so), else 503."""
+        """Readiness: 200 when a model serves (also while the registry is unreachable or the
+        champion alias is missing: ``champion`` says so), else 503 with ``reason``."""
         model = srv.manager.current
         body = Readiness(
             ready=model is not None,
             model_version=model.version if model else None,
+            reason=None if model else srv.manager.unavailable_reason(),
+            champion=srv.manager.champion_status(),
             registry=srv.manager.registry_status(),
             prediction_log=srv.prediction_log.status(),
         )
@@ -1105,6 +1105,7 @@ def _server(
     contract = api_contract(usecase, settings.api_max_rows)
     if metrics is None:
         metrics = manager.metrics if manager is not None else ServingMetrics.create()
+    store = _LazyStore(settings)
     if manager is None:
         apply_mlflow_credentials(settings)
         manager = ModelManager(
@@ -1114,6 +1115,7 @@ def _server(
             poll_seconds=settings.api_poll_seconds,
             shadow=settings.api_shadow,
             usecase=usecase,
+            audit_store=store.engine,
         )
     if prediction_log is None:
         prediction_log = PredictionLog(
@@ -1124,7 +1126,6 @@ def _server(
             challenger=lambda: manager.challenger,
         )
     snapshots = SnapshotFeatures(settings.warehouse_dir / "features", usecase)
-    store = _LazyStore(settings)
     live = None
     if settings.live_signals:
         live = LiveMonitor(
