@@ -26,8 +26,10 @@ SERVICES = RAW["services"]
 EXTERNAL = {"postgres", "redis"}
 #: Compose services `stack up` does not run as a process of their own: it writes Alertmanager's
 #: config itself (stack_runner.write_configs: the shipped receivers, the guard on loopback)
-#: instead of rendering the ROLLGUARD_ALERT_* receivers (docs/alerting.md, "Receivers").
-NOT_MIRRORED = {"alertmanager-config"}
+#: instead of rendering the ROLLGUARD_ALERT_* receivers (docs/alerting.md, "Receivers"). The
+#: local stack serves the API without keys (a developer's machine, loopback only), so it has no
+#: UI key to register (rollguard-ui-key).
+NOT_MIRRORED = {"alertmanager-config", "rollguard-ui-key"}
 SECRETS = StackSecrets("fernet", "jwt", "api-key", "password", "guard", "admin")
 #: Keys only the process stack sets: several Airflow processes on one host need distinct ports
 #: and loopback addresses; the rest trims memory on a laptop.
