@@ -9,8 +9,8 @@ When ``ROLLGUARD_API_KEYS`` is true, each protected route's ASGI app is wrapped 
   "no usable credentials");
 - a well-formed key that is not in the store, or is revoked: **403** ``invalid_api_key`` /
   ``revoked_api_key`` (credentials were given and are refused);
-- over the key's rate (``ROLLGUARD_API_KEY_RATE``, a moving window of the ``limits`` library in
-  process memory): **429** ``rate_limited`` with ``Retry-After`` in whole seconds;
+- over the key's rate (``ROLLGUARD_API_KEY_RATE``, a sliding window counter of the ``limits``
+  library in process memory): **429** ``rate_limited`` with ``Retry-After`` in whole seconds;
 - the key store cannot be read and this key id was never verified: **503**
   ``key_store_unavailable`` with ``Retry-After``.
 
@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -63,7 +63,9 @@ def parse_rate(rate: str) -> RateLimitItem:
 
 class KeyPolicy:
     """What every gate of one server shares: whether keys are required, the verifier, the rate
-    limiter (``limits``' moving window over in-memory storage, one window per key id) and the
+    limiter (``limits``' sliding window counter over in-memory storage, one per key id: two
+    counters per key whatever the rate, where a moving window keeps one timestamp per admitted
+    request and costs more per hit the higher the rate) and the
     counter."""
 
     def __init__(
@@ -77,7 +79,7 @@ class KeyPolicy:
         self.required = required
         self.verifier = verifier
         self.item = parse_rate(rate)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.counter = counter
         self.error = error
         self._children: dict[tuple[str, str, str], Any] = {}

@@ -541,7 +541,7 @@ def live_comparison(args, live_api, base_api, api_body: bytes, batch_body: bytes
 
 def keys_comparison(args, keyed_api, open_api, api_body: bytes, key: str) -> list[str]:  # type: ignore[no-untyped-def]
     """The cost of API keys per request: the route with ``ROLLGUARD_API_KEYS=true`` (a valid
-    ``X-API-Key`` on every request: header lookup, cached verification, the per-key moving-window
+    ``X-API-Key`` on every request: header lookup, cached verification, the per-key sliding-window
     rate limit of ``limits``, the by-key counter) against the named baseline **route with keys
     off** (same version, same settings otherwise), single-row requests at 8 connections, in ABBA
     rounds; CPU per request of the server process from ``/proc``, as for live signals."""
@@ -594,10 +594,10 @@ def keys_comparison(args, keyed_api, open_api, api_body: bytes, key: str) -> lis
 def keys_in_process(key: str, calls: int = 100_000) -> dict[str, float]:
     """Microseconds per call, in this process, of the parts of a key check: the cached
     verification (regex, dict lookup, salted SHA-256, constant-time compare) and one hit of the
-    moving-window limiter over in-memory storage."""
+    sliding-window-counter limiter over in-memory storage."""
     from limits import parse
     from limits.storage import MemoryStorage
-    from limits.strategies import MovingWindowRateLimiter
+    from limits.strategies import SlidingWindowCounterRateLimiter
 
     from rollguard import apikeys
 
@@ -609,7 +609,7 @@ def keys_in_process(key: str, calls: int = 100_000) -> dict[str, float]:
     for _ in range(calls):
         verifier.cached(key)
     verify_us = (time.perf_counter() - t0) / calls * 1e6
-    limiter, item = MovingWindowRateLimiter(MemoryStorage()), parse("1000000/minute")
+    limiter, item = SlidingWindowCounterRateLimiter(MemoryStorage()), parse("1000000/minute")
     t0 = time.perf_counter()
     for _ in range(calls // 10):
         limiter.hit(item, "bench")
