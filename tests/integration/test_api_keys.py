@@ -270,3 +270,49 @@ def test_the_ui_client_sends_its_own_key(served_model: tuple[str, str], tmp_path
     finally:
         server.stop()
         engine.dispose()
+
+
+def test_the_ui_process_asks_for_a_login_from_its_auth_file(
+    served_model: tuple[str, str], tmp_path: Path
+) -> None:
+    """The real UI process (``python -m ui``) with ROLLGUARD_UI_AUTH_FILE and its key file,
+    against the keyed API: Gradio refuses its config before a log-in, accepts the file's user."""
+    from tests.support.ui_stack import start_ui
+
+    tracking, name = served_model
+    home = _home(tmp_path)
+    key_file = tmp_path / "ui_api_key"
+    key_file.write_text(apikeys.generate_key())
+    engine = open_store(Settings(home=home))
+    apikeys.create_key(engine, "ui", key=key_file.read_text())
+    engine.dispose()
+    auth_file = tmp_path / "ui_auth"
+    auth_file.write_text("rollguard:correct-horse-battery\n")
+    api = start_api(home, tracking, name, tmp_path / "logs", token=TOKEN, ROLLGUARD_API_KEYS="true")
+    ui = None
+    try:
+        ui = start_ui(
+            api.url,
+            tmp_path / "ui-logs",
+            timeout_seconds=30,
+            ROLLGUARD_API_KEY_FILE=str(key_file),
+            ROLLGUARD_UI_AUTH_FILE=str(auth_file),
+        )
+        with httpx.Client(base_url=ui.url, timeout=30) as browser:
+            assert browser.get("/config").status_code == 401
+            wrong = browser.post("/login", data={"username": "rollguard", "password": "nope"})
+            assert wrong.status_code == 400
+            right = browser.post(
+                "/login", data={"username": "rollguard", "password": "correct-horse-battery"}
+            )
+            assert right.status_code == 200, right.text
+            assert browser.get("/config").status_code == 200
+    except BaseException:
+        print(api.log_tail())
+        if ui is not None:
+            print(ui.log_tail())
+        raise
+    finally:
+        if ui is not None:
+            ui.stop()
+        api.stop()
