@@ -974,7 +974,7 @@ _KEY_RESPONSES = {
 def _install_openapi(
     app: FastAPI,
     request_model: type[BaseModel],
-    key_paths: set[str] = frozenset(),  # type: ignore[assignment]
+    key_paths: frozenset[str] | set[str] = frozenset(),
 ) -> None:
     default_openapi = app.openapi
 

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rollguard.db.models import ApiKey
@@ -152,7 +152,7 @@ def create_key(
     }
     try:
         with engine.begin() as conn:
-            conn.execute(ApiKey.__table__.insert().values(**row_values))
+            conn.execute(insert(ApiKey).values(**row_values))
     except IntegrityError:
         raise ApiKeyError(f"key id {key_id} was registered at the same time; try again") from None
     info = ApiKeyInfo(key_id, name, row_values["created_at"], None)  # type: ignore[arg-type]
@@ -168,14 +168,20 @@ def list_keys(engine: Engine) -> list[ApiKeyInfo]:
                 table.c.id
             )
         ).all()
-    return [ApiKeyInfo(r.key_id, r.name, _utc(r.created_at), _utc(r.revoked_at)) for r in rows]
+    return [
+        ApiKeyInfo(
+            r.key_id,
+            r.name,
+            _utc(r.created_at),
+            _utc(r.revoked_at) if r.revoked_at is not None else None,
+        )
+        for r in rows
+    ]
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime) -> datetime:
     """SQLite returns naive datetimes; the store writes UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def revoke_key(engine: Engine, key_id: str, now: datetime | None = None) -> ApiKeyInfo:
@@ -185,11 +191,10 @@ def revoke_key(engine: Engine, key_id: str, now: datetime | None = None) -> ApiK
     Raises:
         ApiKeyError: no key has this id.
     """
-    table = ApiKey.__table__
     with engine.begin() as conn:
         conn.execute(
-            update(table)
-            .where(table.c.key_id == key_id, table.c.revoked_at.is_(None))
+            update(ApiKey)
+            .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
             .values(revoked_at=now or datetime.now(UTC))
         )
     for info in list_keys(engine):
