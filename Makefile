@@ -7,7 +7,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --locked
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint format bench clean-home env up down dashboards
+.PHONY: help setup demo test lint format bench clean-home env up down dashboards audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ lint: setup ## Linters, the import layers (docs/design.md, "Layers") and type ch
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports
 	$(RUN) mypy rollguard
+
+# Needs the OSV service (network): not part of `make test` nor CI; docs/security.md, "Dependency audit".
+audit: $(UV) ## Check every locked dependency (uv.lock, all groups) against the OSV vulnerability database
+	$(UV) audit --locked --preview-features audit-command
 
 format: setup ## Apply the formatter and safe lint fixes
 	$(RUN) ruff format .

@@ -20,21 +20,24 @@ import inspect
 import json
 import logging
 import math
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path as PathLib
 from typing import Annotated, Any
 
 import anyio
+import fastapi_offline
 import numpy as np
 import pydantic_core
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,7 +49,7 @@ from api.history import NoRecords, RecordHistory, StoreUnavailable, recent_alias
 from api.keys import CURRENT_KEY_ID, HEADER, KeyGate, KeyPolicy
 from api.lifecycle import ModelManager, configure_mlflow_http
 from api.live import LiveMonitor, read_references
-from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics, check_single_process
+from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics
 from api.middleware import MetricsMiddleware
 from api.model import NonFiniteScore, Row, ServingModel, Unseen
 from api.predlog import LoggedRequest, PredictionLog, adopt_shared_spool
@@ -66,9 +69,11 @@ from api.schemas import (
     count_field,
     score_description,
 )
-from api.workers import refuse_multiple_workers
+from api.workers import refuse_multiple_workers, refuse_start
 from rollguard.apikeys import KeyVerifier, store_lookup
-from rollguard.asgi import BodySizeLimitMiddleware
+from rollguard.asgi import BodySizeLimitMiddleware, RequestIdMiddleware, current_request_id
+from rollguard.errors import RollguardError, describe_validation_error
+from rollguard.mlflow_client import apply_mlflow_credentials
 from rollguard.settings import Settings, get_settings
 from rollguard.store import open_store
 
@@ -93,6 +98,60 @@ _PROBLEMS = {
     "string_type": "must be a JSON string (a category)",
     "too_short": "must hold at least one row",
 }
+
+
+#: A bound at least this large is an internal limit (an id's 2**62), stated as "number too large".
+_INTERNAL_BOUND = 2**53
+
+
+def _number_bound(kind: str, ctx: dict[str, Any]) -> str | None:
+    """A path/query number bound in Rollguard's words ("must be at most 1000")."""
+    words = {"le": "at most", "ge": "at least", "lt": "less than", "gt": "greater than"}
+    for key, phrase in words.items():
+        if key in ctx and kind.startswith(("less_than", "greater_than")):
+            bound = ctx[key]
+            if abs(float(bound)) >= _INTERNAL_BOUND:
+                return "number too large" if key in ("le", "lt") else "number too small"
+            return f"must be {phrase} {bound}"
+    return None
+
+
+def _own_words(error: dict[str, Any]) -> str:
+    """Any validation error in Rollguard's words: never pydantic's message, which names internal
+    classes ("instance of PredictRequestEnvelope") and limits."""
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    if kind in _PROBLEMS:
+        return _PROBLEMS[kind]
+    bound = _number_bound(kind, ctx)
+    if bound is not None:
+        return bound
+    if kind in ("model_type", "model_attributes_type", "dict_type", "typed_dict_type"):
+        loc = tuple(error.get("loc", ()))
+        if loc in ((), ("body",)):
+            return "must be a JSON object with a 'rows' list"
+        return "must be a JSON object"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be an integer"
+    if kind in ("int_parsing_size", "float_parsing_size"):
+        return "number too large"
+    if kind in ("float_parsing",):
+        return "must be a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "must be true or false"
+    if kind in ("list_type", "tuple_type"):
+        return "must be a JSON list"
+    if kind == "too_long":
+        return f"must hold at most {ctx.get('max_length')} items"
+    if kind == "string_too_short":
+        return f"must be at least {ctx.get('min_length')} characters"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "string_pattern_mismatch":
+        return "does not have the expected format"
+    if kind in ("literal_error", "enum"):
+        return f"must be one of {ctx.get('expected', 'the documented values')}"
+    return "invalid value"
 
 
 def _bound_problem(error: dict[str, Any]) -> str | None:
@@ -123,9 +182,9 @@ def error_body(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """A JSON error response in the one shape this API uses. Every error carries a request id
-    (a new one when the caller has none) in the body and the ``X-Request-ID`` header, so a person
-    can quote it and find the log line."""
-    request_id = request_id or uuid.uuid4().hex
+    (the request's own, :func:`rollguard.asgi.current_request_id`, when the caller passes none)
+    in the body and the ``X-Request-ID`` header, so a person can quote it and find the log line."""
+    request_id = request_id or current_request_id()
     return JSONResponse(
         {"error": error, "message": message, "details": details or [], "request_id": request_id},
         status_code=status,
@@ -147,14 +206,12 @@ def validation_details(errors: list[dict[str, Any]], limit: int = 50) -> list[di
     for e in errors[:limit]:
         in_body = tuple(e.get("loc", ()))[:1] == ("body",)
         # The feature-row wording (float32 range, >= 0) is for the body's features only; path and
-        # query parameters keep pydantic's message, which states their real bounds.
-        problem = (
-            _bound_problem(e) or _PROBLEMS.get(e.get("type", ""), e.get("msg", "invalid"))
-            if in_body
-            else str(e.get("msg", "invalid"))
-        )
+        # query parameters state their own bounds (an internal one is "number too large").
+        problem = (_bound_problem(e) if in_body else None) or _own_words(e)
         if e.get("type") == "too_long":
-            problem = f"too many rows: {e.get('msg', '')}"
+            problem = f"too many rows: at most {(e.get('ctx') or {}).get('max_length')}"
+        if e.get("type") == "duplicate_key":
+            problem = "duplicate key: it appears more than once in this object"
         if e.get("type") == "json_invalid":
             # loc is ("body", <character offset>): name the body and say where it breaks.
             loc = tuple(e.get("loc", ()))
@@ -230,6 +287,36 @@ def _row_adapter(model: type[BaseModel]) -> tuple[TypeAdapter[Any], int]:
     return TypeAdapter(row_type), len(row_type.__annotations__)
 
 
+class _KeyedObject(dict[str, Any]):
+    """A JSON object read by ``json.loads`` that remembers its repeated keys (JSON allows them;
+    ``json`` and pydantic keep the last value, which would silently score another row)."""
+
+    __slots__ = ("duplicates",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.duplicates: list[str] = []
+        if len(self) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen and key not in self.duplicates:
+                    self.duplicates.append(key)
+                seen.add(key)
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """``object_pairs_hook``: a plain dict, or a :class:`_KeyedObject` when a key repeats."""
+        obj = dict(pairs)
+        return obj if len(obj) == len(pairs) else cls(pairs)
+
+    def duplicate_errors(self, loc: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """One ``duplicate_key`` validation error per repeated key, located at the key."""
+        return [
+            {"type": "duplicate_key", "loc": (*loc, key), "msg": "duplicate key", "input": None}
+            for key in self.duplicates
+        ]
+
+
 def parse_rows_body(
     model: type[BaseModel], body: bytes, content_type: str | None
 ) -> list[dict[str, Any]]:
@@ -247,7 +334,8 @@ def parse_rows_body(
     Raises:
         UnsupportedMediaType: the content type is not JSON (answered 415).
         RequestValidationError: the body is missing or not valid (422, field and problem per
-            error; locations start with ``body``).
+            error; locations start with ``body``), including a key repeated in one object
+            (type ``duplicate_key``, located at the key: ``("body", "rows", 3, "recency_days")``).
     """
     if not _is_json(content_type):
         raise UnsupportedMediaType(content_type or "")
@@ -260,22 +348,31 @@ def parse_rows_body(
     # ':' and an object per '{' (a valid body has rows * 18 + 1 and rows + 1) is a cheap bound.
     adapter, n_features = _row_adapter(model)
     # (A ':' or '{' inside a categorical string only makes a body take the standard path.)
-    if body.count(b":") <= (n_features + 1) * body.count(b"{") + MAX_BODY_ERRORS:
+    colons = body.count(b":")
+    if colons <= (n_features + 1) * body.count(b"{") + MAX_BODY_ERRORS:
         try:
-            return model.model_validate_json(body).rows  # type: ignore[attr-defined,no-any-return]
+            rows = model.model_validate_json(body).rows  # type: ignore[attr-defined]
         except ValidationError:
             pass
+        else:
+            # pydantic keeps the last of duplicate keys. Every row holds all n_features keys, so
+            # a body without duplicates has exactly one ':' per key (more only from a ':' inside
+            # a string): then nothing else needs checking; otherwise the standard path decides.
+            if colons == 1 + len(rows) * n_features:
+                return rows  # type: ignore[no-any-return]
     try:
-        value = json.loads(body)
+        value = json.loads(body, object_pairs_hook=_KeyedObject.from_pairs)
     except json.JSONDecodeError as exc:
         raise _json_error(("body", exc.pos), exc.msg) from None
     except UnicodeDecodeError as exc:
         raise _json_error(("body",), f"not valid text in UTF-8, -16 or -32: {exc.reason}") from None
     except RecursionError:
         raise _json_error(("body",), "nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal with more than 4,300 digits
-        raise _json_error(("body",), str(exc).split("\n")[0][:200]) from None
+    except ValueError:  # an integer literal with more than 4,300 digits (Python's own limit)
+        raise _json_error(("body",), "a number with too many digits") from None
     errors: list[dict[str, Any]] = []
+    if isinstance(value, _KeyedObject):
+        errors.extend(value.duplicate_errors(()))
     if isinstance(value, dict) and len(value) > 1 + MAX_BODY_ERRORS:
         raise RequestValidationError([_too_many_fields(("body",), len(value), 1)])
     try:
@@ -290,6 +387,8 @@ def parse_rows_body(
         if isinstance(row, dict) and len(row) > n_features + MAX_BODY_ERRORS:
             errors.append(_too_many_fields(("rows", i), len(row), n_features))
             continue
+        if isinstance(row, _KeyedObject):
+            errors.extend(row.duplicate_errors(("rows", i)))
         try:
             adapter.validate_python(row)
         except ValidationError as exc:
@@ -393,10 +492,7 @@ class _Server:
 
     def not_ready(self) -> JSONResponse:
         self.metrics.prediction_errors.labels(reason="not_ready").inc()
-        detail = self.manager.registry_error or (
-            "no champion version loaded yet: train and gate one (`rollguard train`, then "
-            "`rollguard gate`, or let the weekly DAG run)"
-        )
+        detail = self.manager.unavailable_reason()
         return error_body(
             503,
             "not_ready",
@@ -486,7 +582,7 @@ def scoring_router(srv: _Server) -> APIRouter:
         model = manager.current
         if model is None:
             return srv.not_ready()
-        request_id = uuid.uuid4().hex
+        request_id = current_request_id()
         matrix, unseen = model.encode(rows)
         try:
             scores = await srv.batcher.predict(model, matrix)
@@ -534,7 +630,7 @@ def scoring_router(srv: _Server) -> APIRouter:
         model = manager.current
         if model is None:
             return srv.not_ready()
-        request_id = uuid.uuid4().hex
+        request_id = current_request_id()
         matrix, unseen = model.encode(rows)
         try:
             contribs, bias = model.explain(matrix)
@@ -599,7 +695,7 @@ def entity_router(srv: _Server) -> APIRouter:
         except UnknownEntity as exc:
             problem = "not in the newest snapshot"
             return error_body(404, unknown_kind, str(exc), [{"field": key, "problem": problem}])
-        request_id = uuid.uuid4().hex
+        request_id = current_request_id()
         rows = [found.features]
         matrix, unseen = model.encode(rows)
         try:
@@ -798,6 +894,7 @@ def model_router(srv: _Server, token: bytes | None) -> APIRouter:
             gate={k: v for k, v in tags.items() if is_gate(k)},
             shadow_version=challenger.version if challenger is not None else None,
             live=live_info(model, srv.live),
+            champion=manager.champion_status(),
         )
 
     @router.get(
@@ -873,12 +970,14 @@ def health_router(srv: _Server) -> APIRouter:
 
     @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> Any:
-        """Readiness: 200 when a model serves (also while the registry is unreachable: the
-        detail says so), else 503."""
+        """Readiness: 200 when a model serves (also while the registry is unreachable or the
+        champion alias is missing: ``champion`` says so), else 503 with ``reason``."""
         model = srv.manager.current
         body = Readiness(
             ready=model is not None,
             model_version=model.version if model else None,
+            reason=None if model else srv.manager.unavailable_reason(),
+            champion=srv.manager.champion_status(),
             registry=srv.manager.registry_status(),
             prediction_log=srv.prediction_log.status(),
         )
@@ -1004,6 +1103,53 @@ def _install_openapi(
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+#: Where the API serves the Swagger UI and ReDoc files shipped by the fastapi-offline package.
+DOCS_ASSETS = "/docs-assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the package's own files under
+    :data:`DOCS_ASSETS`: the pages make no request to another host (FastAPI's defaults load
+    them from a public CDN, blank on an offline deployment), which their
+    ``Content-Security-Policy`` header enforces in the browser."""
+    # And the browser may not ask another host for anything: ReDoc's menu shows a logo from its
+    # vendor's CDN; this policy keeps it from being requested (it is hidden when it fails).
+    csp = {
+        "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+        "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+        "worker-src 'self' blob:; connect-src 'self'"
+    }
+    folder = PathLib(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
+    title = app.title
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            # No badge from the public validator service for a spec on a non-local host.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers.update(csp)
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers.update(csp)
+        return page
+
+
 def _server(
     settings: Settings,
     manager: ModelManager | None,
@@ -1015,7 +1161,9 @@ def _server(
     contract = api_contract(usecase, settings.api_max_rows)
     if metrics is None:
         metrics = manager.metrics if manager is not None else ServingMetrics.create()
+    store = _LazyStore(settings)
     if manager is None:
+        apply_mlflow_credentials(settings)
         manager = ModelManager(
             settings.model_name,
             metrics,
@@ -1023,6 +1171,7 @@ def _server(
             poll_seconds=settings.api_poll_seconds,
             shadow=settings.api_shadow,
             usecase=usecase,
+            audit_store=store.engine,
         )
     if prediction_log is None:
         prediction_log = PredictionLog(
@@ -1033,7 +1182,6 @@ def _server(
             challenger=lambda: manager.challenger,
         )
     snapshots = SnapshotFeatures(settings.warehouse_dir / "features", usecase)
-    store = _LazyStore(settings)
     live = None
     if settings.live_signals:
         live = LiveMonitor(
@@ -1085,16 +1233,27 @@ def create_app(
     (:func:`api.workers.refuse_multiple_workers`).
     """
     refuse_multiple_workers()
-    if settings is None:
-        settings = get_settings()
-    srv = _server(settings, manager, prediction_log, metrics)
+    from_environment = settings is None
+    try:
+        if settings is None:
+            settings = get_settings()
+        srv = _server(settings, manager, prediction_log, metrics)
+    except (ValidationError, RollguardError) as exc:
+        if not from_environment:
+            raise
+        # Built by uvicorn's --factory from the environment: a refused start is one line.
+        refuse_start(
+            f"invalid settings: {describe_validation_error(exc, 'ROLLGUARD_')}"
+            if isinstance(exc, ValidationError)
+            else str(exc)
+        )
     contract, manager, metrics = srv.contract, srv.manager, srv.metrics
     usecase = contract.usecase
     token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        check_single_process()
+        refuse_multiple_workers()
         configure_mlflow_http()
         if srv.prediction_log.spool_dir == settings.api_spool_dir:
             adopt_shared_spool(settings.home / "spool", settings.api_spool_dir)
@@ -1114,7 +1273,10 @@ def create_app(
         version="1",
         summary=f"{score_description(usecase)} From the champion XGBoost model.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _install_docs(app)
     app.state.manager = manager
     app.state.prediction_log = srv.prediction_log
     app.state.metrics = metrics
@@ -1134,11 +1296,15 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(settings.api_cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", HEADER],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", HEADER],
+            # A browser client may read the answer's request id and model version.
+            expose_headers=["X-Request-ID", "X-Model-Version"],
         )
     _install_openapi(
         app, contract.request, protected_paths if settings.api_keys_required else set()
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    # Outermost of ours: every answer (413, 404, 405, 422, routes) carries the request id.
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from rollguard.asgi import port_problem
 from rollguard.commands import settings
 from rollguard.errors import RollguardError
 
@@ -32,6 +33,15 @@ def serve_api(
     from api.app import create_app
 
     s = settings()
+    problem = port_problem(host or s.api_host, port or s.api_port, "--port or ROLLGUARD_API_PORT")
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(code=2)
+    try:
+        app = create_app(s)
+    except RollguardError as exc:  # e.g. the use case is not registered
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
     # The prediction-log and model-watch threads share the GIL with request handling; a 1 ms
     # switch interval (CPython's default is 5 ms) bounds how long a request waits for them.
     sys.setswitchinterval(0.001)
@@ -71,6 +81,12 @@ def serve_guard(
     from api.lifecycle import configure_mlflow_http
 
     s = settings()
+    problem = port_problem(
+        host or s.guard_host, port or s.guard_port, "--port or ROLLGUARD_GUARD_PORT"
+    )
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(code=2)
     configure_mlflow_http()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -76,7 +76,7 @@ class SnapshotFeatures:
             NoSnapshot: no snapshot file exists.
         """
         frame, cutoff = self._load()
-        assert self._key is not None
+        assert self._key is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
         return frame, cutoff, self._key
 
     def _load(self) -> tuple[pd.DataFrame, str]:

@@ -222,3 +222,27 @@ def _iso(value: datetime) -> str:
     from datetime import UTC
 
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def latest_champion_move(engine: Engine, model_name: str) -> str | None:
+    """The ``to_version`` of the newest ``moved`` row of ``alias_audit`` for the ``champion`` of
+    ``model_name`` (newest by row id, i.e. by commit order under the champion lock, not by the
+    caller-supplied ``moved_at``), or None when Rollguard never moved it.
+
+    Raises:
+        StoreUnavailable: the store cannot be read.
+    """
+    try:
+        with Session(engine) as session:
+            return session.scalars(
+                select(AliasAudit.to_version)
+                .where(
+                    AliasAudit.model_name == model_name,
+                    AliasAudit.alias == "champion",
+                    AliasAudit.outcome == "moved",
+                )
+                .order_by(AliasAudit.id.desc())
+                .limit(1)
+            ).first()
+    except Exception as exc:  # noqa: BLE001 - any store failure is "unavailable" here
+        raise StoreUnavailable(f"the monitoring store cannot be read: {exc}") from exc

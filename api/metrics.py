@@ -11,8 +11,7 @@ its spool file are per process. ``rollguard serve api`` starts exactly one worke
 ``PROMETHEUS_MULTIPROC_DIR`` asks for several workers (see :func:`check_single_process`).
 
 Every label value comes from a bounded set: route templates (or ``unmatched``), HTTP methods (or
-``other``), status codes, registered-model versions, reload outcomes and error reasons, and API
-key ids (bounded by the keys in the store; keys not in the store are counted as ``unknown``). The live
+``other``), status codes, registered-model versions, reload outcomes, error reasons, the one served model name, the champion-missing reasons, and API key ids (bounded by the keys in the store; keys not in the store are counted as ``unknown``). The live
 signals of :mod:`api.live` are a collector in the same registry (labels: version, feature).
 """
 
@@ -32,6 +31,8 @@ UNMATCHED = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: Reload outcomes (``rollguard_model_reloads_total{outcome}``).
 RELOAD_OUTCOMES = ("swapped", "refused", "registry_error")
+#: Why the champion cannot be confirmed (``rollguard_champion_missing{model,reason}``).
+CHAMPION_MISSING_REASONS = ("alias_missing", "version_missing", "registry_unreachable")
 #: Prediction error reasons (``rollguard_prediction_errors_total{reason}``).
 ERROR_REASONS = ("not_ready", "non_finite_score", "internal")
 
@@ -71,6 +72,8 @@ class ServingMetrics:
     model_info: Gauge
     model_reloads: Counter
     registry_up: Gauge
+    champion_missing: Gauge
+    champion_unaudited_move: Gauge
     log_queue_rows: Gauge
     log_spooled_rows: Counter
     log_dropped_rows: Counter
@@ -129,6 +132,21 @@ class ServingMetrics:
             registry_up=Gauge(
                 "rollguard_registry_up",
                 "1 when the last call to the MLflow registry succeeded, else 0.",
+                registry=r,
+            ),
+            champion_missing=Gauge(
+                "rollguard_champion_missing",
+                "1 while the champion alias of the model cannot be confirmed, by reason "
+                "(alias_missing, version_missing, registry_unreachable); 0 otherwise. The "
+                "loaded version, if any, keeps serving.",
+                ["model", "reason"],
+                registry=r,
+            ),
+            champion_unaudited_move=Gauge(
+                "rollguard_champion_unaudited_move",
+                "1 while the champion alias points at a version that no Rollguard alias_audit "
+                "row moved it to (a move made outside Rollguard's compare-and-set); else 0.",
+                ["model"],
                 registry=r,
             ),
             log_queue_rows=Gauge(

@@ -107,7 +107,7 @@ class ServingModel:
         object.__setattr__(self, "_getter", operator.itemgetter(*self.feature_names))
         if self.categories is None:
             object.__setattr__(self, "categories", MappingProxyType(model_categories(self.booster)))
-        assert self.categories is not None
+        assert self.categories is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
         codes = tuple(
             (j, name, {level: float(k) for k, level in enumerate(self.categories[name])})
             for j, name in enumerate(self.feature_names)

@@ -247,6 +247,29 @@ class LiveInfo(BaseModel):
     notes: list[str] = Field(description="Missing or malformed live tags, and what that stops.")
 
 
+class ChampionStatus(BaseModel):
+    """What the server knows of the ``champion`` alias (``api.lifecycle.ModelManager``)."""
+
+    state: str = Field(
+        description="ok, alias_missing, version_missing, registry_unreachable, load_refused, "
+        "loading or unknown (not checked yet / no registry)."
+    )
+    reason: str | None = Field(description="Why the state is not ok, in words (None when ok).")
+    since: str | None = Field(description="When the missing state started (UTC, ISO 8601).")
+    alias_version: str | None = Field(
+        description="The version the alias pointed at on the last registry answer."
+    )
+    audit: str = Field(
+        description="Whether the alias target has a Rollguard alias_audit row: audited, "
+        "unaudited (moved outside Rollguard), pending (first seen, grace period), unknown "
+        "(store unreadable or not checked yet) or not_checked (no store configured)."
+    )
+    unaudited_version: str | None = Field(
+        description="The version the alias was moved to outside Rollguard, while flagged."
+    )
+    unaudited_since: str | None = Field(description="When that move was flagged (UTC).")
+
+
 class ModelInfo(BaseModel):
     """The serving model: version, where it came from, and the gate's evidence."""
 
@@ -261,6 +284,9 @@ class ModelInfo(BaseModel):
     shadow_version: str | None = Field(description="Challenger scored in shadow, if any.")
     live: LiveInfo | None = Field(
         default=None, description="Live signals of this version (score reference, profile)."
+    )
+    champion: ChampionStatus | None = Field(
+        default=None, description="The champion alias: missing, moved outside Rollguard, ..."
     )
 
 
@@ -319,6 +345,10 @@ class Readiness(BaseModel):
 
     ready: bool
     model_version: str | None
+    reason: str | None = Field(
+        default=None, description="Why no model serves (503 only), e.g. 'alias_missing: ...'."
+    )
+    champion: ChampionStatus | None = None
     registry: dict[str, Any]
     prediction_log: dict[str, Any]
 

@@ -17,7 +17,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from api.metrics import MultipleWorkersError, check_single_process
 
@@ -65,14 +65,23 @@ def check_one_worker() -> None:
             )
 
 
+def refuse_start(problem: str) -> NoReturn:
+    """Refuse to start: print ``error: <problem>`` (one line) on stderr, stop a uvicorn
+    supervisor parent (or it would start the refused worker again and again), exit with code 2.
+
+    For start-up only (nothing to flush or close yet), wherever the server is built: the
+    ``rollguard serve api`` command, uvicorn's ``--factory`` call, or the lifespan start-up.
+    """
+    sys.stderr.write(f"error: {' '.join(problem.split())}\n")
+    sys.stderr.flush()
+    if uvicorn_workers() is not None:
+        os.kill(os.getppid(), signal.SIGTERM)
+    os._exit(2)
+
+
 def refuse_multiple_workers() -> None:
-    """:func:`check_one_worker`; on refusal print ``error: ...`` (one line) on stderr, stop a
-    uvicorn supervisor parent, and exit with code 2."""
+    """:func:`check_one_worker`; on refusal :func:`refuse_start` (one line, exit code 2)."""
     try:
         check_one_worker()
     except MultipleWorkersError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        sys.stderr.flush()
-        if uvicorn_workers() is not None:
-            os.kill(os.getppid(), signal.SIGTERM)
-        os._exit(2)  # at start-up: nothing to flush or close yet
+        refuse_start(str(exc))

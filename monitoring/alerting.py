@@ -278,7 +278,7 @@ def _integration(kind: str, receivers: Receivers) -> tuple[str, dict[str, Any]]:
     """``(config key, one integration's config)`` for ``kind``; texts from rollguard.tmpl."""
     if kind == "email":
         email = receivers.email
-        assert email is not None
+        assert email is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
         config: dict[str, Any] = {
             "to": email.to,
             "from": email.sender,

@@ -294,7 +294,7 @@ def _why_nothing(
             f"nothing to deliver: the source's first complete week, {all_weeks[0]}, starts after "
             f"the week of {until.isoformat()}"
         )
-    assert position is not None and position.week is not None
+    assert position is not None and position.week is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
     last = all_weeks[-1]
     if position.week == last:
         return (

@@ -554,7 +554,7 @@ def _ingest_one(path: Path, settings: Settings, engine: Engine) -> FileOutcome:
                 )
         now = datetime.now(UTC)
         if verdict.ok:
-            assert verdict.rows is not None and verdict.week is not None
+            assert verdict.rows is not None and verdict.week is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
             target = (
                 settings.warehouse_dir
                 / "records"

@@ -173,7 +173,7 @@ def _prepare(
         )
         tunable, found_cutoff = dict(study.params), plan.evaluation
     else:
-        assert decision.stored is not None
+        assert decision.stored is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
         tunable, found_cutoff = dict(decision.stored.params), decision.stored.found_cutoff
     config = training.TrainingConfig.from_settings(settings, tunable)
     key_params = {

@@ -432,7 +432,7 @@ def _evidence(rows: _Rows, tp: ClassificationGatePolicy | RegressionGatePolicy) 
         rule, detail = f"at least {tp.min_rows} rows", f"{n} rows"
         reason = f"not enough evidence: {n} rows; the policy needs at least {tp.min_rows} rows"
     else:
-        assert pos is not None
+        assert pos is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
         enough = n >= tp.min_rows and pos >= tp.min_positives
         rule = f"at least {tp.min_rows} rows and {tp.min_positives} positives"
         detail = f"{n} rows, {pos} positives"
@@ -924,7 +924,7 @@ def evaluate_gate(
         return decide(
             "bootstrap", "no_champion", [_first_champion_sentence(rows, boot, challenger)]
         )
-    assert isinstance(champion, ModelEvidence)
+    assert isinstance(champion, ModelEvidence)  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
 
     # 3. Non-inferiority, guardrails (they bound the size of harm; judged on point differences
     # with their CI reported), and the same non-inferiority on every slice segment.

@@ -258,7 +258,7 @@ def _too_little(n: int, pos: int | None, policy: GatePolicy, task: TaskType) -> 
         if n < tp.min_rows:
             return f"{n:,} labelled rows: too little evidence (needs {tp.min_rows:,} rows)"
         return None
-    assert pos is not None
+    assert pos is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
     if n < tp.min_rows or pos < tp.min_positives or pos == n:
         return (
             f"{n:,} labelled rows and {pos:,} positives: too little evidence "

@@ -613,7 +613,7 @@ def rollback(
                         from_status="rolled_back",
                         now=ts,
                     )
-    assert error is not None
+    assert error is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
     raise error
 
 

@@ -267,7 +267,7 @@ def handle_alert(
         )
     evidence = {**_alert_evidence(alert, payload), "degraded_versions": sorted(degraded)}
     summary = alert.annotations.get("summary", "")
-    assert current is not None  # current is one of the degraded versions
+    assert current is not None  # noqa: S101 - current is one of the degraded versions (type narrowing)
     outcome = roll_back_degraded(
         settings,
         champion=current,
@@ -322,7 +322,7 @@ def live_shift_evidence(
         httpx.HTTPError: Prometheus cannot be reached or answers an error (the webhook answers 503
             and Alertmanager retries).
     """
-    assert settings.prometheus_url is not None
+    assert settings.prometheus_url is not None  # noqa: S101 - type narrowing of an invariant; no access or input check relies on it
     selector = f'{{version="{version}"}}'
     owned = http is None
     http = http or httpx.Client(base_url=settings.prometheus_url, timeout=5.0)

@@ -1,14 +1,94 @@
 """ASGI plumbing shared by Rollguard's HTTP services (the model server and the guard service):
-a request-body size limit that answers in Rollguard's own error shape."""
+the request id of every response, and a request-body size limit that answers in Rollguard's own
+error shape."""
 
 from __future__ import annotations
 
 import json
-import uuid
+import os
+import re
+import socket
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def port_problem(host: str, port: int, setting: str) -> str | None:
+    """Why a server cannot listen on ``host:port`` (e.g. "address already in use"), as one line
+    naming ``setting``, or None when it can. Binds and closes a socket the way uvicorn does
+    (``SO_REUSEADDR``), so a refused start says why before the server prints anything."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc} ({setting})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc} ({setting})"
+    return None
+
+
+#: A client's ``X-Request-ID`` is kept when it is 1 to 64 characters of letters, digits and
+#: ``. _ : -`` (64: the prediction log's ``request_id`` column); any other value is replaced.
+REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+_REQUEST_ID: ContextVar[str | None] = ContextVar("rollguard_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """A new request id: 32 lowercase hex characters, 128 random bits (the shape of a uuid4 hex
+    string, a third of its cost: ``os.urandom`` without building a ``UUID``)."""
+    return os.urandom(16).hex()
+
+
+def current_request_id() -> str:
+    """The id of the request being answered (set by :class:`RequestIdMiddleware`), or a new one
+    (:func:`new_request_id`) outside a request."""
+    return _REQUEST_ID.get() or new_request_id()
+
+
+class RequestIdMiddleware:
+    """Gives every HTTP request an id and puts it in the ``X-Request-ID`` header of its response,
+    whatever answers it (a route, an error handler, another middleware, a 404 or 405).
+
+    The id is the client's ``X-Request-ID`` when it matches :data:`REQUEST_ID_PATTERN`, else a
+    new one (:func:`new_request_id`). Code answering the request reads it with :func:`current_request_id`
+    (a context variable: each request runs in its own task, and thread-pool calls copy it). A
+    header the application set itself is replaced, so body and header always agree. Pure ASGI:
+    one regex match and one header-list copy per request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                if REQUEST_ID_PATTERN.fullmatch(value):
+                    request_id = value.decode("ascii")
+                break
+        if request_id is None:
+            request_id = new_request_id()
+        _REQUEST_ID.set(request_id)
+        header = (b"x-request-id", request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
+                headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class BodySizeLimitMiddleware:
@@ -77,7 +157,7 @@ class BodySizeLimitMiddleware:
             "error": "payload_too_large",
             "message": f"request body is larger than the limit of {self.max_bytes} bytes",
             "details": [{"field": "body", "problem": f"more than {self.max_bytes} bytes"}],
-            "request_id": uuid.uuid4().hex,
+            "request_id": current_request_id(),
         }
         data = json.dumps(body).encode()
         await send(

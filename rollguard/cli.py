@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from api.cli import register as register_api
 from api.cli import serve_app
@@ -50,7 +51,7 @@ from rollguard.commands import (
     reports_errors,
     settings,
 )
-from rollguard.errors import ConfigurationError
+from rollguard.errors import ConfigurationError, RollguardError, describe_validation_error
 from rollguard.settings import Settings, get_settings
 from rollguard.stack_cli import register as register_stack
 from rollguard.stack_cli import stack_app
@@ -550,6 +551,20 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - console e
         else:
             if exc.ctx is not None:
                 typer.echo(exc.ctx.get_usage(), err=True)
+            typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    except (RollguardError, ValidationError) as exc:
+        # The safety net of every command (a refused start above all): one line, exit code 2.
+        if isinstance(exc, ValidationError):
+            message, kind = (
+                f"invalid settings: {describe_validation_error(exc, 'ROLLGUARD_')}",
+                "configuration",
+            )
+        else:
+            message, kind = " ".join(str(exc).split()), exc.kind
+        if "--json" in args:
+            typer.echo(json.dumps({"error": message, "kind": kind}))
+        else:
             typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):

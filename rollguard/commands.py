@@ -166,3 +166,6 @@ def settings() -> Settings:
         problems = describe_validation_error(exc, "ROLLGUARD_")
         typer.echo(f"error: invalid settings: {problems}", err=True)
         raise typer.Exit(code=2) from None
+    except RollguardError as exc:  # e.g. ROLLGUARD_USECASE names no registered use case
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        raise typer.Exit(code=2) from None

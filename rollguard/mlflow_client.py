@@ -11,10 +11,12 @@ whatever directory the command ran in; :func:`ensure_experiment` never does that
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rollguard.errors import ConfigurationError
 from rollguard.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,13 +32,73 @@ _SERVER_SCHEMES = ("http://", "https://", "databricks")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
+class MlflowCredentialsError(ConfigurationError):
+    """The configured MLflow identity cannot be used (no password file, unreadable, empty)."""
+
+
+def mlflow_credentials(settings: Settings) -> tuple[str, str] | None:
+    """``(username, password)`` of ``settings.mlflow_username`` with the password read from
+    ``settings.mlflow_password_file`` (whitespace stripped), or None when no username is set.
+
+    Raises:
+        MlflowCredentialsError: a username without a password file, or a file that is missing,
+            unreadable or empty.
+    """
+    username = (settings.mlflow_username or "").strip()
+    if not username:
+        return None
+    path = settings.mlflow_password_file
+    if path is None:
+        raise MlflowCredentialsError(
+            f"ROLLGUARD_MLFLOW_USERNAME is {username!r} but ROLLGUARD_MLFLOW_PASSWORD_FILE is not "
+            "set; name the file holding its MLflow password"
+        )
+    try:
+        password = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise MlflowCredentialsError(
+            f"ROLLGUARD_MLFLOW_PASSWORD_FILE {path} cannot be read ({exc.strerror or exc})"
+        ) from exc
+    if not password:
+        raise MlflowCredentialsError(
+            f"ROLLGUARD_MLFLOW_PASSWORD_FILE {path} is empty; write MLflow user {username!r}'s "
+            "password into it (`make env` generates one)"
+        )
+    return username, password
+
+
+def apply_mlflow_credentials(settings: Settings) -> str | None:
+    """Make this process authenticate to MLflow as ``settings.mlflow_username``: MLflow's clients
+    (``MlflowClient``, the fluent API, artifact downloads) read ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` from the environment on every request, so both are set here.
+    Returns the username, or None when no identity is configured (the environment is then left
+    as it is, so variables set by hand keep working).
+
+    Process-wide by design: one process, one identity (the DAG's gate and guard tasks run in
+    their own task processes, see :meth:`rollguard.settings.Settings.as_mlflow_user`).
+
+    Raises:
+        MlflowCredentialsError: see :func:`mlflow_credentials`.
+    """
+    credentials = mlflow_credentials(settings)
+    if credentials is None:
+        return None
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = credentials
+    return credentials[0]
+
+
 def mlflow_client(settings: Settings) -> MlflowClient:
-    """An ``MlflowClient`` on ``settings.tracking_uri`` for both tracking and the registry.
+    """An ``MlflowClient`` on ``settings.tracking_uri`` for both tracking and the registry,
+    authenticating as ``settings.mlflow_username`` when set (:func:`apply_mlflow_credentials`).
 
     With the embedded default the SQLite file's folder (``ROLLGUARD_HOME``) is created first.
+
+    Raises:
+        MlflowCredentialsError: the configured identity's password file is missing or empty.
     """
     from mlflow import MlflowClient
 
+    apply_mlflow_credentials(settings)
     if settings.mlflow_tracking_uri is None:
         settings.home.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)

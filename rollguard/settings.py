@@ -66,6 +66,31 @@ class Settings(BaseSettings):
     optuna_storage_url: str | None = Field(
         default=None, description="Optuna RDB storage URL. Default: SQLite file under home."
     )
+    mlflow_username: str | None = Field(
+        default=None,
+        description=(
+            "MLflow user this process authenticates as against an authenticated tracking server "
+            "(pipeline, gate, guard, reader; docs/security.md). Unset: no credentials are sent."
+        ),
+    )
+    mlflow_password_file: Path | None = Field(
+        default=None,
+        description="File holding the password of mlflow_username (required with it).",
+    )
+    mlflow_gate_password_file: Path | None = Field(
+        default=None,
+        description=(
+            "Password file of the MLflow user gate: when set (with mlflow_username), the "
+            "pipeline DAG's gate task authenticates as gate instead of mlflow_username."
+        ),
+    )
+    mlflow_guard_password_file: Path | None = Field(
+        default=None,
+        description=(
+            "Password file of the MLflow user guard: when set (with mlflow_username), the "
+            "pipeline DAG's guard_check task authenticates as guard instead of mlflow_username."
+        ),
+    )
 
     # --- data -----------------------------------------------------------------------------------
     dataset_path: Path | None = Field(
@@ -373,6 +398,25 @@ class Settings(BaseSettings):
                 "ROLLGUARD_ADMIN_TOKEN is a placeholder; set a real secret outside development"
             )
         return self
+
+    def as_mlflow_user(self, username: str) -> Settings:
+        """These settings with the MLflow identity ``username`` (``gate`` or ``guard``) when its
+        password file is configured (``mlflow_gate_password_file``, ``mlflow_guard_password_file``)
+        and the process authenticates at all; otherwise these settings unchanged (pure).
+
+        The pipeline DAG's gate and guard_check tasks run in the same worker as its other tasks;
+        this is how they, and only they, act as the identities that may move ``champion``.
+
+        Raises:
+            ValueError: ``username`` is neither ``gate`` nor ``guard``.
+        """
+        files = {"gate": self.mlflow_gate_password_file, "guard": self.mlflow_guard_password_file}
+        if username not in files:
+            raise ValueError(f"username must be gate or guard, not {username!r}")
+        path = files[username]
+        if self.mlflow_username is None or path is None:
+            return self
+        return self.model_copy(update={"mlflow_username": username, "mlflow_password_file": path})
 
     # --- derived locations (pure: nothing is created here) ----------------------------------------
     @property

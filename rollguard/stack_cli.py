@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -86,6 +87,41 @@ def stack_env(as_json: JsonFlag = False) -> None:
         variables,
         as_json,
         lambda v: "\n".join(f"export {k}={shlex.quote(x)}" for k, x in v.items()),
+    )
+
+
+@stack_app.command("mlflow-users")
+@reports_errors
+def stack_mlflow_users(
+    secrets_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of the password files: mlflow_admin_password and "
+            "mlflow_{pipeline,gate,guard,reader}_password (compose mounts them at /run/secrets)."
+        ),
+    ] = Path("/run/secrets"),
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="The authenticated MLflow server (default: the settings' tracking URI)."),
+    ] = None,
+    admin_username: Annotated[str, typer.Option(help="MLflow's admin user.")] = "admin",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create or update the MLflow users pipeline, gate, guard and reader and their permissions on
+    a server running ``mlflow server --app-name rollguard-auth`` (idempotent; re-run after
+    changing a password to rotate it). See docs/security.md, "Registry access control"."""
+    from rollguard.mlflow_auth import provision_from_files
+
+    uri = tracking_uri or settings().tracking_uri
+    rows = provision_from_files(uri, admin_username=admin_username, secrets_dir=secrets_dir)
+    emit(
+        {"tracking_uri": uri, "users": rows},
+        as_json,
+        lambda r: "\n".join(
+            f"{u['user']:<9} {'created' if u['created'] else 'updated'}  "
+            + ", ".join(f"{k} {v}" for k, v in u["grants"].items())
+            for u in r["users"]
+        ),
     )
 
 

@@ -226,7 +226,7 @@ def start_service(service: Service, paths: StackPaths) -> int:
         log.write(f"\n--- {datetime.now(UTC).isoformat()} start {service.name}\n".encode())
         log.flush()
         try:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: S603 - argv built by rollguard.stack (absolute executable)
                 service.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -330,7 +330,7 @@ def run_job(job: Job, paths: StackPaths, timeout: float) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         try:
-            proc = subprocess.run(
+            proc = subprocess.run(  # noqa: S603 - argv built by rollguard.stack (absolute executable)
                 job.argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **job.env},
                 cwd=paths.home, timeout=timeout, check=False,
             )  # fmt: skip

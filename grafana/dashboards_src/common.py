@@ -148,7 +148,7 @@ def week_pivot(kind: str, columns: dict[str, str]) -> str:
     )
     metrics = ", ".join(f"'{m}'" for m in columns)
     return (
-        f'SELECT week AS "Week", {picks} FROM monitoring_results '
+        f'SELECT week AS "Week", {picks} FROM monitoring_results '  # noqa: S608 - constants of the dashboard source; $model is Grafana's
         f"WHERE model_name = '$model' AND kind = '{kind}' AND feature = '' "
         f"AND metric IN ({metrics}) AND value IS NOT NULL "
         "GROUP BY week ORDER BY week"
@@ -168,7 +168,7 @@ def week_pivot_pairs(
     metrics = ", ".join(f"'{m}'" for m in dict.fromkeys(m for m, _ in columns))
     order = "week DESC" if newest_first else "week"
     return (
-        f'SELECT week AS "Week", {picks} FROM monitoring_results '
+        f'SELECT week AS "Week", {picks} FROM monitoring_results '  # noqa: S608 - constants of the dashboard source; $model is Grafana's
         f"WHERE model_name = '$model' AND kind = '{kind}' "
         f"AND metric IN ({metrics}) AND value IS NOT NULL "
         f"GROUP BY week ORDER BY {order}"

@@ -108,6 +108,29 @@ def build() -> dash.Dashboard:
             .span(6)
             .height(4)
         )
+        .with_panel(
+            _stat(
+                "Champion alias missing",
+                "Is the champion alias of the served model gone, and why (1 per reason: "
+                "alias_missing, version_missing, registry_unreachable; loaded replicas keep "
+                "serving)?",
+            )
+            .with_target(
+                promql("max by (reason) (rollguard_champion_missing)", "{{reason}}", instant=True)
+            )
+            .span(12)
+            .height(4)
+        )
+        .with_panel(
+            _stat(
+                "Champion moved outside Rollguard",
+                "Does a model server serve a champion that no Rollguard alias_audit row moved "
+                "there (1) or not (0)?",
+            )
+            .with_target(promql("max(rollguard_champion_unaudited_move)", instant=True))
+            .span(12)
+            .height(4)
+        )
         .with_row(dash.Row("Traffic"))
         .with_panel(
             _ts(

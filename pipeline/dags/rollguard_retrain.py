@@ -59,10 +59,14 @@ DEFAULT_ARGS = {
 }
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings(mlflow_user: str | None = None):  # type: ignore[no-untyped-def]
+    """The settings from the environment; for the gate and guard_check tasks, with MLflow identity
+    ``gate``/``guard`` when their password files are configured (the only identities that may
+    move ``champion``; see docs/security.md, "Registry access control")."""
     from rollguard.settings import Settings
 
-    return Settings()
+    settings = Settings()
+    return settings if mlflow_user is None else settings.as_mlflow_user(mlflow_user)
 
 
 @dag(
@@ -118,7 +122,7 @@ def rollguard_retrain() -> None:
     def guard_check(_scored: dict) -> dict:
         from pipeline.steps import guard_step
 
-        return guard_step(_settings())
+        return guard_step(_settings("guard"))
 
     @task
     def decide_retrain(monitored: dict, _guarded: dict) -> dict:
@@ -137,7 +141,7 @@ def rollguard_retrain() -> None:
     def gate(trained: dict) -> dict:
         from pipeline.steps import gate_step
 
-        return gate_step(_settings(), trained)
+        return gate_step(_settings("gate"), trained)
 
     @task
     def report(

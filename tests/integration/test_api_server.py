@@ -213,8 +213,10 @@ def test_registry_down_at_start_then_up_then_down(registry: Registry, tmp_path: 
         )
         ready = httpx.get(server.url + "/readyz")
         assert ready.status_code == 503 and ready.json()["registry"]["reachable"] is False
+        assert ready.json()["reason"].startswith("registry_unreachable: ")
         pred = httpx.post(server.url + "/v1/predict", json={"rows": [EXAMPLE_ROW]})
         assert pred.status_code == 503 and "champion" in pred.json()["message"]
+        assert "registry_unreachable: " in pred.json()["message"]
         assert metric(server.url, "rollguard_registry_up") == 0.0
         assert server.proc is not None and server.proc.poll() is None
 

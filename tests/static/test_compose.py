@@ -44,7 +44,13 @@ import generate_env  # noqa: E402
 RAW = load_compose()
 EXAMPLE = read_env_file()
 SERVICES: dict[str, dict[str, Any]] = RAW["services"]
-ONE_SHOT = {"rollguard-migrate", "rollguard-ui-key", "airflow-init", "alertmanager-config"}
+ONE_SHOT = {
+    "rollguard-migrate",
+    "rollguard-ui-key",
+    "airflow-init",
+    "alertmanager-config",
+    "mlflow-users",
+}
 PUBLISHED = {"ui", "api", "grafana", "mlflow", "airflow-api-server"}
 SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "FERNET")
 
@@ -685,3 +691,70 @@ def test_airflow_init_runs_the_script_baked_into_the_image() -> None:
         and dags.group(1).rstrip("/")
         == environment_of(SERVICES["airflow-scheduler"])["AIRFLOW__CORE__DAGS_FOLDER"]
     )
+
+
+# --- MLflow access control (docs/security.md, "Registry access control") ---------------------------
+#: The MLflow identity each MLflow-using service runs as, and the identities it may switch to.
+MLFLOW_IDENTITIES = {
+    "api": ("reader", {}),
+    "guard": ("guard", {}),
+    **{
+        name: ("pipeline", {"GATE": "gate", "GUARD": "guard"})
+        for name in SERVICES
+        if name.startswith("airflow-")
+    },
+}
+
+
+def test_mlflow_runs_rollguards_auth_app_with_the_mounted_config() -> None:
+    import configparser
+
+    mlflow = COMPOSE["services"]["mlflow"]
+    assert "--app-name=rollguard-auth" in mlflow["command"]
+    env = environment_of(mlflow)
+    mounts = {target: source for source, target in bind_mounts(mlflow)}
+    config_path = env["MLFLOW_AUTH_CONFIG_PATH"]
+    assert config_path in mounts, (
+        "the auth config is not mounted where MLFLOW_AUTH_CONFIG_PATH says"
+    )
+    config = configparser.ConfigParser()
+    config.read(ROOT / mounts[config_path])
+    assert config["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert config["mlflow"]["database_uri"].startswith("sqlite:////var/lib/mlflow/")
+    assert "admin_password" not in config["mlflow"], "the admin password comes from .env"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ENV["MLFLOW_ADMIN_PASSWORD"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == ENV["MLFLOW_FLASK_SECRET_KEY"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    entry = pyproject["project"]["entry-points"]["mlflow.app"]["rollguard-auth"]
+    assert entry == "rollguard.mlflow_auth:create_app"
+    assert any(d.startswith("mlflow[auth]") for d in pyproject["dependency-groups"]["tracking"])
+
+
+def test_every_mlflow_client_service_has_its_identity_and_only_its_passwords() -> None:
+    for name, (user, switches) in MLFLOW_IDENTITIES.items():
+        env = environment_of(COMPOSE["services"][name])
+        mounted = _secret_paths(name)
+        assert env["ROLLGUARD_MLFLOW_USERNAME"] == user, name
+        wanted = {f"/run/secrets/mlflow_{user}_password"}
+        assert env["ROLLGUARD_MLFLOW_PASSWORD_FILE"] in wanted, name
+        for setting, other in switches.items():
+            path = env[f"ROLLGUARD_MLFLOW_{setting}_PASSWORD_FILE"]
+            assert path == f"/run/secrets/mlflow_{other}_password", name
+            wanted.add(path)
+        assert {p for p in mounted if "/mlflow_" in p} == wanted, f"{name} mounts {mounted}"
+    # Nobody but the provisioning job holds the admin's password as a file.
+    holders = {n for n in SERVICES if "/run/secrets/mlflow_admin_password" in _secret_paths(n)}
+    assert holders == {"mlflow-users"}
+
+
+def test_mlflow_users_job_provisions_every_identity_before_its_users_start() -> None:
+    job = COMPOSE["services"]["mlflow-users"]
+    assert job["command"][:2] == ["stack", "mlflow-users"]
+    secrets_dir = job["command"][job["command"].index("--secrets-dir") + 1]
+    assert _secret_paths("mlflow-users") == {
+        f"{secrets_dir}/mlflow_{u}_password"
+        for u in ("admin", "pipeline", "gate", "guard", "reader")
+    }
+    for name in ("api", "guard", "airflow-scheduler"):
+        depends = COMPOSE["services"][name]["depends_on"]
+        assert depends["mlflow-users"]["condition"] == "service_completed_successfully", name

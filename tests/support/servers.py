@@ -139,3 +139,63 @@ def start_mlflow_server(root: Path, log_dir: Path) -> ServerProcess:
         log_dir=log_dir,
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     ).start(timeout=120)
+
+
+#: The repository root: an MLflow server started here imports Rollguard's ``rollguard-auth`` app
+#: from this checkout (PYTHONPATH), whichever checkout the virtualenv was installed from.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_mlflow_auth_server(
+    root: Path, log_dir: Path, *, admin_password: str, workers: int = 2
+) -> ServerProcess:
+    """:func:`start_mlflow_server` with authentication: ``mlflow server --app-name rollguard-auth``
+    (MLflow's basic-auth plus Rollguard's ``champion`` rule), the auth store in
+    ``root/basic_auth.db``, ``default_permission = NO_PERMISSIONS``, an admin ``admin`` with
+    ``admin_password`` and 2 workers that both initialise the fresh user store (the stack's
+    configuration, docker-compose.yml and deploy/mlflow/basic_auth.ini)."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+        "admin_username = admin\n"
+        f"admin_password = {admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    port = free_port()
+    argv = [
+        venv_bin("mlflow"),
+        "server",
+        "--app-name",
+        "rollguard-auth",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return ServerProcess(
+        "mlflow-auth",
+        argv,
+        port=port,
+        ready_path="/health",
+        log_dir=log_dir,
+        env={
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-csrf-key",
+            "PYTHONPATH": pythonpath,
+            # The client side of the test process must not leak into the server.
+            "MLFLOW_TRACKING_USERNAME": "",
+            "MLFLOW_TRACKING_PASSWORD": "",
+        },
+    ).start(timeout=120)

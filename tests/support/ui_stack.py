@@ -221,9 +221,10 @@ def browser_unavailable() -> str | None:
     return None
 
 
-def make_driver(width: int = 1400, height: int = 2000) -> Any:
+def make_driver(width: int = 1400, height: int = 2000, extra_args: tuple[str, ...] = ()) -> Any:
     """Headless system Chromium through the system chromedriver. Selenium Manager is never
-    asked for a driver or browser (both paths are given, and SE_OFFLINE is set)."""
+    asked for a driver or browser (both paths are given, and SE_OFFLINE is set). ``extra_args``
+    are more Chromium switches (e.g. ``--host-resolver-rules`` to cut off outside hosts)."""
     os.environ["SE_OFFLINE"] = "true"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -236,6 +237,7 @@ def make_driver(width: int = 1400, height: int = 2000) -> Any:
         "--disable-dev-shm-usage",
         "--disable-gpu",
         f"--window-size={width},{height}",
+        *extra_args,
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})

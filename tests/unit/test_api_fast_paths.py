@@ -22,11 +22,18 @@ from sqlalchemy import insert, select
 
 from api.app import MAX_BODY_ERRORS, UnsupportedMediaType, parse_rows_body
 from api.predlog import LoggedRequest, insert_records, to_records
-from api.schemas import predict_request_model
+from api.schemas import example_row, predict_request_model
 from api.xgb_dense import dense_predictor
 from rollguard import db
 from rollguard.db.models import PredictionLogRow
-from tests.support.api_models import CDNOW, EXAMPLE_ROW, cdnow_features, nan_booster, train_booster
+from tests.support.api_models import (
+    CDNOW,
+    EXAMPLE_ROW,
+    RATES,
+    cdnow_features,
+    nan_booster,
+    train_booster,
+)
 from usecases.cdnow.features import FEATURE_COLUMNS
 
 
@@ -240,6 +247,25 @@ def test_deep_nesting_and_huge_integers_are_client_errors() -> None:
     assert _errors(deep)[0]["type"] == "json_invalid"
     digits = json.dumps({"rows": [EXAMPLE_ROW]}).replace("20.0", "1" + "0" * 5000, 1).encode()
     assert _errors(digits)[0]["loc"][0] == "body"
+
+
+def test_a_repeated_key_is_an_error_at_the_key_not_last_wins() -> None:
+    row = json.dumps(EXAMPLE_ROW)
+    repeated = row[:-1] + ', "frequency": 3.0}'  # valid for pydantic, which keeps the last
+    body = ('{"rows": [' + row + ", " + repeated + "]}").encode()
+    assert _errors(body) == [{"type": "duplicate_key", "loc": ("body", "rows", 1, "frequency")}]
+    twice = ('{"rows": [' + row + '], "rows": [' + row + "]}").encode()
+    assert _errors(twice) == [{"type": "duplicate_key", "loc": ("body", "rows")}]
+    # In UTF-16 too (the ':' count of the fast path sees the same structure).
+    assert _errors(body.decode().encode("utf-16"))[0]["type"] == "duplicate_key"
+    # A ':' inside a category makes the body take the standard path, which accepts it.
+    rates = predict_request_model(50, RATES)
+    colon = json.dumps({"rows": [{**example_row(RATES), "segment": "web:mobile"}] * 2}).encode()
+    assert parse_rows_body(rates, colon, "application/json")[1]["segment"] == "web:mobile"
+    dup = colon.replace(b'"meal"', b'"segment": "x", "meal"', 1)
+    with pytest.raises(RequestValidationError) as info:
+        parse_rows_body(rates, dup, "application/json")
+    assert [e["loc"] for e in info.value.errors()] == [("body", "rows", 0, "segment")]
 
 
 def test_invalid_utf8_is_a_json_error_not_a_crash() -> None:

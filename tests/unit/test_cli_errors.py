@@ -100,3 +100,70 @@ def test_usage_errors_without_json_are_a_usage_line_and_one_error_line(
         err[-1]
         == "error: Invalid value for 'version': 'abc' is not a model version (a positive integer)"
     )
+
+
+# --- refused starts of the servers: the real commands in a subprocess -----------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLLGUARD = ["-c", "from rollguard.cli import main; main()"]
+UVICORN_FACTORY = ["-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1"]
+
+
+def _refused(argv: list[str], home: Path, **env: str) -> str:
+    """Run ``python argv`` and return its one stderr line, after checking exit code 2."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ROLLGUARD_")}
+    environ.update({"ROLLGUARD_HOME": str(home), "ROLLGUARD_ENV": "test", **env})
+    environ.pop("WEB_CONCURRENCY", None)
+    proc = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, env=environ, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "names"),
+    [
+        ([*ROLLGUARD, "serve", "api"], {"ROLLGUARD_USECASE": "nope"}, "ROLLGUARD_USECASE"),
+        ([*ROLLGUARD, "serve", "api"], {"ROLLGUARD_API_MAX_ROWS": "-1"}, "ROLLGUARD_API_MAX_ROWS"),
+        ([*ROLLGUARD, "serve", "guard"], {"ROLLGUARD_USECASE": "nope"}, "ROLLGUARD_USECASE"),
+        ([*ROLLGUARD, "serve", "ui"], {"ROLLGUARD_API_PORT": "x"}, "ROLLGUARD_API_PORT"),
+        (["-m", "api"], {"ROLLGUARD_USECASE": "nope"}, "ROLLGUARD_USECASE"),
+        (UVICORN_FACTORY, {"ROLLGUARD_USECASE": "nope"}, "ROLLGUARD_USECASE"),
+        (UVICORN_FACTORY, {"ROLLGUARD_API_MAX_ROWS": "0"}, "ROLLGUARD_API_MAX_ROWS"),
+    ],
+    ids=[
+        "api-usecase",
+        "api-setting",
+        "guard-usecase",
+        "ui-setting",
+        "python-m-api",
+        "uvicorn-factory-usecase",
+        "uvicorn-factory-setting",
+    ],  # fmt: skip
+)
+def test_a_refused_server_start_is_one_line_and_exit_2(
+    home: Path, argv: list[str], env: dict[str, str], names: str
+) -> None:
+    assert names in _refused([*argv, "--port", str(_closed_port())], home, **env)
+
+
+@pytest.mark.parametrize("service", ["api", "guard"])
+def test_a_port_in_use_is_one_line_and_exit_2(home: Path, service: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _refused(
+            [*ROLLGUARD, "serve", service, "--host", "127.0.0.1", "--port", str(port)], home
+        )
+    assert f"127.0.0.1:{port}" in line and "in use" in line
+    assert f"ROLLGUARD_{service.upper()}_PORT" in line

@@ -58,3 +58,43 @@ def test_experiments_land_under_the_home_whatever_the_working_directory(
     with caplog.at_level(logging.WARNING, logger="rollguard.mlflow_client"):
         assert ensure_experiment(client, "old", artifact_root=root) == old
     assert "outside the artifact root" in caplog.text and "'old'" in caplog.text
+
+
+def test_configured_identity_sets_mlflows_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rollguard.mlflow_client import apply_mlflow_credentials, mlflow_credentials
+
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    assert mlflow_credentials(Settings(home=tmp_path)) is None
+    assert apply_mlflow_credentials(Settings(home=tmp_path)) is None
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ, "no identity: environment untouched"
+    settings = Settings(home=tmp_path, mlflow_username="reader", mlflow_password_file=secret)
+    assert apply_mlflow_credentials(settings) == "reader"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "reader"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+
+
+def test_gate_and_guard_tasks_switch_identity_only_when_configured(tmp_path: Path) -> None:
+    gate, guard = tmp_path / "gate", tmp_path / "guard"
+    base = Settings(
+        home=tmp_path,
+        mlflow_username="pipeline",
+        mlflow_password_file=tmp_path / "pipeline",
+        mlflow_gate_password_file=gate,
+    )
+    as_gate = base.as_mlflow_user("gate")
+    assert (as_gate.mlflow_username, as_gate.mlflow_password_file) == ("gate", gate)
+    assert base.mlflow_username == "pipeline", "the original settings are unchanged"
+    # No guard password file: the guard task keeps the process's identity.
+    assert base.as_mlflow_user("guard").mlflow_username == "pipeline"
+    # No identity at all (embedded default): nothing to switch.
+    unauth = Settings(
+        home=tmp_path, mlflow_gate_password_file=gate, mlflow_guard_password_file=guard
+    )
+    assert unauth.as_mlflow_user("gate").mlflow_username is None
+    with pytest.raises(ValueError, match="gate or guard"):
+        base.as_mlflow_user("pipeline")

@@ -103,7 +103,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         0,
     ),
 )
-assert tuple(f.name for f in FEATURES) == _features.FEATURE_COLUMNS
+assert tuple(f.name for f in FEATURES) == _features.FEATURE_COLUMNS  # noqa: S101 - import-time consistency check of constants
 
 
 class CdnowRepurchase(UseCase):

@@ -113,7 +113,7 @@ def load_packaged(path: Path | None = None) -> tuple[pd.DataFrame, Path, str]:
     data, digest = _read_verified(path, PICKLE_SHA256)
     try:
         # Safe only because the bytes match the pinned checksum of the published file.
-        frame = pd.read_pickle(io.BytesIO(lzma.decompress(data)))
+        frame = pd.read_pickle(io.BytesIO(lzma.decompress(data)))  # noqa: S301 - bytes verified against PICKLE_SHA256 first
     except Exception as exc:  # noqa: BLE001 - any failure of a verified file is reported as such
         raise DatasetError(
             path, f"verified file does not load: {type(exc).__name__}: {exc}"
