@@ -46,6 +46,7 @@ from starlette.requests import ClientDisconnect
 from api.batching import MicroBatcher
 from api.entities import NoSnapshot, SnapshotFeatures, Targeting, UnknownEntity
 from api.history import NoRecords, RecordHistory, StoreUnavailable, recent_alias_moves
+from api.keys import CURRENT_KEY_ID, HEADER, KeyGate, KeyPolicy
 from api.lifecycle import ModelManager, configure_mlflow_http
 from api.live import LiveMonitor, read_references
 from api.metrics import CLIENT_CLOSED_REQUEST, ServingMetrics
@@ -69,6 +70,7 @@ from api.schemas import (
     score_description,
 )
 from api.workers import refuse_multiple_workers, refuse_start
+from rollguard.apikeys import KeyVerifier, store_lookup
 from rollguard.asgi import BodySizeLimitMiddleware, RequestIdMiddleware, current_request_id
 from rollguard.errors import RollguardError, describe_validation_error
 from rollguard.mlflow_client import apply_mlflow_credentials
@@ -587,7 +589,15 @@ def scoring_router(srv: _Server) -> APIRouter:
         except NonFiniteScore as exc:
             return srv.invalid_score(model, exc, request_id)
         srv.prediction_log.submit(
-            LoggedRequest(request_id, datetime.now(UTC), model.name, model.version, rows, scores)
+            LoggedRequest(
+                request_id,
+                datetime.now(UTC),
+                model.name,
+                model.version,
+                rows,
+                scores,
+                key_id=CURRENT_KEY_ID.get(),
+            )
         )
         srv.metrics.predictions.labels(model_version=model.version).inc(len(rows))
         srv.observe(model, matrix, scores, unseen, rows)
@@ -702,6 +712,7 @@ def entity_router(srv: _Server) -> APIRouter:
                 rows,
                 scores,
                 entity_ids=(found.entity_id,),
+                key_id=CURRENT_KEY_ID.get(),
             )
         )
         srv.metrics.predictions.labels(model_version=model.version).inc(1)
@@ -1030,7 +1041,40 @@ def _install_error_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
         return error_body(500, "internal_error", "internal error; it was logged and counted")
 
 
-def _install_openapi(app: FastAPI, request_model: type[BaseModel]) -> None:
+def _install_key_gates(app: FastAPI, srv: _Server, paths: set[str]) -> None:
+    """Wrap the ASGI app of each route in ``paths`` (predict, explain, entity routes) in an
+    :class:`api.keys.KeyGate`: it checks ``X-API-Key`` when ``ROLLGUARD_API_KEYS`` is true, and
+    counts requests by key id either way. Wrapping the route (``Route.app``, the ASGI app Starlette
+    calls once the route matched) keeps the check off every other route.
+
+    Raises:
+        rollguard.errors.ConfigurationError: ``ROLLGUARD_API_KEY_RATE`` is not a rate.
+    """
+    policy = KeyPolicy(
+        srv.settings.api_keys_required,
+        KeyVerifier(store_lookup(srv.store.engine)),
+        srv.settings.api_key_rate,
+        srv.metrics.requests_by_key,
+        error_body,
+    )
+    app.state.key_policy = policy
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path in paths:
+            route.app = KeyGate(route.app, policy, route.path)
+
+
+_KEY_RESPONSES = {
+    "401": {"description": "No API key, or not of the key format (WWW-Authenticate: ApiKey)."},
+    "403": {"description": "Unknown or revoked API key."},
+    "429": {"description": "The key is over its rate; Retry-After gives the seconds to wait."},
+}
+
+
+def _install_openapi(
+    app: FastAPI,
+    request_model: type[BaseModel],
+    key_paths: frozenset[str] | set[str] = frozenset(),
+) -> None:
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -1042,6 +1086,18 @@ def _install_openapi(app: FastAPI, request_model: type[BaseModel]) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
             components["PredictRequest"] = body
+            if key_paths:  # ROLLGUARD_API_KEYS: say which operations need X-API-Key
+                schemes = schema["components"].setdefault("securitySchemes", {})
+                schemes["ApiKey"] = {"type": "apiKey", "in": "header", "name": HEADER}
+                error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+                for path in key_paths:
+                    for operation in schema["paths"].get(path, {}).values():
+                        operation["security"] = [{"ApiKey": []}]
+                        for code, response in _KEY_RESPONSES.items():
+                            operation.setdefault("responses", {})[code] = {
+                                **response,
+                                "content": {"application/json": {"schema": error_ref}},
+                            }
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -1227,13 +1283,11 @@ def create_app(
     app.state.contract = contract
     app.state.live = srv.live
     _install_error_handlers(app, metrics)
-    for router in (
-        scoring_router(srv),
-        entity_router(srv),
-        model_router(srv, token),
-        health_router(srv),
-    ):
+    protected = [scoring_router(srv), entity_router(srv)]
+    for router in (*protected, model_router(srv, token), health_router(srv)):
         app.include_router(router)
+    protected_paths = {route.path for router in protected for route in router.routes}  # type: ignore[attr-defined]
+    _install_key_gates(app, srv, protected_paths)
     # Middleware: CORS only when origins are configured; body limit inside metrics (413 counted).
     if settings.api_cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -1242,11 +1296,13 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(settings.api_cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", HEADER],
             # A browser client may read the answer's request id and model version.
             expose_headers=["X-Request-ID", "X-Model-Version"],
         )
-    _install_openapi(app, contract.request)
+    _install_openapi(
+        app, contract.request, protected_paths if settings.api_keys_required else set()
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     # Outermost of ours: every answer (413, 404, 405, 422, routes) carries the request id.

@@ -48,6 +48,11 @@ def serve_api(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        app = create_app(s)
+    except RollguardError as exc:  # e.g. ROLLGUARD_API_KEY_RATE is not a rate
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
     uvicorn.run(
         app,
         host=host or s.api_host,

@@ -11,7 +11,7 @@ its spool file are per process. ``rollguard serve api`` starts exactly one worke
 ``PROMETHEUS_MULTIPROC_DIR`` asks for several workers (see :func:`check_single_process`).
 
 Every label value comes from a bounded set: route templates (or ``unmatched``), HTTP methods (or
-``other``), status codes, registered-model versions, reload outcomes, error reasons, the one served model name and the champion-missing reasons. The live
+``other``), status codes, registered-model versions, reload outcomes, error reasons, the one served model name, the champion-missing reasons, and API key ids (bounded by the keys in the store; keys not in the store are counted as ``unknown``). The live
 signals of :mod:`api.live` are a collector in the same registry (labels: version, feature).
 """
 
@@ -79,6 +79,7 @@ class ServingMetrics:
     log_dropped_rows: Counter
     log_written_rows: Counter
     live_errors: Counter
+    requests_by_key: Counter
 
     @classmethod
     def create(cls) -> ServingMetrics:
@@ -173,6 +174,15 @@ class ServingMetrics:
                 "rollguard_live_errors_total",
                 "Scored requests whose live-signal observation failed (the request was answered; "
                 "see api/live.py).",
+                registry=r,
+            ),
+            requests_by_key=Counter(
+                "rollguard_api_requests_by_key_total",
+                "Requests to key-protected routes (predict, explain, entity routes), by API key "
+                "id ('anonymous' when keys are off, 'none' without a valid-looking key, "
+                "'unknown' for a key not in the store), route template and outcome "
+                "(accepted, missing, malformed, unknown, revoked, rate_limited).",
+                ["key_id", "route", "outcome"],
                 registry=r,
             ),
         )

@@ -48,7 +48,8 @@ _TABLE = PredictionLogRow.__table__
 class LoggedRequest:
     """One answered request: ``rows`` (feature dicts) and ``scores`` (shape (n_rows,)), all by
     ``model_version``; ``entity_ids`` (the use case's ``entity_column`` values) is set for the
-    known-entity route."""
+    known-entity route; ``key_id`` is the public id of the API key that asked (None when keys
+    are off)."""
 
     request_id: str
     predicted_at: datetime
@@ -57,6 +58,7 @@ class LoggedRequest:
     rows: list[dict[str, Any]]
     scores: np.ndarray
     entity_ids: tuple[int, ...] | None = None
+    key_id: str | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -89,6 +91,7 @@ def to_records(req: LoggedRequest, challenger: ServingModel | None = None) -> li
             "score": score,
             "challenger_version": shadow_version if shadow[i] is not None else None,
             "challenger_score": shadow[i],
+            "key_id": req.key_id,
         }
         for i, (row, score) in enumerate(zip(req.rows, req.scores.tolist(), strict=True))
     ]
@@ -105,6 +108,7 @@ _COLUMNS = (
     "score",
     "challenger_version",
     "challenger_score",
+    "key_id",
 )
 
 
@@ -476,6 +480,7 @@ def _read_chunks(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:
                 continue
             if "customer_id" in record:  # spooled before migration 0006 renamed the key
                 record["entity_id"] = record.pop("customer_id")
+            record.setdefault("key_id", None)  # spooled before migration 0008 added it
             chunk.append(record)
             if len(chunk) >= size:
                 yield chunk

@@ -29,6 +29,12 @@ and the server process's CPU per request from ``/proc``, which other jobs on the
 change), and the 10,000-row batch on an idle server. Plus, in this process, ``LiveMonitor.observe`` per request and
 the scrape of three full windows. ``--live-only`` runs only this part.
 
+API keys (api/keys.py): the cost per request of ``ROLLGUARD_API_KEYS=true`` (header lookup, cached
+verification, the per-key rate limit, the by-key counter) against the named baseline **route with
+keys off**, in ABBA rounds as for live signals (throughput, p50, p99, server CPU per request), plus
+the in-process cost of a cached verification and of one rate-limiter hit. ``--keys-only`` runs
+only this part.
+
 Goals: api >= 10x mlflow throughput, api p99 < 10 ms, api >= 40% of bare throughput, 10,000-row
 batch < 100 ms (median), live signals add < 10% server CPU per single-row request. The load generator is a small asyncio HTTP/1.1 client (raw sockets), so
 the client's own overhead stays small next to the servers'. The machine's cores are shared by the
@@ -36,6 +42,7 @@ servers and the client: compare ratios, not absolute numbers.
 
 Rerun: uv run python benchmarks/bench_api.py [--requests 4000] [--rounds 3] [--mlflow-requests 800]
        uv run python benchmarks/bench_api.py --live-only [--requests 4000] [--rounds 3]
+       uv run python benchmarks/bench_api.py --keys-only [--requests 4000] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -114,11 +121,14 @@ async def _connection(port: int, raw: bytes, n: int, lat: list[float], errs: lis
         writer.close()
 
 
-def run_load(name: str, port: int, path: str, body: bytes, total: int, conns: int = 8) -> Load:
-    """``total`` POSTs of ``body`` over ``conns`` keep-alive connections (after a warm-up)."""
+def run_load(
+    name: str, port: int, path: str, body: bytes, total: int, conns: int = 8, headers: str = ""
+) -> Load:
+    """``total`` POSTs of ``body`` over ``conns`` keep-alive connections (after a warm-up);
+    ``headers`` are extra header lines, each ending in CRLF."""
     raw = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{headers}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
     async def main(n_total: int) -> tuple[float, list[float], list[int]]:
@@ -529,6 +539,123 @@ def live_comparison(args, live_api, base_api, api_body: bytes, batch_body: bytes
     return lines
 
 
+def keys_comparison(args, keyed_api, open_api, api_body: bytes, key: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The cost of API keys per request: the route with ``ROLLGUARD_API_KEYS=true`` (a valid
+    ``X-API-Key`` on every request: header lookup, cached verification, the per-key sliding-window
+    rate limit of ``limits``, the by-key counter) against the named baseline **route with keys
+    off** (same version, same settings otherwise), single-row requests at 8 connections, in ABBA
+    rounds; CPU per request of the server process from ``/proc``, as for live signals."""
+    servers = {"keys": keyed_api, "baseline": open_api}
+    headers = {"keys": f"X-API-Key: {key}\r\n", "baseline": ""}
+    rounds: dict[str, list[Load]] = {"keys": [], "baseline": []}
+    cpu: dict[str, list[float]] = {"keys": [], "baseline": []}
+    for r in range(args.rounds):
+        for name in ("keys", "baseline") if r % 2 == 0 else ("baseline", "keys"):
+            server = servers[name]
+            drain(server.url)
+            c0 = cpu_seconds(server.proc.pid)
+            load = run_load(
+                f"{name} {r + 1}",
+                server.port,
+                "/v1/predict",
+                api_body,
+                args.requests,
+                headers=headers[name],
+            )
+            drain(server.url)
+            cpu[name].append((cpu_seconds(server.proc.pid) - c0) / (load.requests * 1.1) * 1e6)
+            rounds[name].append(load)
+            assert load.errors == 0, f"{load.errors} errors with {name}"
+    keys, base = pooled("keys", rounds["keys"]), pooled("baseline", rounds["baseline"])
+    cpu_keys, cpu_base = statistics.median(cpu["keys"]), statistics.median(cpu["baseline"])
+    lines = [
+        f"{'api keys':<18}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'rps/baseline':>14}{'CPU us/req':>12}"
+    ]
+    every = [(x, c) for k in rounds for x, c in zip(rounds[k], cpu[k], strict=True)]
+    every.sort(key=lambda pair: int(pair[0].name.split()[-1]))
+    for x, c in [*every, (keys, cpu_keys), (base, cpu_base)]:
+        lines.append(
+            f"{x.name:<18}{x.requests:>9}{x.errors:>8}{x.rps:>10.0f}{x.pct(50):>9.2f}"
+            f"{x.pct(99):>9.2f}{x.rps / base.rps:>13.3f}x{c:>12.0f}"
+        )
+    lines.append(
+        "(baseline = the same route with keys off, ROLLGUARD_API_KEYS=false; rows keys and "
+        "baseline: all rounds pooled, CPU the median of the rounds)"
+    )
+    lines.append(
+        f"single-row, keys/baseline: server CPU per request {cpu_keys / cpu_base:.3f}x "
+        f"({cpu_keys - cpu_base:+.0f} us), throughput {keys.rps / base.rps:.3f}x, "
+        f"p50 {keys.pct(50) / base.pct(50):.3f}x, p99 {keys.pct(99) / base.pct(99):.3f}x"
+    )
+    return lines
+
+
+def keys_in_process(key: str, calls: int = 20_000) -> dict[str, float]:
+    """Microseconds per call, in this process: the cached verification (regex, dict lookup,
+    salted SHA-256, constant-time compare), one hit of the sliding-window-counter limiter over
+    in-memory storage, and the whole :class:`api.keys.KeyGate` around a trivial ASGI app with keys
+    on (valid key) and off (counting only)."""
+    from limits import parse
+    from limits.storage import MemoryStorage
+    from limits.strategies import SlidingWindowCounterRateLimiter
+    from prometheus_client import CollectorRegistry, Counter
+
+    from api.app import error_body
+    from api.keys import KeyGate, KeyPolicy
+    from rollguard import apikeys
+
+    salt = "00" * 16
+    stored = apikeys.StoredKey(apikeys.hash_key(key, salt), salt, revoked=False)
+    verifier = apikeys.KeyVerifier(lambda _id: stored)
+    verifier.verify(key)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        verifier.cached(key)
+    verify_us = (time.perf_counter() - t0) / calls * 1e6
+    limiter, item = SlidingWindowCounterRateLimiter(MemoryStorage()), parse("1000000/minute")
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        limiter.hit(item, "bench")
+    limit_us = (time.perf_counter() - t0) / calls * 1e6
+
+    async def inner(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def send(_message):  # type: ignore[no-untyped-def]
+        return None
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    def gate(required: bool) -> KeyGate:
+        counter = Counter(
+            "k_total", "k", ["key_id", "route", "outcome"], registry=CollectorRegistry()
+        )
+        policy = KeyPolicy(required, verifier, "1000000/minute", counter, error_body)
+        return KeyGate(inner, policy, "/v1/predict")
+
+    async def timed(app, headers) -> float:  # type: ignore[no-untyped-def]
+        scope = {"type": "http", "headers": headers}
+        for _ in range(200):
+            await app(scope, receive, send)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await app(scope, receive, send)
+        return (time.perf_counter() - t0) / calls * 1e6
+
+    header = [(b"host", b"127.0.0.1"), (b"x-api-key", key.encode())]
+    gate_on = asyncio.run(timed(gate(True), header))
+    gate_off = asyncio.run(timed(gate(False), header))
+    return {
+        "cached verify us/call": verify_us,
+        "rate-limit hit us/call": limit_us,
+        "gate keys on us/call": gate_on,
+        "gate keys off us/call": gate_off,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -541,6 +668,11 @@ def main() -> None:
         "--live-only",
         action="store_true",
         help="only the cost of live signals against the route without them",
+    )
+    parser.add_argument(
+        "--keys-only",
+        action="store_true",
+        help="only the cost of API keys (ROLLGUARD_API_KEYS=true) against the route with keys off",
     )
     args = parser.parse_args()
 
@@ -566,6 +698,44 @@ def main() -> None:
         tag_live_references(registry, name, version, frame)
         registry.set_registered_model_alias(name, "champion", version)
 
+        if args.keys_only:
+            from rollguard import apikeys
+            from rollguard.settings import Settings
+            from rollguard.store import open_store
+
+            key = apikeys.create_key(open_store(Settings(home=tmp / "home-keys")), "bench").key
+            common = {"ROLLGUARD_API_POLL_SECONDS": "5"}
+            keyed = start_api(
+                tmp / "home-keys",
+                tracking.url,
+                name,
+                tmp / "logs-keys",
+                token="bench-token-123456",
+                ROLLGUARD_API_KEYS="true",
+                ROLLGUARD_API_KEY_RATE="1000000/minute",  # the limiter runs, never refuses
+                **common,
+            )
+            servers.append(keyed)
+            open_api = start_api(
+                tmp / "home", tracking.url, name, tmp / "logs", token="bench-token-123456", **common
+            )
+            servers.append(open_api)
+            row = frame[list(FEATURE_COLUMNS)].iloc[100].to_dict()
+            print("measuring API keys against the route with keys off ...", flush=True)
+            lines = keys_comparison(
+                args, keyed, open_api, json.dumps({"rows": [row]}).encode(), key
+            )
+            print()
+            print("\n".join(lines))
+            print(
+                "  in this process: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in keys_in_process(key).items())
+            )
+            print(
+                "\nRerun: uv run python benchmarks/bench_api.py --keys-only "
+                f"--requests {args.requests} --rounds {args.rounds}"
+            )
+            return
         api = start_api(
             tmp / "home",
             tracking.url,

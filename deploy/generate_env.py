@@ -4,7 +4,8 @@ random secret, except the alert receivers' settings (``ROLLGUARD_ALERT_*``).
 
 Standard library only, so it runs before anything is installed: ``python3 deploy/generate_env.py``.
 Secrets are 32 random bytes from :mod:`secrets` (the operating system's CSPRNG) as URL-safe text
-(they end up inside database URLs); ``AIRFLOW_FERNET_KEY`` is the URL-safe base64 encoding of 32
+(they end up inside database URLs); ``*_API_KEY`` are Rollguard API keys, ``*_AUTH`` log-in lines
+(see :func:`new_secret`); ``AIRFLOW_FERNET_KEY`` is the URL-safe base64 encoding of 32
 random bytes, the format of ``cryptography.fernet.Fernet.generate_key``. Values already set in the
 example (ports, names) are copied as they are. The alert receivers' settings (SMTP server,
 addresses, webhook URL, PagerDuty key; docs/alerting.md) are the operator's to give: they are
@@ -38,9 +39,16 @@ RECEIVER_VARIABLES = (
 
 
 def new_secret(name: str) -> str:
-    """A fresh random value for the variable ``name`` (Fernet key format for the Fernet key)."""
+    """A fresh random value for the variable ``name``: the Fernet key format for the Fernet key;
+    a Rollguard API key ``rg_<8 hex>_<32 URL-safe characters>`` (:mod:`rollguard.apikeys`) for
+    ``*_API_KEY``; ``rollguard:<secret>`` (one ``user:password`` line of a Gradio login file) for
+    ``*_AUTH``; 32 random bytes as URL-safe text otherwise."""
     if name == "AIRFLOW_FERNET_KEY":
         return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    if name.endswith("_API_KEY"):
+        return f"rg_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
+    if name.endswith("_AUTH"):
+        return f"rollguard:{secrets.token_urlsafe(32)}"
     return secrets.token_urlsafe(32)
 
 

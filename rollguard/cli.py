@@ -43,7 +43,7 @@ from pipeline.train_cli import register as register_train
 from pipeline.usecase_check import check_usecase, format_check
 from registry_guard.cli import register as register_registry_guard
 from registry_guard.registry import RegistryError
-from rollguard import db
+from rollguard import apikeys, db
 from rollguard.commands import (
     CLI_MLFLOW_HTTP_DEFAULTS,
     JsonFlag,
@@ -55,6 +55,7 @@ from rollguard.errors import ConfigurationError, RollguardError, describe_valida
 from rollguard.settings import Settings, get_settings
 from rollguard.stack_cli import register as register_stack
 from rollguard.stack_cli import stack_app
+from rollguard.store import open_store
 from rollguard.usecase import available_usecases, default_usecase_name, load_usecase
 from rollguard.weeks import iso_week_label
 from ui.cli import register as register_ui
@@ -88,7 +89,12 @@ usecase_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+apikey_app = typer.Typer(
+    help="API keys of the model server's clients (stored hashed; see docs/api.md).",
+    no_args_is_help=True,
+)
 app.add_typer(usecase_app, name="usecase")
+app.add_typer(apikey_app, name="apikey")
 
 
 # --- db ------------------------------------------------------------------------------------------
@@ -442,6 +448,85 @@ def usecase_check(
     declared features, dtypes, bounds, label and slices. A broken contract is one line, exit 2."""
     s = settings()
     emit(check_usecase(load_usecase(name), s, weeks=weeks, path=path), as_json, format_check)
+
+
+# --- apikey --------------------------------------------------------------------------------------
+def _key_row(info: apikeys.ApiKeyInfo) -> dict[str, Any]:
+    return {
+        "key_id": info.key_id,
+        "name": info.name,
+        "created_at": info.created_at.isoformat(),
+        "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
+    }
+
+
+@apikey_app.command("create")
+@reports_errors
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses the key (e.g. ui, crm-batch).")],
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help="Register the key held in this file (format rg_<8 hex>_<32 chars>) instead of "
+            "generating one; running it again with the same key changes nothing.",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a key named NAME and print it once (only its salted hash is stored)."""
+    given = None
+    if from_file is not None:
+        try:
+            given = from_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise apikeys.ApiKeyError(f"{from_file}: cannot read the key file: {exc}") from None
+    created = apikeys.create_key(open_store(settings()), name, key=given)
+    result = _key_row(created.info)
+    result["created"] = created.created
+    if given is None:
+        result["key"] = created.key
+
+    def human(r: dict[str, Any]) -> str:
+        if "key" in r:
+            return (
+                f"key id  {r['key_id']}\nname    {r['name']}\nkey     {r['key']}\n"
+                "Store the key now: it is shown only this once (send it as X-API-Key)."
+            )
+        state = "registered" if r["created"] else "already registered, unchanged"
+        return f"key {r['key_id']} ({r['name']}) from {from_file}: {state}"
+
+    emit(result, as_json, human)
+
+
+@apikey_app.command("list")
+@reports_errors
+def apikey_list(as_json: JsonFlag = False) -> None:
+    """List the keys: id, name, created and revoked times (never a key or its hash)."""
+    rows = [_key_row(k) for k in apikeys.list_keys(open_store(settings()))]
+
+    def human(items: list[dict[str, Any]]) -> str:
+        if not items:
+            return "no API keys: create one with `rollguard apikey create NAME`"
+        lines = [f"{'key id':<9} {'name':<24} {'created':<32} revoked"]
+        for r in items:
+            lines.append(
+                f"{r['key_id']:<9} {r['name'][:24]:<24} {r['created_at']:<32} "
+                f"{r['revoked_at'] or '-'}"
+            )
+        return "\n".join(lines)
+
+    emit(rows, as_json, human)
+
+
+@apikey_app.command("revoke")
+@reports_errors
+def apikey_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (8 hex characters) to revoke.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Revoke a key; model servers refuse it (403) within 30 seconds (their cache TTL)."""
+    emit(_key_row(apikeys.revoke_key(open_store(settings()), key_id)), as_json)
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - console entry point

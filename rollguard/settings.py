@@ -238,6 +238,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Rows a version's live window needs before PSI and shares are exported.",
     )
+    api_keys_required: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            "ROLLGUARD_API_KEYS", "ROLLGUARD_API_KEYS_REQUIRED", "api_keys_required"
+        ),
+        description="Require an API key (X-API-Key) on predict, explain and entity routes.",
+    )
+    api_key_rate: str = Field(
+        default="600/minute",
+        description="Per-key rate limit in the `limits` notation (e.g. 600/minute, 10/second).",
+    )
 
     # --- local process stack (``rollguard stack``) ---------------------------------------------
     stack_postgres_url: str | None = Field(
@@ -303,6 +314,14 @@ class Settings(BaseSettings):
     )
     ui_max_upload_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="Largest CSV the UI accepts, in bytes."
+    )
+    ui_auth_file: Path | None = Field(
+        default=None,
+        description="File of user:password lines: the UI asks for a login (Gradio auth).",
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="File holding the API key the UI sends to the API (X-API-Key).",
     )
 
     # --- registry guard -------------------------------------------------------------------------

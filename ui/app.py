@@ -25,10 +25,11 @@ from typing import Any
 
 import pandas as pd
 
+from rollguard.errors import ConfigurationError
 from rollguard.settings import Settings
 from ui import formatting as fmt
 from ui.batch import BatchFileError, errors_frame, score_csv, to_csv_bytes
-from ui.client import ApiError, RollguardClient
+from ui.client import ApiError, RollguardClient, read_api_key
 from ui.formatting import UseCaseView
 
 _EMPTY_CHART = pd.DataFrame(
@@ -199,7 +200,11 @@ def build_app(settings: Settings, client: RollguardClient | None = None) -> Any:
     cannot give them, the app is one page saying why (restart the UI once the API answers). Returns ``gradio.Blocks``; launch it with :func:`launch_options`."""
     import gradio as gr
 
-    client = client or RollguardClient(settings.ui_api_url, settings.ui_timeout_seconds)
+    client = client or RollguardClient(
+        settings.ui_api_url,
+        settings.ui_timeout_seconds,
+        api_key=read_api_key(settings.api_key_file),
+    )
     out_dir = Path(tempfile.mkdtemp(prefix="rollguard-ui-"))
     try:
         view = load_view(client, STARTUP_WAIT_SECONDS)
@@ -437,11 +442,49 @@ def _wire(
     demo.load(on_model, None, model_outputs)
 
 
+def read_auth(path: Path | None) -> list[tuple[str, str]] | None:
+    """The ``(user, password)`` pairs of ``ROLLGUARD_UI_AUTH_FILE`` (one ``user:password`` per
+    line; blank lines and ``#`` comments skipped; the password may contain ``:``), or None when
+    no file is configured (the UI is open, as in the embedded default).
+
+    Raises:
+        ConfigurationError: the file cannot be read, a line has no ``:`` or an empty user or
+            password (the line number is named, never the line), or no user is declared.
+    """
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"ROLLGUARD_UI_AUTH_FILE={path}: cannot read it: {exc}") from None
+    pairs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ConfigurationError(
+                f"ROLLGUARD_UI_AUTH_FILE={path}: line {n} is not user:password"
+            )
+        pairs.append((user.strip(), password))
+    if not pairs:
+        raise ConfigurationError(f"ROLLGUARD_UI_AUTH_FILE={path} declares no user:password")
+    return pairs
+
+
 def launch_options(settings: Settings, demo: Any) -> dict[str, Any]:
     """Keyword arguments of ``Blocks.launch`` for ``settings``: bind address and port, no
-    share link, no server-side rendering (needs Node), the upload limit, and the folder of
-    scored files as the one extra path Gradio may serve."""
+    share link, no server-side rendering (needs Node), the upload limit, the folder of
+    scored files as the one extra path Gradio may serve, and Gradio's login (``auth``) when
+    ``ROLLGUARD_UI_AUTH_FILE`` is set (:func:`read_auth`).
+
+    Raises:
+        ConfigurationError: the auth file is unreadable or malformed.
+    """
+    auth = read_auth(settings.ui_auth_file)
     return {
+        **({"auth": auth, "auth_message": "Rollguard: sign in"} if auth else {}),
         "server_name": settings.ui_host,
         "server_port": settings.ui_port,
         "share": False,

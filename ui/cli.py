@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rollguard.commands import settings
+from rollguard.commands import reports_errors, settings
 from ui.server import run
 
 
@@ -16,6 +16,7 @@ def register(serve_app: typer.Typer) -> None:
     serve_app.command("ui")(serve_ui)
 
 
+@reports_errors
 def serve_ui(
     host: Annotated[
         str | None, typer.Option(help="Bind address (default: ROLLGUARD_UI_HOST).")

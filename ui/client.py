@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,10 +28,19 @@ from tenacity import (
     wait_exponential,
 )
 
+from rollguard.errors import ConfigurationError
+
 #: Connection failures worth one more try (the request was never sent, and they fail fast).
 _CONNECT_ERRORS = (httpx.ConnectError,)
 
-_KINDS = {404: "not_found", 413: "too_large", 422: "validation"}
+_KINDS = {
+    401: "unauthorized",
+    403: "unauthorized",
+    404: "not_found",
+    413: "too_large",
+    422: "validation",
+    429: "rate_limited",
+}
 
 
 @dataclass
@@ -39,6 +49,8 @@ class ApiError(Exception):
 
     Attributes:
         kind: ``timeout``, ``unreachable``, ``validation`` (422), ``not_found`` (404),
+            ``unauthorized`` (401/403: the UI's API key is missing, unknown or revoked),
+            ``rate_limited`` (429),
             ``too_large`` (413), ``not_ready`` (503 without a serving model), ``unavailable``
             (another 503: no snapshot, store down), ``server`` (5xx), ``http`` (another 4xx),
             ``not_rollguard`` (the address answered, but not with the API's JSON).
@@ -64,6 +76,24 @@ class ApiError(Exception):
         return f"{self.kind}: {self.message}"
 
 
+def read_api_key(path: Path | None) -> str | None:
+    """The key in ``path`` (``ROLLGUARD_API_KEY_FILE``; whitespace stripped), or None when no
+    file is configured.
+
+    Raises:
+        ConfigurationError: the file cannot be read or is empty.
+    """
+    if path is None:
+        return None
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(f"ROLLGUARD_API_KEY_FILE={path}: cannot read it: {exc}") from None
+    if not key:
+        raise ConfigurationError(f"ROLLGUARD_API_KEY_FILE={path} is empty")
+    return key
+
+
 class RollguardClient:
     """A synchronous client of the Rollguard REST API.
 
@@ -76,6 +106,8 @@ class RollguardClient:
         transport: an httpx transport (default: the network).
         before_retry: called with tenacity's retry state before each pause between connect
             attempts (logging; tests use it to bring a server up between attempts).
+        api_key: the UI's own API key, sent as ``X-API-Key`` on every call (needed when the API
+            runs with ``ROLLGUARD_API_KEYS=true``; see :func:`read_api_key`).
     """
 
     def __init__(
@@ -86,6 +118,7 @@ class RollguardClient:
         connect_attempts: int = 3,
         transport: httpx.BaseTransport | None = None,
         before_retry: Callable[[Any], None] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
@@ -95,7 +128,11 @@ class RollguardClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(self.timeout),
             transport=transport,
-            headers={"Accept": "application/json", "User-Agent": "rollguard-ui"},
+            headers={
+                "Accept": "application/json",
+                "User-Agent": "rollguard-ui",
+                **({"X-API-Key": api_key} if api_key else {}),
+            },
         )
 
     def close(self) -> None:

@@ -109,6 +109,13 @@ def error_message(err: ApiError, *, subject: str = "the request") -> str:
             f"**Unexpected answer**: `{url}` answered {subject} ({err.message}), but not like "
             "the Rollguard API. Check `ROLLGUARD_UI_API_URL`."
         )
+    if err.kind == "unauthorized":
+        return (
+            f"**Refused by the API** (HTTP {err.status}, `{err.error}`): {err.message}. The UI's "
+            "key (`ROLLGUARD_API_KEY_FILE`) is missing, unknown or revoked: ask the operator."
+        )
+    if err.kind == "rate_limited":
+        return f"**Too many requests**: {err.message}. Try again in {err.retry_after or 'a few'} s."
     if err.kind == "server":
         return f"**The API failed** (HTTP {err.status}, `{err.error}`): {err.message}."
     return f"**Refused** (HTTP {err.status}, `{err.error}`): {err.message}."

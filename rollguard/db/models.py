@@ -71,7 +71,8 @@ class PredictionLogRow(Base):
     champion's score (a probability in [0, 1], or a predicted value in the label's unit);
     ``entity_id`` is the use case's ``entity_column`` value when the row came from the
     known-entity route (migration 0006 renamed it from ``customer_id``); ``challenger_*`` are set
-    only when shadow scoring is on. The unique key makes replaying the API's local spool
+    only when shadow scoring is on; ``key_id`` is the public id of the API key that asked
+    (migration 0008; NULL when keys are off). The unique key makes replaying the API's local spool
     idempotent.
     """
 
@@ -93,6 +94,7 @@ class PredictionLogRow(Base):
     score: Mapped[float] = mapped_column(nullable=False)  # Float, from the annotation
     challenger_version: Mapped[str | None] = mapped_column(String(32))
     challenger_score: Mapped[float | None] = mapped_column()
+    key_id: Mapped[str | None] = mapped_column(String(8))
 
 
 class ChampionPointer(Base):
@@ -285,3 +287,24 @@ class ResultLineage(Base):
     n_rows: Mapped[int | None] = mapped_column(Integer)
     recomputed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ApiKey(Base):
+    """One client key of the model server (see :mod:`rollguard.apikeys`).
+
+    ``key_id`` is the public part of a key ``rg_<key_id>_<secret>`` (8 lowercase hex characters;
+    it appears in logs and metrics); ``hash`` is the hex SHA-256 of ``salt`` + the whole key,
+    ``salt`` 16 random bytes in hex; the key itself is never stored. ``revoked_at`` is set once,
+    by ``rollguard apikey revoke``.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("key_id", name="uq_api_keys_key_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(8), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    salt: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -44,7 +44,13 @@ import generate_env  # noqa: E402
 RAW = load_compose()
 EXAMPLE = read_env_file()
 SERVICES: dict[str, dict[str, Any]] = RAW["services"]
-ONE_SHOT = {"rollguard-migrate", "airflow-init", "alertmanager-config", "mlflow-users"}
+ONE_SHOT = {
+    "rollguard-migrate",
+    "rollguard-ui-key",
+    "airflow-init",
+    "alertmanager-config",
+    "mlflow-users",
+}
 PUBLISHED = {"ui", "api", "grafana", "mlflow", "airflow-api-server"}
 SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "FERNET")
 
@@ -137,6 +143,19 @@ def test_one_shot_jobs_are_exactly_what_others_wait_for() -> None:
     }
     assert awaited == ONE_SHOT
     assert SERVICES["rollguard-migrate"]["command"] == ["db", "upgrade"]
+    assert SERVICES["rollguard-ui-key"]["command"][:3] == ["apikey", "create", "ui"]
+
+
+def test_api_keys_are_on_and_the_ui_has_its_key_and_login() -> None:
+    """The stack requires keys; the UI's key file is the one the one-shot job registers."""
+    assert environment_of(SERVICES["api"])["ROLLGUARD_API_KEYS"] == "true"
+    ui = environment_of(SERVICES["ui"])
+    assert ui["ROLLGUARD_API_KEY_FILE"] in _secret_paths("ui")
+    assert ui["ROLLGUARD_UI_AUTH_FILE"] in _secret_paths("ui")
+    registered = SERVICES["rollguard-ui-key"]["command"][-1]
+    assert registered == ui["ROLLGUARD_API_KEY_FILE"] and registered in _secret_paths(
+        "rollguard-ui-key"
+    )
 
 
 # --- paths ----------------------------------------------------------------------------------------
@@ -260,6 +279,8 @@ def test_generated_env_fills_every_secret(tmp_path: Path, monkeypatch: pytest.Mo
         elif _is_secret(name):
             assert len(value) >= 32 and re.fullmatch(r"[A-Za-z0-9_=-]+", value), name
     assert len(base64.urlsafe_b64decode(written["AIRFLOW_FERNET_KEY"])) == 32
+    assert re.fullmatch(r"rg_[0-9a-f]{8}_[A-Za-z0-9_-]{32}", written["ROLLGUARD_UI_API_KEY"])
+    assert re.fullmatch(r"rollguard:[A-Za-z0-9_-]{43}", written["ROLLGUARD_UI_AUTH"])
     assert read_env_file(out)["ROLLGUARD_ADMIN_TOKEN"] != _generated_env()["ROLLGUARD_ADMIN_TOKEN"]
     assert generate_env.main(["--output", str(out)]) == 2, "an existing .env is never overwritten"
     interpolate(RAW, written)  # every required variable is satisfied

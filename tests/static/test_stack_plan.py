@@ -29,7 +29,9 @@ EXTERNAL = {"postgres", "redis"}
 #: instead of rendering the ROLLGUARD_ALERT_* receivers (docs/alerting.md, "Receivers").
 #: Nor the MLflow users job: the process stack's MLflow (loopback, one person's machine) runs
 #: without authentication (docs/security.md, "Registry access control", Limits).
-NOT_MIRRORED = {"alertmanager-config", "mlflow-users"}
+#: Nor the UI key job: the process stack serves the API without keys (loopback, one person's
+#: machine), so it has no UI key to register (rollguard-ui-key).
+NOT_MIRRORED = {"alertmanager-config", "mlflow-users", "rollguard-ui-key"}
 #: Compose options the process stack leaves out on purpose, per service (same reason).
 UNMIRRORED_OPTIONS = {"mlflow": {"--app-name"}}
 SECRETS = StackSecrets("fernet", "jwt", "api-key", "password", "guard", "admin")
