@@ -51,7 +51,9 @@ def _params() -> dict[str, Any]:
     the other depending on method and content type; checking both leaves no way around)."""
     from flask import request
 
-    body = request.get_json(silent=True)
+    # force=True: MLflow's handlers read the body whatever its Content-Type, so a DELETE with a
+    # text/plain or absent Content-Type is honoured and must be checked the same way.
+    body = request.get_json(force=True, silent=True)
     return {**request.args.to_dict(), **(body if isinstance(body, dict) else {})}
 
 

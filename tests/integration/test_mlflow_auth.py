@@ -25,6 +25,7 @@ from rollguard.mlflow_client import MlflowCredentialsError, mlflow_client
 from rollguard.settings import Settings
 from tests.support.servers import start_mlflow_auth_server
 
+VERSION_DELETE = "/api/2.0/mlflow/model-versions/delete"
 ALIAS = "/api/2.0/mlflow/registered-models/alias"
 
 
@@ -201,6 +202,24 @@ def test_gate_guard_move_champion_pipeline_cannot_remove_it(
         pipeline.delete_registered_model(model)
     with pytest.raises(MlflowException, match="rename registered model"):
         pipeline.rename_registered_model(model, model + "-renamed")
+    # The body of a DELETE is read by MLflow whatever its Content-Type (text/plain, none): the
+    # rule reads it the same way (a new user's attack found the gap).
+    auth = ("pipeline", password(secrets, "pipeline"))
+    alias_body = json.dumps({"name": model, "alias": CHAMPION})
+    version_body = json.dumps({"name": model, "version": "2"})
+    for content_type in ("text/plain", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        for route, body in ((ALIAS, alias_body), (VERSION_DELETE, version_body)):
+            sneaky = httpx.request(
+                "DELETE",
+                server + route,
+                params={"name": model},
+                content=body,
+                headers=headers,
+                auth=auth,
+                timeout=30,
+            )
+            assert sneaky.status_code == 403, (route, content_type, sneaky.text)
     assert alias_version(as_user("reader"), model, CHAMPION) == "2"
 
 
