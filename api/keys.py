@@ -24,6 +24,7 @@ keys off the gate only counts (``key_id="anonymous"``).
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -47,18 +48,28 @@ _HEADER_RAW = HEADER.lower().encode()
 _CHALLENGE = {"WWW-Authenticate": f'ApiKey header="{HEADER}"'}
 
 
+#: A period of zero units ("1/0 minute"), which ``limits`` silently reads as one unit.
+_ZERO_PERIOD = re.compile(r"(?:/|\bper)\s*0+\s*[A-Za-z]", re.IGNORECASE)
+
+
 def parse_rate(rate: str) -> RateLimitItem:
     """The ``limits`` item of ``ROLLGUARD_API_KEY_RATE`` (e.g. ``600/minute``).
 
     Raises:
-        ConfigurationError: the value is not in the ``limits`` notation.
+        ConfigurationError: the value is not in the ``limits`` notation, or allows no request
+            (``0/minute``) or names a zero period (``1/0 minute``).
     """
     try:
-        return parse(rate)
+        item = parse(rate)
     except ValueError:
+        item = None
+    # limits reads "1/0 minute" as 1/minute and accepts "0/minute" (every request refused).
+    if item is None or item.amount < 1 or _ZERO_PERIOD.search(rate):
         raise ConfigurationError(
-            f"ROLLGUARD_API_KEY_RATE={rate!r} is not a rate such as 600/minute or 10/second"
-        ) from None
+            f"ROLLGUARD_API_KEY_RATE={rate!r} is not a rate such as 600/minute or 10/second "
+            "(at least 1 request per period of at least 1 unit)"
+        )
+    return item
 
 
 class KeyPolicy:

@@ -71,7 +71,7 @@ from registry_guard.policy import load_guard_policy
 from rollguard.asgi import BodySizeLimitMiddleware
 from rollguard.db.models import AliasAudit
 from rollguard.errors import ConfigurationError
-from rollguard.mlflow_client import mlflow_client
+from rollguard.mlflow_client import apply_mlflow_credentials, mlflow_client
 from rollguard.settings import PLACEHOLDER_SECRETS, Settings
 from rollguard.store import open_store
 
@@ -459,9 +459,13 @@ def create_guard_app(
 
     Raises:
         ConfigurationError: the token file is unreadable or a placeholder (see :func:`webhook_token`).
+        MlflowCredentialsError: ``ROLLGUARD_MLFLOW_PASSWORD_FILE`` is configured but unreadable or
+            empty (a guard that cannot reach the registry cannot roll back: refused at start).
     """
 
     token = webhook_token(settings)
+    if client is None:
+        apply_mlflow_credentials(settings)
     store = StoreHandle(open_engine or (lambda: open_store(settings)))
     metrics_registry = store_registry(
         store.get, settings.model_name, settings.usecase_spec.feature_names

@@ -124,12 +124,15 @@ def create_key(
     same key registered again changes nothing and returns ``created=False``).
 
     Raises:
-        ApiKeyError: ``name`` is empty or longer than 255 characters; ``key`` is malformed, or
+        ApiKeyError: ``name`` is empty, longer than 255 characters or not printable; ``key`` is malformed, or
             its key id is already registered with another secret or was revoked.
     """
     name = name.strip()
-    if not name or len(name) > 255:
-        raise ApiKeyError("a key needs a name of 1 to 255 characters")
+    if not name or len(name) > 255 or not name.isprintable():
+        raise ApiKeyError(
+            "a key needs a name of 1 to 255 printable characters (no line breaks or control "
+            "characters)"
+        )
     given = key is not None
     key = key.strip() if key is not None else generate_key()
     key_id, _ = parse_key(key)
@@ -295,9 +298,13 @@ class KeyVerifier:
             log.warning("API key store unreachable, using key %s as last seen: %s", key_id, exc)
             return self._judge(key, key_id, entry[1])
         with self._lock:
-            if len(self._cache) >= MAX_CACHED_KEYS:
-                self._cache.clear()
-            self._cache[key_id] = (self._clock(), stored)
+            if stored is None and len(self._cache) >= MAX_CACHED_KEYS:
+                # Only unknown ids are dropped: a flood of made-up ids must not evict the real
+                # keys (which then keep working through a store outage); the real ones are
+                # bounded by the store's rows.
+                self._cache = {k: v for k, v in self._cache.items() if v[1] is not None}
+            if stored is not None or len(self._cache) < MAX_CACHED_KEYS:
+                self._cache[key_id] = (self._clock(), stored)
         return self._judge(key, key_id, stored)
 
     @staticmethod

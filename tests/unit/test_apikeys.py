@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from api.keys import parse_rate
 from rollguard import apikeys
 from rollguard.cli import app
 from rollguard.db.models import ApiKey
+from rollguard.errors import ConfigurationError
 from rollguard.settings import Settings
 from rollguard.store import open_store
 
@@ -129,3 +131,38 @@ def test_verifier_uses_the_last_seen_entry_while_the_store_is_down(settings: Set
     assert verifier.verify(key).outcome is apikeys.Outcome.VALID
     with pytest.raises(ConnectionError):
         verifier.verify(apikeys.generate_key())
+
+
+@pytest.mark.parametrize("name", ["evil\nkey id  deadbeef", "bell\x07", "tab\tname"])
+def test_a_key_name_with_control_characters_is_refused(settings: Settings, name: str) -> None:
+    with pytest.raises(apikeys.ApiKeyError, match="printable"):
+        apikeys.create_key(open_store(settings), name)
+
+
+@pytest.mark.parametrize("rate", ["0/minute", "1/0 minute", "1 per 0 second", "banana"])
+def test_a_rate_that_admits_nothing_or_names_no_period_is_refused(rate: str) -> None:
+    with pytest.raises(ConfigurationError, match="ROLLGUARD_API_KEY_RATE"):
+        parse_rate(rate)
+    assert parse_rate("10/2 minutes").amount == 10
+
+
+def test_a_flood_of_unknown_ids_does_not_evict_a_real_key(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(apikeys, "MAX_CACHED_KEYS", 50)
+    engine = open_store(settings)
+    key = apikeys.create_key(engine, "crm").key
+    lookup = apikeys.store_lookup(lambda: engine)
+    down = [False]
+
+    def flaky(key_id: str):  # type: ignore[no-untyped-def]
+        if down[0]:
+            raise ConnectionError("store down")
+        return lookup(key_id)
+
+    verifier = apikeys.KeyVerifier(flaky, ttl_seconds=30)
+    assert verifier.verify(key).outcome is apikeys.Outcome.VALID
+    for _ in range(200):  # four times the cache's size in made-up ids
+        assert verifier.verify(apikeys.generate_key()).outcome is apikeys.Outcome.UNKNOWN
+    down[0] = True
+    assert verifier.verify(key).outcome is apikeys.Outcome.VALID

@@ -135,6 +135,14 @@ def _refused(argv: list[str], home: Path, **env: str) -> str:
         ([*ROLLGUARD, "serve", "api"], {"ROLLGUARD_USECASE": "nope"}, "ROLLGUARD_USECASE"),
         ([*ROLLGUARD, "serve", "api"], {"ROLLGUARD_API_MAX_ROWS": "-1"}, "ROLLGUARD_API_MAX_ROWS"),
         ([*ROLLGUARD, "serve", "guard"], {"ROLLGUARD_USECASE": "nope"}, "ROLLGUARD_USECASE"),
+        (
+            [*ROLLGUARD, "serve", "guard"],
+            {
+                "ROLLGUARD_MLFLOW_USERNAME": "guard",
+                "ROLLGUARD_MLFLOW_PASSWORD_FILE": "/nonexistent",
+            },
+            "/nonexistent",
+        ),
         ([*ROLLGUARD, "serve", "ui"], {"ROLLGUARD_API_PORT": "x"}, "ROLLGUARD_API_PORT"),
         (["-m", "api"], {"ROLLGUARD_USECASE": "nope"}, "ROLLGUARD_USECASE"),
         (UVICORN_FACTORY, {"ROLLGUARD_USECASE": "nope"}, "ROLLGUARD_USECASE"),
@@ -144,6 +152,7 @@ def _refused(argv: list[str], home: Path, **env: str) -> str:
         "api-usecase",
         "api-setting",
         "guard-usecase",
+        "guard-mlflow-password",
         "ui-setting",
         "python-m-api",
         "uvicorn-factory-usecase",
