@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from tests.support.api_servers import PG_BIN, PrivatePostgres
-from tests.support.compose import ROOT, environment_of, interpolate, load_compose
+from tests.support.compose import ROOT, bind_mounts, environment_of, interpolate, load_compose
 from tests.support.servers import ServerProcess, free_port, venv_bin
 
 sys.path.insert(0, str(ROOT / "deploy"))
@@ -153,12 +153,29 @@ def test_migrated_store_is_read_only_for_grafana(stack_pg: ScramPostgres) -> Non
             conn.execute("CREATE TABLE sneaky (x int)")
 
 
-def test_mlflow_server_runs_with_the_stack_command(stack_pg: ScramPostgres, tmp_path: Path) -> None:
-    """The compose command and environment: PostgreSQL backend, artifacts served from the volume
-    path, and the Host names the other services use accepted (MLflow 3 refuses unknown ones)."""
+def test_mlflow_server_runs_with_the_stack_command(
+    stack_pg: ScramPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compose command and environment: Rollguard's authenticated app (anonymous clients
+    refused, the admin from MLFLOW_ADMIN_PASSWORD), PostgreSQL backend, artifacts served from the
+    volume path, and the Host names the other services use accepted (MLflow 3 refuses unknown
+    ones)."""
     service = COMPOSE["services"]["mlflow"]
     env = {**os.environ, **environment_of(service)}
     env["MLFLOW_BACKEND_STORE_URI"] = _local(env["MLFLOW_BACKEND_STORE_URI"], stack_pg)
+    # The shipped auth configuration, mounted where the compose file mounts it, with its user
+    # store moved from the volume to this test's folder.
+    mounted = dict((target, source) for source, target in bind_mounts(service))
+    shipped = ROOT / mounted[env["MLFLOW_AUTH_CONFIG_PATH"]]
+    config = tmp_path / "basic_auth.ini"
+    config.write_text(
+        shipped.read_text().replace(
+            "sqlite:////var/lib/mlflow/basic_auth.db", f"sqlite:///{tmp_path / 'basic_auth.db'}"
+        )
+    )
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
+    env["MLFLOW_TRACKING_USERNAME"] = env["MLFLOW_TRACKING_PASSWORD"] = ""
+    admin = ("admin", env["MLFLOW_AUTH_ADMIN_PASSWORD"])
     port = free_port()
     artifacts = tmp_path / "artifacts"
     argv = [venv_bin("mlflow")]
@@ -178,13 +195,19 @@ def test_mlflow_server_runs_with_the_stack_command(stack_pg: ScramPostgres, tmp_
     try:
         base = f"http://127.0.0.1:{port}"
         search = "/api/2.0/mlflow/experiments/search?max_results=1"
+        assert httpx.get(base + search, timeout=30).status_code == 401  # anonymous
         for host in ("mlflow:5000", "localhost:5000", "mlflow"):
-            answer = httpx.get(base + search, headers={"Host": host}, timeout=30)
+            answer = httpx.get(base + search, headers={"Host": host}, auth=admin, timeout=30)
             assert answer.status_code == 200, (host, answer.text)
-        refused = httpx.get(base + search, headers={"Host": "attacker.example"}, timeout=30)
+        refused = httpx.get(
+            base + search, headers={"Host": "attacker.example"}, auth=admin, timeout=30
+        )
         assert refused.status_code in (400, 403), refused.text
 
         from mlflow import MlflowClient
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
 
         client = MlflowClient(tracking_uri=base)
         experiment = client.create_experiment("stack-probe")
