@@ -113,8 +113,16 @@ def venv_bin(name: str) -> str:
     return found
 
 
-def start_mlflow_server(root: Path, log_dir: Path) -> ServerProcess:
-    """An MLflow tracking server with a SQLite backend and served artifacts under ``root``."""
+def start_mlflow_server(
+    root: Path,
+    log_dir: Path,
+    *,
+    artifacts_destination: str | None = None,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """An MLflow tracking server with a SQLite backend under ``root`` and served artifacts in
+    ``artifacts_destination`` (default the folder ``root/artifacts``; e.g. ``s3://bucket/prefix``
+    with ``MLFLOW_S3_ENDPOINT_URL`` and credentials in ``env``)."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [
@@ -123,7 +131,7 @@ def start_mlflow_server(root: Path, log_dir: Path) -> ServerProcess:
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
-        str(root / "artifacts"),
+        artifacts_destination or str(root / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",
@@ -137,7 +145,7 @@ def start_mlflow_server(root: Path, log_dir: Path) -> ServerProcess:
         port=port,
         ready_path="/health",
         log_dir=log_dir,
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     ).start(timeout=120)
 
 
@@ -199,3 +207,16 @@ def start_mlflow_auth_server(
             "MLFLOW_TRACKING_PASSWORD": "",
         },
     ).start(timeout=120)
+
+
+def start_s3_server(log_dir: Path) -> ServerProcess:
+    """An S3-compatible object store on loopback: moto's ``moto_server`` (the ``moto[server]``
+    package), a process of its own speaking the S3 REST API; any access key is accepted."""
+    port = free_port()
+    return ServerProcess(
+        "s3",
+        [venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        port=port,
+        ready_path="/",
+        log_dir=log_dir,
+    ).start(timeout=60)
