@@ -113,16 +113,8 @@ def venv_bin(name: str) -> str:
     return found
 
 
-def start_mlflow_server(
-    root: Path,
-    log_dir: Path,
-    *,
-    artifacts_destination: str | None = None,
-    env: dict[str, str] | None = None,
-) -> ServerProcess:
-    """An MLflow tracking server with a SQLite backend under ``root`` and served artifacts in
-    ``artifacts_destination`` (default the folder ``root/artifacts``; e.g. ``s3://bucket/prefix``
-    with ``MLFLOW_S3_ENDPOINT_URL`` and credentials in ``env``)."""
+def start_mlflow_server(root: Path, log_dir: Path) -> ServerProcess:
+    """An MLflow tracking server with a SQLite backend and served artifacts under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [
@@ -131,7 +123,7 @@ def start_mlflow_server(
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
-        artifacts_destination or str(root / "artifacts"),
+        str(root / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",
@@ -145,7 +137,7 @@ def start_mlflow_server(
         port=port,
         ready_path="/health",
         log_dir=log_dir,
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     ).start(timeout=120)
 
 
