@@ -8,6 +8,7 @@ Dockerfiles' targets, secrets are mounted or referenced and never written into a
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -31,6 +33,8 @@ K8S = ROOT / "deploy" / "kubernetes"
 KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
 ADAPTER = yaml.safe_load((K8S / "prometheus-adapter" / "values.yaml").read_text())
 AIRFLOW = yaml.safe_load((K8S / "airflow" / "values.yaml").read_text())
+#: The official Airflow chart's values schema, chart 1.22.0 (provenance: its README.md).
+AIRFLOW_SCHEMA = ROOT / "tests" / "fixtures" / "airflow-chart" / "values.schema.json"
 #: Words of an environment variable's name (split at ``_``) that make its value a secret.
 SECRET_WORDS = frozenset({"PASSWORD", "TOKEN", "SECRET", "FERNET", "CREDENTIALS", "KEY"})
 
@@ -344,3 +348,14 @@ def test_airflow_values_run_the_rollguard_image_like_compose() -> None:
         else:
             assert not any(w in env["name"] for w in SECRET_WORDS), env["name"]
     assert not re.search(r"://[^/@\s]*:[^/@\s]*@", yaml.safe_dump(AIRFLOW))
+
+
+def test_airflow_values_validate_against_the_charts_schema() -> None:
+    """As ``helm install`` validates values (JSON Schema draft 7, the chart's own schema); the
+    schema lets unknown top-level keys through, so those are checked against its properties."""
+    schema = json.loads(AIRFLOW_SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(AIRFLOW)]
+    assert errors == []
+    assert set(AIRFLOW) <= set(schema["properties"]), set(AIRFLOW) - set(schema["properties"])
+    assert re.fullmatch(schema["properties"]["executor"]["pattern"], AIRFLOW["executor"])
