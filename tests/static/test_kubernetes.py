@@ -226,6 +226,7 @@ def test_container_is_bounded_and_non_root(
     assert ctx.get("runAsUser", 0) != 0, where
     assert ctx.get("allowPrivilegeEscalation") is False, where
     assert "ALL" in ctx.get("capabilities", {}).get("drop", []), where
+    assert ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
 
 
 def test_images_are_the_dockerfile_targets_with_one_tag() -> None:
@@ -337,6 +338,9 @@ def test_airflow_values_run_the_rollguard_image_like_compose() -> None:
         "pullPolicy": "IfNotPresent",
     }
     assert (AIRFLOW["uid"], AIRFLOW["gid"]) == (50000, 0)
+    assert (
+        AIRFLOW["redis"]["uid"] != 0 and AIRFLOW["redis"]["securityContexts"]["pod"]["runAsNonRoot"]
+    )
     compose_env = load_compose()["services"]["airflow-scheduler"]["environment"]
     wanted = {k for k in compose_env if k.startswith(("ROLLGUARD_", "MLFLOW_"))}
     given = {e["name"] for e in AIRFLOW["env"]} | {s["envName"] for s in AIRFLOW["secret"]}
