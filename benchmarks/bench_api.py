@@ -725,7 +725,7 @@ def main() -> None:
     parser.add_argument(
         "--sizing",
         action="store_true",
-        help="with --keys-only: replicas needed per target request rate (docs/kubernetes.md)",
+        help="implies --keys-only: replicas needed per target request rate (docs/kubernetes.md)",
     )
     parser.add_argument("--cpu-limit", type=float, default=1.0, help="cores per API replica")
     parser.add_argument(
@@ -733,6 +733,7 @@ def main() -> None:
     )
     parser.add_argument("--min-replicas", type=int, default=2, help="the autoscaler's floor")
     args = parser.parse_args()
+    args.keys_only = args.keys_only or args.sizing  # sizing is measured on the keyed route
 
     import httpx
 
