@@ -34,6 +34,8 @@ from tests.support.compose import (
     published_ports,
     read_env_file,
     referenced_variables,
+    section_table,
+    versions_table,
 )
 
 sys.path.insert(0, str(ROOT / "deploy"))
@@ -758,3 +760,133 @@ def test_mlflow_users_job_provisions_every_identity_before_its_users_start() -> 
     for name in ("api", "guard", "airflow-scheduler"):
         depends = COMPOSE["services"][name]["depends_on"]
         assert depends["mlflow-users"]["condition"] == "service_completed_successfully", name
+
+
+# --- limits, log rotation, versions (docs/deploy.md, "Limits", "Logs", "Versions") ---------------
+#: Headroom over the measured peak that docs/deploy.md, "Limits", states.
+MEMORY_HEADROOM = 1.5
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def _bytes(value: str) -> int:
+    """Compose's byte value (``768M``, ``1.5g``, ``512m``, ``100k``) in bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", str(value).strip().lower())
+    assert match, f"not a byte value: {value!r}"
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _resources(name: str) -> dict[str, Any]:
+    return (COMPOSE["services"][name].get("deploy") or {}).get("resources") or {}
+
+
+LIMITS_TABLE = {row["service"]: row for row in section_table("Limits")}
+
+
+def test_every_service_has_memory_and_cpu_limits_compose_applies_without_swarm() -> None:
+    """``deploy.resources``: ``docker compose up`` applies ``limits.memory``, ``limits.cpus`` and
+    ``reservations.memory`` to a plain container; ``reservations.cpus`` only means something to
+    Swarm, and the service-level ``mem_limit``/``cpus`` must not contradict them (Compose refuses)."""
+    for name, service in COMPOSE["services"].items():
+        resources = _resources(name)
+        limits, reserved = resources.get("limits") or {}, resources.get("reservations") or {}
+        assert {"memory", "cpus"} <= limits.keys(), f"{name}: limits {limits}"
+        assert 0 < float(limits["cpus"]) <= 2.0, f"{name}: cpus {limits['cpus']}"
+        assert 0 < _bytes(reserved.get("memory", "0")) <= _bytes(limits["memory"]), name
+        assert "cpus" not in reserved, f"{name}: a CPU reservation is Swarm-only"
+        assert not {"mem_limit", "mem_reservation", "cpus", "cpu_count"} & service.keys(), name
+
+
+def test_limits_are_the_documented_measured_peaks_with_headroom() -> None:
+    """Every service is in the "Limits" table with the limits the compose file sets, and each
+    memory limit is at least its measured peak times the stated headroom."""
+    assert set(LIMITS_TABLE) == set(COMPOSE["services"]), set(LIMITS_TABLE) ^ set(SERVICES)
+    for name, row in LIMITS_TABLE.items():
+        limits = _resources(name)["limits"]
+        assert _bytes(row["memory limit"]) == _bytes(limits["memory"]), name
+        assert float(row["cpus"]) == float(limits["cpus"]), name
+        assert _bytes(row["reservation"]) == _bytes(_resources(name)["reservations"]["memory"])
+        peak = row["peak MiB"]
+        if peak.isdigit():  # measured (else the row says why not and what the limit rests on)
+            assert _bytes(limits["memory"]) >= int(peak) * 2**20 * MEMORY_HEADROOM, name
+
+
+@pytest.mark.parametrize(
+    ("service", "setting"),
+    [
+        ("airflow-scheduler", "AIRFLOW__CORE__PARALLELISM"),
+        ("airflow-worker", "AIRFLOW__CELERY__WORKER_CONCURRENCY"),
+    ],
+)
+def test_task_runners_cannot_outgrow_their_limit(service: str, setting: str) -> None:
+    """The LocalExecutor runs tasks inside the scheduler's container (Celery: the worker's): its
+    limit holds the measured scheduler process plus as many measured training slots (a worker
+    with its training task) as may run at once, so a training spike ends in that container."""
+    slots = int(environment_of(COMPOSE["services"][service])[setting])
+    row = LIMITS_TABLE["airflow-scheduler"]
+    main, slot = int(row["main MiB"]) * 2**20, int(row["slot MiB"]) * 2**20
+    assert 1 <= slots <= 4
+    assert _bytes(_resources(service)["limits"]["memory"]) >= main + slots * slot
+
+
+def test_every_service_rotates_its_logs() -> None:
+    """One json-file set-up (the ``x-logging`` anchor) on every service: logs are capped per
+    container at max-size times max-file."""
+    shared = RAW["x-logging"]
+    assert shared["driver"] == "json-file"
+    options = shared["options"]
+    assert all(isinstance(v, str) for v in options.values()), "logging options are strings"
+    assert _bytes(options["max-size"]) * int(options["max-file"]) <= 100 * 2**20
+    assert int(options["max-file"]) >= 2
+    for name, service in SERVICES.items():
+        assert service.get("logging") == shared, f"{name}: no log rotation"
+
+
+VERSIONS = versions_table()
+
+
+@pytest.mark.parametrize(
+    ("component", "service"),
+    [
+        ("PostgreSQL", "postgres"),
+        ("PostgreSQL (shared test databases)", "postgres"),
+        ("Prometheus", "prometheus"),
+        ("Alertmanager", "alertmanager"),
+    ],
+)
+def test_shipped_images_are_the_versions_docs_state(component: str, service: str) -> None:
+    """The "Versions" table names the image each server ships as and the version the tests run;
+    tests/integration/test_service_versions.py checks the running side."""
+    row = VERSIONS[component]
+    assert COMPOSE["services"][service]["image"] == row["image"]
+    tag = row["image"].rsplit(":", 1)[1]
+    shipped = re.match(r"v?(\d+\.\d+)", tag)
+    assert shipped, tag
+    gap = row["tests"] != shipped.group(1) and not row["tests"].startswith(shipped.group(1) + ".")
+    assert gap == (row["gap"] != "none"), f"{component}: the gap column says {row['gap']!r}"
+
+
+def test_prometheus_reaches_alertmanager_with_an_api_both_versions_serve() -> None:
+    """Alertmanager 0.27 (shipped) no longer serves API v1, which Prometheus 2.42 (tested) could
+    still be told to use: the shipped config must leave api_version at v2 (both default to it)."""
+    config = yaml.safe_load(PROMETHEUS_YML.read_text())
+    for manager in config["alerting"]["alertmanagers"]:
+        assert manager.get("api_version", "v2") == "v2"
+
+
+def _keys(obj: Any) -> set[str]:
+    if isinstance(obj, dict):
+        return set(obj) | {k for v in obj.values() for k in _keys(v)}
+    if isinstance(obj, list):
+        return {k for v in obj for k in _keys(v)}
+    return set()
+
+
+def test_alertmanager_config_uses_matchers_not_the_deprecated_match_fields() -> None:
+    """``match``/``match_re`` and the inhibit rules' ``source_match*``/``target_match*`` are
+    deprecated since Alertmanager 0.22 for ``matchers``; both 0.25 (tested) and 0.27 (shipped)
+    read ``matchers`` the same way, and amtool 0.25's strict parse (test_alert_config.py) rejects
+    any field 0.25 does not know."""
+    deprecated = {"match", "match_re", "source_match", "source_match_re", "target_match"}
+    deprecated |= {"target_match_re"}
+    doc = yaml.safe_load((ROOT / "monitoring" / "alertmanager" / "alertmanager.yml").read_text())
+    assert not deprecated & _keys(doc)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from tests.support.servers import ServerProcess, free_port
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+#: Server binaries of the private clusters: ``ROLLGUARD_TEST_PG_BIN`` (``.ci/run`` points it at the
+#: stack's PostgreSQL version, tests/support/embedded_postgres.py), else Debian's server.
+PG_BIN = Path(os.environ.get("ROLLGUARD_TEST_PG_BIN") or "/usr/lib/postgresql/15/bin")
 
 
 def start_api(
@@ -117,8 +119,8 @@ class SwitchableProxy:
 
 
 class PrivatePostgres:
-    """A PostgreSQL 15 cluster of our own on a private loopback port (trust auth, run as the
-    ``postgres`` system user because initdb refuses root)."""
+    """A PostgreSQL cluster of our own (the server in :data:`PG_BIN`) on a private loopback port
+    (trust auth, run as the ``postgres`` system user because initdb refuses root)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -165,3 +165,38 @@ def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
         else:
             raise ValueError(f"port {port!r} is not published on a fixed host port")
     return result
+
+
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+
+
+def section_table(heading: str, path: Path = DEPLOY_DOC) -> list[dict[str, str]]:
+    """The first Markdown table under the ``## heading`` (or ``###``) of ``path``: one dict per
+    row, keyed by the header cells; backticks are stripped from cells.
+
+    Raises:
+        ValueError: no such heading, or no table under it before the next heading.
+    """
+    lines = path.read_text().splitlines()
+    pattern = re.compile(rf"^#{{2,3}} {re.escape(heading)}\s*$")
+    starts = [i for i, line in enumerate(lines) if pattern.match(line)]
+    if not starts:
+        raise ValueError(f"{path.name} has no heading {heading!r}")
+    rows: list[list[str]] = []
+    for line in lines[starts[0] + 1 :]:
+        if line.startswith("#"):
+            break
+        if line.startswith("|"):
+            rows.append([c.strip().replace("`", "") for c in line.strip().strip("|").split("|")])
+        elif rows:
+            break
+    if len(rows) < 3:
+        raise ValueError(f"{path.name}, {heading!r}: no table")
+    header, body = rows[0], rows[2:]
+    return [dict(zip(header, row, strict=True)) for row in body]
+
+
+def versions_table(path: Path = DEPLOY_DOC) -> dict[str, dict[str, str]]:
+    """docs/deploy.md, "Versions": per component, ``image`` (the tag the stack ships) and
+    ``tests`` (the version the tests run)."""
+    return {row["component"]: row for row in section_table("Versions", path)}
