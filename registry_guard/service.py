@@ -601,6 +601,8 @@ def create_guard_app(
                 action.status,
                 action.outcome,
                 action.detail,
+                # docs/logs.md: the version a guard line is about is the one it rolled back
+                extra={"model_version": action.from_version, "to_version": action.to_version},
             )
         return WebhookResponse(received=len(payload.alerts), actions=actions)
 
