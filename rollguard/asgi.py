@@ -65,7 +65,8 @@ class RequestIdMiddleware:
     """Gives every HTTP request an id and puts it in the ``X-Request-ID`` header of its response,
     whatever answers it (a route, an error handler, another middleware, a 404 or 405). The id is
     bound to the request's logging context (field ``request_id`` of every line written while
-    answering it), and one access line (:data:`access_log`) is written when the response starts.
+    answering it); with ``access_lines`` (``ROLLGUARD_LOG_ACCESS``), one access line
+    (:data:`access_log`) is written when the response starts.
 
     The id is the client's ``X-Request-ID`` when it matches :data:`REQUEST_ID_PATTERN`, else a
     new one (:func:`new_request_id`). Code answering the request reads it with :func:`current_request_id`
@@ -74,8 +75,9 @@ class RequestIdMiddleware:
     one regex match and one header-list copy per request.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, access_lines: bool = False) -> None:
         self.app = app
+        self.access_lines = access_lines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +103,7 @@ class RequestIdMiddleware:
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
                 headers.append(header)
                 message["headers"] = headers
-                if access_log.isEnabledFor(logging.INFO):
+                if self.access_lines and access_log.isEnabledFor(logging.INFO):
                     _log_access(scope, message["status"], started)
             await send(message)
 

@@ -71,6 +71,7 @@ def test_api_lines_are_json_with_request_fields_and_no_secrets(
         tmp_path / "logs",
         token=TOKEN,
         ROLLGUARD_API_KEYS="true",
+        ROLLGUARD_LOG_ACCESS="true",
         # The tracking server is open: MLflow sends the credentials and nothing checks them.
         ROLLGUARD_MLFLOW_USERNAME="reader",
         ROLLGUARD_MLFLOW_PASSWORD_FILE=str(password_file),
