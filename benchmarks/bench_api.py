@@ -45,10 +45,14 @@ batch < 100 ms (median), live signals add < 10% server CPU per single-row reques
 the client's own overhead stays small next to the servers'. The machine's cores are shared by the
 servers and the client: compare ratios, not absolute numbers.
 
+Sizing (``--keys-only --sizing``): the replicas the Kubernetes autoscaler needs for target request
+rates, from the keyed replica's throughput and server CPU per request (:func:`replica_table`).
+
 Rerun: uv run python benchmarks/bench_api.py [--requests 4000] [--rounds 3] [--mlflow-requests 800]
        uv run python benchmarks/bench_api.py --live-only [--requests 4000] [--rounds 3]
        uv run python benchmarks/bench_api.py --keys-only [--requests 4000] [--rounds 4]
        uv run python benchmarks/bench_api.py --logs-only [--requests 4000] [--rounds 4]
+       uv run python benchmarks/bench_api.py --keys-only --sizing [--cpu-limit 1] [--utilisation 0.6]
 """
 
 from __future__ import annotations
@@ -545,7 +549,9 @@ def live_comparison(args, live_api, base_api, api_body: bytes, batch_body: bytes
     return lines
 
 
-def keys_comparison(args, keyed_api, open_api, api_body: bytes, key: str) -> list[str]:  # type: ignore[no-untyped-def]
+def keys_comparison(
+    args, keyed_api, open_api, api_body: bytes, key: str
+) -> tuple[list[str], Load, float]:  # type: ignore[no-untyped-def]
     """The cost of API keys per request: the route with ``ROLLGUARD_API_KEYS=true`` (a valid
     ``X-API-Key`` on every request: header lookup, cached verification, the per-key sliding-window
     rate limit of ``limits``, the by-key counter) against the named baseline **route with keys
@@ -594,6 +600,48 @@ def keys_comparison(args, keyed_api, open_api, api_body: bytes, key: str) -> lis
         f"({cpu_keys - cpu_base:+.0f} us), throughput {keys.rps / base.rps:.3f}x, "
         f"p50 {keys.pct(50) / base.pct(50):.3f}x, p99 {keys.pct(99) / base.pct(99):.3f}x"
     )
+    return lines, keys, cpu_keys
+
+
+def replica_table(
+    rps: float,
+    cpu_us: float,
+    *,
+    cpu_limit: float,
+    utilisation: float,
+    min_replicas: int,
+    targets: tuple[int, ...] = (100, 500, 1000, 5000, 10_000),
+) -> list[str]:
+    """Replicas the API's autoscaler needs for each target request rate (docs/kubernetes.md,
+    "Sizing"), from one replica's measured single-row load in the production configuration
+    (keys on, live signals on).
+
+    One replica holds ``capacity = cpu_limit * 1e6 / cpu_us`` requests per second: its CPU limit
+    (cores) over the server CPU per request (microseconds, from ``/proc``). That, not the
+    measured throughput, is the basis: on this shared machine the load generator competes with
+    the server for the same cores, so throughput falls with other jobs while the server's own CPU
+    per request hardly moves; the measured throughput is printed beside it. The autoscaler keeps
+    each replica at ``utilisation`` of its CPU, so a target rate R needs
+    ``max(min_replicas, ceil(R / (capacity * utilisation)))`` replicas (the HPA's rule, desired =
+    ceil(current * value / target): Kubernetes docs, "Horizontal Pod Autoscaling").
+    """
+    import math
+
+    capacity = cpu_limit * 1e6 / cpu_us
+    per_replica = capacity * utilisation
+    lines = [
+        f"one replica: {cpu_us:.0f} us server CPU per request -> {capacity:.0f} req/s at its "
+        f"{cpu_limit:g}-core limit (measured here: {rps:.0f} req/s, {rps / capacity:.2f}x of "
+        f"that, client on the same cores); at {utilisation:.0%} CPU {per_replica:.0f} req/s per "
+        "replica (the HPA's request-rate averageValue)",
+        f"{'target req/s':>14}{'replicas':>10}{'req/s per replica':>19}{'CPU per replica':>17}",
+    ]
+    for target in targets:
+        replicas = max(min_replicas, math.ceil(target / per_replica))
+        lines.append(
+            f"{target:>14}{replicas:>10}{target / replicas:>19.0f}"
+            f"{target / replicas / capacity:>16.0%}"
+        )
     return lines
 
 
@@ -767,7 +815,18 @@ def main() -> None:
         action="store_true",
         help="only the cost of the access line against the route with access lines off",
     )
+    parser.add_argument(
+        "--sizing",
+        action="store_true",
+        help="implies --keys-only: replicas needed per target request rate (docs/kubernetes.md)",
+    )
+    parser.add_argument("--cpu-limit", type=float, default=1.0, help="cores per API replica")
+    parser.add_argument(
+        "--utilisation", type=float, default=0.6, help="the autoscaler's CPU utilisation target"
+    )
+    parser.add_argument("--min-replicas", type=int, default=2, help="the autoscaler's floor")
     args = parser.parse_args()
+    args.keys_only = args.keys_only or args.sizing  # sizing is measured on the keyed route
 
     import httpx
 
@@ -853,18 +912,37 @@ def main() -> None:
             servers.append(open_api)
             row = frame[list(FEATURE_COLUMNS)].iloc[100].to_dict()
             print("measuring API keys against the route with keys off ...", flush=True)
-            lines = keys_comparison(
+            lines, keyed_load, keyed_cpu = keys_comparison(
                 args, keyed, open_api, json.dumps({"rows": [row]}).encode(), key
             )
             print()
             print("\n".join(lines))
+            if args.sizing:
+                print()
+                print(
+                    "\n".join(
+                        replica_table(
+                            keyed_load.rps,
+                            keyed_cpu,
+                            cpu_limit=args.cpu_limit,
+                            utilisation=args.utilisation,
+                            min_replicas=args.min_replicas,
+                        )
+                    )
+                )
             print(
                 "  in this process: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in keys_in_process(key).items())
             )
+            sizing = (
+                f" --sizing --cpu-limit {args.cpu_limit:g} --utilisation {args.utilisation:g} "
+                f"--min-replicas {args.min_replicas}"
+                if args.sizing
+                else ""
+            )
             print(
                 "\nRerun: uv run python benchmarks/bench_api.py --keys-only "
-                f"--requests {args.requests} --rounds {args.rounds}"
+                f"--requests {args.requests} --rounds {args.rounds}{sizing}"
             )
             return
         api = start_api(

@@ -43,6 +43,10 @@ class ConfigurationError(RollguardError):
 def describe_validation_error(exc: Any, prefix: str) -> str:
     """The problems of a pydantic-settings ``ValidationError`` as ``PREFIX_FIELD: message`` joined
     by ``"; "`` (the environment variable a person must fix, not the field's Python name)."""
-    return "; ".join(
-        f"{prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-    )
+
+    def variable(loc: tuple[Any, ...]) -> str:
+        name = "_".join(str(p) for p in loc).upper()
+        # A field read through an alias (AliasChoices) reports the alias: already the variable.
+        return name if name.startswith(prefix) else prefix + name
+
+    return "; ".join(f"{variable(e['loc'])}: {e['msg']}" for e in exc.errors())

@@ -36,6 +36,29 @@ class MlflowCredentialsError(ConfigurationError):
     """The configured MLflow identity cannot be used (no password file, unreadable, empty)."""
 
 
+class ArtifactStoreError(ConfigurationError):
+    """The artifact root cannot be written from this process (its store's client is missing)."""
+
+
+def check_artifact_client(location: str | None) -> None:
+    """Refuse an ``s3://`` artifact location when boto3, which MLflow writes S3 with, is not
+    installed here; any other location passes (pure apart from the import).
+
+    Raises:
+        ArtifactStoreError: ``location`` is ``s3://...`` and ``import boto3`` fails.
+    """
+    if location is None or not location.lower().startswith("s3://"):
+        return
+    try:
+        import boto3  # noqa: F401  (only whether it imports)
+    except ImportError as exc:
+        raise ArtifactStoreError(
+            f"the MLflow artifact root {location} is an S3 bucket, but boto3 is not installed "
+            "in this environment; install the tracking group (`uv sync --group tracking`) or "
+            "let a tracking server write artifacts (--artifacts-destination, docs/kubernetes.md)"
+        ) from exc
+
+
 def mlflow_credentials(settings: Settings) -> tuple[str, str] | None:
     """``(username, password)`` of ``settings.mlflow_username`` with the password read from
     ``settings.mlflow_password_file`` (whitespace stripped), or None when no username is set.
@@ -142,6 +165,9 @@ def ensure_experiment(
         artifact_root: ``settings.mlflow_artifact_root`` (``<home>/mlartifacts``), or a URI string.
         tracking_uri: the client's tracking URI (default ``client.tracking_uri``).
 
+    Raises:
+        ArtifactStoreError: an ``s3://`` root without boto3 (:func:`check_artifact_client`).
+
     An existing experiment is returned as it is: MLflow cannot move an experiment's artifact
     location. One created elsewhere (e.g. by a Rollguard older than this function, in ``./mlruns``)
     is named in a warning, with what to do.
@@ -150,6 +176,7 @@ def ensure_experiment(
 
     uri = tracking_uri or client.tracking_uri
     location = artifact_location(artifact_root, uri)
+    check_artifact_client(location)
     existing = client.get_experiment_by_name(name)
     if existing is None:
         if location is not None and not _is_uri(artifact_root):

@@ -29,6 +29,11 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "placeholder", "secret", "admin", "token"}
 )
 
+#: ``scheme:`` at the start of a URI; two letters at least, so a Windows drive is a path.
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+#: Artifact-root schemes whose first component after ``//`` is a bucket or container.
+_OBJECT_STORE_SCHEMES = frozenset({"s3", "gs", "wasbs", "abfss", "oss"})
+
 #: Settings whose default is the use case's declaration.
 _USECASE_DEFAULTS: dict[str, Callable[[UseCase], Any]] = {
     "model_name": lambda uc: uc.model_name,
@@ -81,6 +86,19 @@ class Settings(BaseSettings):
     )
     optuna_storage_url: str | None = Field(
         default=None, description="Optuna RDB storage URL. Default: SQLite file under home."
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "ROLLGUARD_MLFLOW_ARTIFACT_ROOT", "ROLLGUARD_ARTIFACT_ROOT", "artifact_root"
+        ),
+        description=(
+            "Where experiments Rollguard creates keep their MLflow artifacts: a folder, or a URI "
+            "such as s3://bucket/prefix (S3-compatible store; MLflow's MLFLOW_S3_ENDPOINT_URL and "
+            "boto3's credentials apply). Default: <home>/mlartifacts. With a tracking server "
+            "(http(s)://) only a URI is used; a folder is left to the server's "
+            "--artifacts-destination."
+        ),
     )
     mlflow_username: str | None = Field(
         default=None,
@@ -405,6 +423,25 @@ class Settings(BaseSettings):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
 
+    @field_validator("artifact_root", mode="after")
+    @classmethod
+    def _artifact_root_uri(cls, value: str | None) -> str | None:
+        """A URI root needs ``scheme://`` and, for object stores, a bucket: ``s3:/bucket`` (a
+        folded ``Path``) or ``s3://`` alone would put artifacts nowhere anyone can find them."""
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        match = _URI_SCHEME.match(value)
+        if match is None:
+            return value
+        scheme = match.group(1).lower()
+        rest = value[match.end() :]
+        if scheme in _OBJECT_STORE_SCHEMES and (
+            not rest.startswith("//") or not rest[2:].split("/", 1)[0]
+        ):
+            raise ValueError(f"{value!r} names no bucket; write it as {scheme}://BUCKET/PREFIX")
+        return value
+
     @field_validator("home", "dataset_path", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -474,9 +511,15 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
-    def mlflow_artifact_root(self) -> Path:
-        """Local artifact root used with the embedded MLflow backend."""
-        return self.home / "mlartifacts"
+    def mlflow_artifact_root(self) -> str | Path:
+        """Artifact root of the experiments Rollguard creates: ``artifact_root`` as it is when
+        it is a URI (``s3://bucket/prefix``: a string, never a ``Path``, which would fold ``//``),
+        as an absolute folder when it is a path, else ``<home>/mlartifacts``."""
+        if self.artifact_root is None:
+            return self.home / "mlartifacts"
+        if _URI_SCHEME.match(self.artifact_root):
+            return self.artifact_root
+        return Path(self.artifact_root).expanduser().absolute()
 
     @property
     def usecase_spec(self) -> UseCase:

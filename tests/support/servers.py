@@ -199,3 +199,16 @@ def start_mlflow_auth_server(
             "MLFLOW_TRACKING_PASSWORD": "",
         },
     ).start(timeout=120)
+
+
+def start_s3_server(log_dir: Path) -> ServerProcess:
+    """An S3-compatible object store on loopback: moto's ``moto_server`` (the ``moto[server]``
+    package), a process of its own speaking the S3 REST API; any access key is accepted."""
+    port = free_port()
+    return ServerProcess(
+        "s3",
+        [venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        port=port,
+        ready_path="/",
+        log_dir=log_dir,
+    ).start(timeout=60)

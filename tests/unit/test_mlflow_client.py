@@ -98,3 +98,23 @@ def test_gate_and_guard_tasks_switch_identity_only_when_configured(tmp_path: Pat
     assert unauth.as_mlflow_user("gate").mlflow_username is None
     with pytest.raises(ValueError, match="gate or guard"):
         base.as_mlflow_user("pipeline")
+
+
+def test_s3_root_without_boto3_is_refused_in_rollguards_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An s3:// root in an environment without boto3 (the api and ui images) fails when the
+    experiment is made, naming the root and the fix, not later inside MLflow's upload."""
+    import sys
+
+    from rollguard.mlflow_client import ArtifactStoreError, check_artifact_client
+
+    check_artifact_client("s3://bucket/prefix")  # boto3 is in the dev group
+    check_artifact_client(None)
+    monkeypatch.setitem(sys.modules, "boto3", None)  # `import boto3` now raises ImportError
+    check_artifact_client((tmp_path / "a").as_uri())
+    settings = Settings(home=tmp_path, artifact_root="s3://bucket/prefix")
+    client = mlflow_client(settings)
+    with pytest.raises(ArtifactStoreError, match=r"s3://bucket/prefix .*boto3"):
+        ensure_experiment(client, "s3-exp", artifact_root=settings.mlflow_artifact_root)
+    assert client.get_experiment_by_name("s3-exp") is None

@@ -45,3 +45,30 @@ def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     missing = [name for name in Settings.model_fields if f"ROLLGUARD_{name.upper()}" not in doc]
     assert missing == []
+
+
+def test_artifact_root_keeps_uris_and_resolves_folders(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Settings(home=tmp_path).mlflow_artifact_root == tmp_path / "mlartifacts"
+    monkeypatch.setenv("ROLLGUARD_MLFLOW_ARTIFACT_ROOT", "s3://bucket/rollguard/mlflow")
+    assert Settings(home=tmp_path).mlflow_artifact_root == "s3://bucket/rollguard/mlflow"
+    monkeypatch.setenv("ROLLGUARD_MLFLOW_ARTIFACT_ROOT", "artifacts")
+    assert Settings(home=tmp_path).mlflow_artifact_root == tmp_path / "artifacts"
+
+
+@pytest.mark.parametrize("root", ["s3:/bucket/prefix", "s3://", "gs:///prefix"])
+def test_artifact_root_without_a_bucket_is_refused(root: str, monkeypatch) -> None:
+    monkeypatch.setenv("ROLLGUARD_MLFLOW_ARTIFACT_ROOT", root)
+    with pytest.raises(ValidationError, match="names no bucket"):
+        Settings()
+
+
+def test_aliased_setting_errors_name_the_variable_once(monkeypatch) -> None:
+    from rollguard.errors import describe_validation_error
+
+    monkeypatch.setenv("ROLLGUARD_MLFLOW_ARTIFACT_ROOT", "s3://")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert describe_validation_error(caught.value, "ROLLGUARD_").startswith(
+        "ROLLGUARD_MLFLOW_ARTIFACT_ROOT: "
+    )
