@@ -1306,5 +1306,5 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     # Outermost of ours: every answer (413, 404, 405, 422, routes) carries the request id.
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, access_lines=settings.log_access)
     return app

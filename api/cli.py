@@ -10,6 +10,7 @@ import typer
 from rollguard.asgi import port_problem
 from rollguard.commands import settings
 from rollguard.errors import RollguardError
+from rollguard.logs import configure_logging
 
 serve_app = typer.Typer(help="Run a Rollguard service.", no_args_is_help=True)
 
@@ -24,7 +25,6 @@ def serve_api(
     ] = None,
 ) -> None:
     """Serve the champion model over HTTP: predict, explain, model info, health, metrics."""
-    import logging
     import sys
 
     import uvicorn
@@ -37,20 +37,13 @@ def serve_api(
     if problem is not None:
         typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(code=2)
-    try:
-        app = create_app(s)
-    except RollguardError as exc:  # e.g. the use case is not registered
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     # The prediction-log and model-watch threads share the GIL with request handling; a 1 ms
     # switch interval (CPython's default is 5 ms) bounds how long a request waits for them.
     sys.setswitchinterval(0.001)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(s, service="api")
     try:
         app = create_app(s)
-    except RollguardError as exc:  # e.g. ROLLGUARD_API_KEY_RATE is not a rate
+    except RollguardError as exc:  # e.g. the use case is not registered, a malformed key rate
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     uvicorn.run(
@@ -58,8 +51,9 @@ def serve_api(
         host=host or s.api_host,
         port=port or s.api_port,
         workers=1,
-        access_log=False,
-        log_level="info",
+        access_log=False,  # rollguard.asgi writes the access lines (docs/logs.md)
+        log_config=None,  # uvicorn's loggers go through configure_logging's handler
+        log_level=s.log_level.lower(),
         timeout_graceful_shutdown=30,
     )
 
@@ -74,8 +68,6 @@ def serve_guard(
     ] = None,
 ) -> None:
     """Serve the guard: Alertmanager webhook (rollback on degraded quality) and store metrics."""
-    import logging
-
     import uvicorn
 
     from api.lifecycle import configure_mlflow_http
@@ -88,9 +80,7 @@ def serve_guard(
         typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(code=2)
     configure_mlflow_http()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(s, service="guard")
     try:
         from registry_guard.service import create_guard_app
 
@@ -103,8 +93,9 @@ def serve_guard(
         host=host or s.guard_host,
         port=port or s.guard_port,
         workers=1,
-        access_log=False,
-        log_level="info",
+        access_log=False,  # rollguard.asgi writes the access lines (docs/logs.md)
+        log_config=None,  # uvicorn's loggers go through configure_logging's handler
+        log_level=s.log_level.lower(),
     )
 
 

@@ -44,6 +44,7 @@ from sqlalchemy import Engine
 from api.history import latest_champion_move
 from api.metrics import CHAMPION_MISSING_REASONS, ServingMetrics
 from api.model import ModelRefused, ServingModel, default_usecase, load_version
+from rollguard.logs import bind_process_fields
 from rollguard.usecase import UseCase
 
 log = logging.getLogger("rollguard.api")
@@ -150,6 +151,8 @@ class ModelManager:
     def _swap(self, model: ServingModel) -> None:
         old = self.current
         self.current = model  # the atomic swap
+        # Every later log line of this server names the version it serves (docs/logs.md).
+        bind_process_fields(model_version=model.version)
         if old is not None and old.version != model.version:
             with contextlib.suppress(KeyError):
                 self.metrics.model_info.remove(old.version)

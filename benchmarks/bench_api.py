@@ -35,6 +35,11 @@ keys off**, in ABBA rounds as for live signals (throughput, p50, p99, server CPU
 the in-process cost of a cached verification and of one rate-limiter hit. ``--keys-only`` runs
 only this part.
 
+Logs (rollguard/logs.py, docs/logs.md): the cost per request of the access line (one JSON line
+per request through the structlog formatter, the server's stderr to a file) against the named
+baseline **route with access lines off** (``ROLLGUARD_LOG_ACCESS=false``), in ABBA rounds as for
+keys, plus the in-process cost of one access line. ``--logs-only`` runs only this part.
+
 Goals: api >= 10x mlflow throughput, api p99 < 10 ms, api >= 40% of bare throughput, 10,000-row
 batch < 100 ms (median), live signals add < 10% server CPU per single-row request. The load generator is a small asyncio HTTP/1.1 client (raw sockets), so
 the client's own overhead stays small next to the servers'. The machine's cores are shared by the
@@ -46,6 +51,7 @@ rates, from the keyed replica's throughput and server CPU per request (:func:`re
 Rerun: uv run python benchmarks/bench_api.py [--requests 4000] [--rounds 3] [--mlflow-requests 800]
        uv run python benchmarks/bench_api.py --live-only [--requests 4000] [--rounds 3]
        uv run python benchmarks/bench_api.py --keys-only [--requests 4000] [--rounds 4]
+       uv run python benchmarks/bench_api.py --logs-only [--requests 4000] [--rounds 4]
        uv run python benchmarks/bench_api.py --keys-only --sizing [--cpu-limit 1] [--utilisation 0.6]
 """
 
@@ -704,6 +710,88 @@ def keys_in_process(key: str, calls: int = 20_000) -> dict[str, float]:
     }
 
 
+def logs_comparison(args, logged_api, quiet_api, api_body: bytes) -> list[str]:  # type: ignore[no-untyped-def]
+    """The cost of the access line per request: the route with ``ROLLGUARD_LOG_ACCESS=true`` (one
+    JSON line per request, stderr to a file) against the named baseline **route with access
+    lines off** (``ROLLGUARD_LOG_ACCESS=false``, same version and settings otherwise),
+    single-row requests at 8 connections, in ABBA rounds; server CPU per request from ``/proc``."""
+    servers = {"access log": logged_api, "baseline": quiet_api}
+    rounds: dict[str, list[Load]] = {k: [] for k in servers}
+    cpu: dict[str, list[float]] = {k: [] for k in servers}
+    for r in range(args.rounds):
+        for name in ("access log", "baseline") if r % 2 == 0 else ("baseline", "access log"):
+            server = servers[name]
+            drain(server.url)
+            c0 = cpu_seconds(server.proc.pid)
+            load = run_load(f"{name} {r + 1}", server.port, "/v1/predict", api_body, args.requests)
+            drain(server.url)
+            cpu[name].append((cpu_seconds(server.proc.pid) - c0) / (load.requests * 1.1) * 1e6)
+            rounds[name].append(load)
+            assert load.errors == 0, f"{load.errors} errors with {name}"
+    on, base = pooled("access log", rounds["access log"]), pooled("baseline", rounds["baseline"])
+    cpu_on, cpu_base = statistics.median(cpu["access log"]), statistics.median(cpu["baseline"])
+    lines = [
+        f"{'logs':<18}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'rps/baseline':>14}{'CPU us/req':>12}"
+    ]
+    every = [(x, c) for k in rounds for x, c in zip(rounds[k], cpu[k], strict=True)]
+    every.sort(key=lambda pair: int(pair[0].name.split()[-1]))
+    for x, c in [*every, (on, cpu_on), (base, cpu_base)]:
+        lines.append(
+            f"{x.name:<18}{x.requests:>9}{x.errors:>8}{x.rps:>10.0f}{x.pct(50):>9.2f}"
+            f"{x.pct(99):>9.2f}{x.rps / base.rps:>13.3f}x{c:>12.0f}"
+        )
+    lines.append(
+        "(baseline = the same route with access lines off, ROLLGUARD_LOG_ACCESS=false; rows "
+        "'access log' and 'baseline': all rounds pooled, CPU the median of the rounds)"
+    )
+    lines.append(
+        f"single-row, access log/baseline: server CPU per request {cpu_on / cpu_base:.3f}x "
+        f"({cpu_on - cpu_base:+.0f} us), throughput {on.rps / base.rps:.3f}x, "
+        f"p50 {on.pct(50) / base.pct(50):.3f}x, p99 {on.pct(99) / base.pct(99):.3f}x"
+    )
+    return lines
+
+
+def access_line_in_process(calls: int = 5000, rounds: int = 7) -> dict[str, float]:
+    """Microseconds per call, in this process, best of ``rounds`` interleaved rounds: one access
+    line (:func:`rollguard.asgi._log_access`) rendered as JSON to /dev/null by
+    :func:`rollguard.logs.configure_logging`'s handler with a bound request id; the named baseline
+    **stdlib line**, the same call through the same handler with ``logging.Formatter("%(message)s")``
+    (what the former ``basicConfig`` set-up cost, without its time stamp); and the call at level
+    WARNING (the line is skipped)."""
+    import logging
+
+    from rollguard import asgi, logs
+    from rollguard.settings import Settings
+
+    scope = {"method": "POST", "path": "/v1/predict"}
+    best: dict[str, float] = {}
+    with open(os.devnull, "w") as null:
+        logs.configure_logging(Settings(log_format="json"), service="bench", stream=null)
+        logs.bind_context(request_id="bench-request-id", model_version="1")
+        handler = next(h for h in logging.getLogger().handlers if h.get_name() == "rollguard")
+        ours, plain = handler.formatter, logging.Formatter("%(message)s")
+        root = logging.getLogger()
+        setups = {
+            "access line us/call": (ours, logging.INFO),
+            "stdlib line us/call": (plain, logging.INFO),
+            "level WARNING us/call": (ours, logging.WARNING),
+        }
+        for _ in range(rounds):
+            for label, (formatter, level) in setups.items():
+                handler.setFormatter(formatter)
+                root.setLevel(level)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    if asgi.access_log.isEnabledFor(logging.INFO):
+                        asgi._log_access(scope, 200, time.perf_counter())  # type: ignore[arg-type]
+                us = (time.perf_counter() - t0) / calls * 1e6
+                best[label] = min(best.get(label, us), us)
+    best["access/stdlib"] = best["access line us/call"] / best["stdlib line us/call"]
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -721,6 +809,11 @@ def main() -> None:
         "--keys-only",
         action="store_true",
         help="only the cost of API keys (ROLLGUARD_API_KEYS=true) against the route with keys off",
+    )
+    parser.add_argument(
+        "--logs-only",
+        action="store_true",
+        help="only the cost of the access line against the route with access lines off",
     )
     parser.add_argument(
         "--sizing",
@@ -757,6 +850,44 @@ def main() -> None:
         tag_live_references(registry, name, version, frame)
         registry.set_registered_model_alias(name, "champion", version)
 
+        if args.logs_only:
+            common = {"ROLLGUARD_API_POLL_SECONDS": "5", "ROLLGUARD_LOG_FORMAT": "json"}
+            logged = start_api(
+                tmp / "home-logged",
+                tracking.url,
+                name,
+                tmp / "logs-logged",
+                token="bench-token-123456",
+                ROLLGUARD_LOG_ACCESS="true",
+                **common,
+            )
+            servers.append(logged)
+            quiet = start_api(
+                tmp / "home",
+                tracking.url,
+                name,
+                tmp / "logs",
+                token="bench-token-123456",
+                ROLLGUARD_LOG_ACCESS="false",
+                **common,
+            )
+            servers.append(quiet)
+            row = frame[list(FEATURE_COLUMNS)].iloc[100].to_dict()
+            print("measuring the access line against the route without it ...", flush=True)
+            lines = logs_comparison(args, logged, quiet, json.dumps({"rows": [row]}).encode())
+            written = sum(1 for _ in logged.log_path.open()) if logged.log_path.exists() else 0
+            print()
+            print("\n".join(lines))
+            print(f"  lines in the logged server's log: {written}")
+            print(
+                "  in this process: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in access_line_in_process().items())
+            )
+            print(
+                "\nRerun: uv run python benchmarks/bench_api.py --logs-only "
+                f"--requests {args.requests} --rounds {args.rounds}"
+            )
+            return
         if args.keys_only:
             from rollguard import apikeys
             from rollguard.settings import Settings

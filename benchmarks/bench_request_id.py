@@ -1,6 +1,8 @@
 """Cost of :class:`rollguard.asgi.RequestIdMiddleware` per request, in microseconds: the same
 trivial ASGI app called bare and wrapped, 200,000 times each, best of 3 (no server, no network:
-only the middleware's own work, a header scan, one regex match or a new id, one header-list copy).
+only the middleware's own work, a header scan, one regex match or a new id, the binding of the
+id to the request's logging context (docs/logs.md), one header-list copy; access lines off, their
+default; their cost is ``benchmarks/bench_api.py --logs-only``).
 
 Rerun: uv run python benchmarks/bench_request_id.py
 """

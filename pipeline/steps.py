@@ -7,7 +7,9 @@ JSON-ready dict of ids, paths and counts — never data — so that XCom stays s
 from __future__ import annotations
 
 import json
+import logging
 import stat
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import date, timedelta
 from typing import Any
@@ -33,10 +35,44 @@ from registry_guard.policy import load_guard_policy, load_policy
 from registry_guard.registry import DECISION_TAG, load_version, read_pointer, run_gate
 from rollguard.db.models import IngestionDecision
 from rollguard.files import sha256_file, write_atomic
+from rollguard.logs import bind_context, unbind_context
 from rollguard.mlflow_client import mlflow_client
 from rollguard.settings import Settings
 from rollguard.store import open_store
 from rollguard.weeks import parse_iso_week
+
+log = logging.getLogger(__name__)
+
+#: Fields a task binds to its logging context (docs/logs.md, "Fields").
+TASK_FIELDS = ("dag_id", "dag_run_id", "task", "usecase")
+
+
+def bind_task(context: Mapping[str, Any], settings: Settings) -> dict[str, str]:
+    """Bind the Airflow task's identity to its logging context, so that every line logged while
+    the task runs (by any logger) carries ``dag_id``, ``dag_run_id``, ``task`` and ``usecase``;
+    forgets a ``model_version`` an earlier task of the same process bound. ``context`` is the
+    task's Airflow context (``dag_run``, ``ti`` or ``task_instance``). Returns the fields bound.
+    The DAGs' tasks call it once, through :func:`task_settings` (docs/logs.md, "Airflow tasks")."""
+    run = context["dag_run"]
+    ti = context.get("ti") or context.get("task_instance")
+    fields = {
+        "dag_id": str(run.dag_id),
+        "dag_run_id": str(run.run_id),
+        "task": str(getattr(ti, "task_id", "unknown")),
+        "usecase": settings.usecase,
+    }
+    unbind_context("model_version")
+    bind_context(**fields)
+    return fields
+
+
+def task_settings(context: Mapping[str, Any], mlflow_user: str | None = None) -> Settings:
+    """What every DAG task calls first: the settings from the environment (as MLflow user
+    ``mlflow_user`` when given, :meth:`Settings.as_mlflow_user`), with the task bound to its
+    log lines (:func:`bind_task`)."""
+    settings = Settings()
+    bind_task(context, settings)
+    return settings if mlflow_user is None else settings.as_mlflow_user(mlflow_user)
 
 
 def detect_new_files(settings: Settings) -> list[str]:
@@ -125,6 +161,7 @@ def score_step(settings: Settings, features: dict[str, Any]) -> dict[str, Any]:
     client, engine, champion = _champion(settings)
     if champion is None:
         return {"scored": False, "reason": "no champion yet"}
+    bind_context(model_version=champion)
     model = load_version(client, settings.model_name, champion, alias="champion")
     cutoff = date.fromisoformat(features["cutoff"])
     result = score_batch(
@@ -211,6 +248,14 @@ def train_step(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
         outcome = retrain(settings, guard_degraded=decision["reason"] == "guard_degraded")
     except TrainingDataError as exc:
         return {"trained": False, "reason": "not_enough_history", "detail": str(exc)}
+    bind_context(model_version=outcome.version)
+    log.info(
+        "challenger %s version %s %s (tuning: %s)",
+        settings.model_name,
+        outcome.version,
+        "trained" if outcome.created else "found by its training key",
+        outcome.decision.action,
+    )
     return {
         "trained": True,
         "version": outcome.version,
@@ -231,6 +276,7 @@ def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
         return {"gated": False, "reason": trained.get("reason")}
     client, engine, champion = _champion(settings)
     version = trained["version"]
+    bind_context(model_version=version)
     earlier = _version_tag(client, settings, version, DECISION_TAG)
     if earlier is not None or version == champion:
         return {"gated": False, "version": version, "reason": f"already gated ({earlier})"}
@@ -246,6 +292,14 @@ def gate_step(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
         actor="pipeline",
     )
     primary = next((c for c in run.decision.checks if c.name == "primary_non_inferiority"), None)
+    log.info(
+        "gate of %s version %s against champion %s: %s (%s)",
+        settings.model_name,
+        version,
+        run.champion_version,
+        run.decision.outcome,
+        run.decision.reason_code,
+    )
     return {
         "gated": True,
         "version": version,
@@ -267,7 +321,15 @@ def guard_step(settings: Settings) -> dict[str, Any]:
     client, engine, champion = _champion(settings)
     if champion is None:
         return {"state": None, "reason": "no champion"}
+    bind_context(model_version=champion)
     result = check_champion(settings, client=client, engine=engine)
+    log.info(
+        "guard check of champion %s version %s: %s%s",
+        settings.model_name,
+        result.champion_version,
+        result.state,
+        "" if result.rollback is None else f", rolled back to version {result.rollback.to_version}",
+    )
     return {
         "state": result.state,
         "champion": result.champion_version,

@@ -68,7 +68,7 @@ from registry_guard.guard import (
     roll_back_degraded,
 )
 from registry_guard.policy import load_guard_policy
-from rollguard.asgi import BodySizeLimitMiddleware
+from rollguard.asgi import BodySizeLimitMiddleware, RequestIdMiddleware
 from rollguard.db.models import AliasAudit
 from rollguard.errors import ConfigurationError
 from rollguard.mlflow_client import apply_mlflow_credentials, mlflow_client
@@ -502,6 +502,8 @@ def create_guard_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    # Outermost: a request id on every answer and every log line of a request (docs/logs.md).
+    app.add_middleware(RequestIdMiddleware, access_lines=settings.log_access)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -601,6 +603,8 @@ def create_guard_app(
                 action.status,
                 action.outcome,
                 action.detail,
+                # docs/logs.md: the version a guard line is about is the one it rolled back
+                extra={"model_version": action.from_version, "to_version": action.to_version},
             )
         return WebhookResponse(received=len(payload.alerts), actions=actions)
 

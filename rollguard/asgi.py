@@ -1,15 +1,20 @@
 """ASGI plumbing shared by Rollguard's HTTP services (the model server and the guard service):
-the request id of every response, and a request-body size limit that answers in Rollguard's own
+the request id of every response and of every log line written while answering it, one access
+line per request (docs/logs.md), and a request-body size limit that answers in Rollguard's own
 error shape."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
+import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
+
+from rollguard.logs import bind_context
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +44,10 @@ REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 _REQUEST_ID: ContextVar[str | None] = ContextVar("rollguard_request_id", default=None)
 
+#: One INFO line per answered request (docs/logs.md, "Access lines"): method, path without its
+#: query string, status, duration. Never a header or a body.
+access_log = logging.getLogger("rollguard.access")
+
 
 def new_request_id() -> str:
     """A new request id: 32 lowercase hex characters, 128 random bits (the shape of a uuid4 hex
@@ -54,7 +63,10 @@ def current_request_id() -> str:
 
 class RequestIdMiddleware:
     """Gives every HTTP request an id and puts it in the ``X-Request-ID`` header of its response,
-    whatever answers it (a route, an error handler, another middleware, a 404 or 405).
+    whatever answers it (a route, an error handler, another middleware, a 404 or 405). The id is
+    bound to the request's logging context (field ``request_id`` of every line written while
+    answering it); with ``access_lines`` (``ROLLGUARD_LOG_ACCESS``), one access line
+    (:data:`access_log`) is written when the response starts.
 
     The id is the client's ``X-Request-ID`` when it matches :data:`REQUEST_ID_PATTERN`, else a
     new one (:func:`new_request_id`). Code answering the request reads it with :func:`current_request_id`
@@ -63,8 +75,9 @@ class RequestIdMiddleware:
     one regex match and one header-list copy per request.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, access_lines: bool = False) -> None:
         self.app = app
+        self.access_lines = access_lines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,16 +92,37 @@ class RequestIdMiddleware:
         if request_id is None:
             request_id = new_request_id()
         _REQUEST_ID.set(request_id)
+        # Each request runs in its own task with a copy of the server's context: the binding
+        # ends with the request.
+        bind_context(request_id=request_id)
         header = (b"x-request-id", request_id.encode("ascii"))
+        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
                 headers.append(header)
                 message["headers"] = headers
+                if self.access_lines and access_log.isEnabledFor(logging.INFO):
+                    _log_access(scope, message["status"], started)
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def _log_access(scope: Scope, status: int, started: float) -> None:
+    access_log.info(
+        "%s %s %d",
+        scope["method"],
+        scope["path"],
+        status,
+        extra={
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        },
+    )
 
 
 class BodySizeLimitMiddleware:

@@ -52,6 +52,7 @@ from rollguard.commands import (
     settings,
 )
 from rollguard.errors import ConfigurationError, RollguardError, describe_validation_error
+from rollguard.logs import configure_logging
 from rollguard.settings import Settings, get_settings
 from rollguard.stack_cli import register as register_stack
 from rollguard.stack_cli import stack_app
@@ -75,6 +76,14 @@ def _cli_defaults() -> None:
 
     for key, value in CLI_MLFLOW_HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    try:
+        s = get_settings()
+    except (ValidationError, RollguardError):
+        return  # the command reports the malformed setting itself, in one line
+    # A command prints its result; its log shows warnings unless ROLLGUARD_LOG_LEVEL asks for
+    # more (the servers, ``serve ...``, set themselves up again at their own level).
+    quiet = "log_level" not in s.model_fields_set and s.log_level in ("DEBUG", "INFO")
+    configure_logging(s, service="cli", level="WARNING" if quiet else None)
 
 
 db_app = typer.Typer(help="Monitoring store schema (alembic migrations).", no_args_is_help=True)

@@ -3,9 +3,13 @@ machine without internet), bound to ``Settings.ui_host``/``ui_port``."""
 
 from __future__ import annotations
 
+import logging
 import os
 
+from rollguard.logs import configure_logging
 from rollguard.settings import Settings
+
+log = logging.getLogger("rollguard.ui")
 
 #: Set before Gradio is imported: no usage analytics or version check (Gradio reads
 #: GRADIO_ANALYTICS_ENABLED), no Hugging Face Hub telemetry.
@@ -22,10 +26,13 @@ def run(settings: Settings) -> None:
         os.environ.setdefault(key, value)
     from ui.app import build_app, launch_options
 
+    configure_logging(settings, service="ui")
     demo = build_app(settings)
-    print(
-        f"Rollguard UI on http://{settings.ui_host}:{settings.ui_port} "
-        f"(API {settings.ui_api_url}, timeout {settings.ui_timeout_seconds:g} s)",
-        flush=True,
+    log.info(
+        "Rollguard UI on http://%s:%s (API %s, timeout %g s)",
+        settings.ui_host,
+        settings.ui_port,
+        settings.ui_api_url,
+        settings.ui_timeout_seconds,
     )
     demo.launch(**launch_options(settings, demo))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag, get_current_context, task
 
 from pipeline.assets import LANDING
 
@@ -37,17 +37,15 @@ MAX_NAMES = 50
 def rollguard_landing_watch() -> None:
     @task.short_circuit
     def files_waiting() -> bool:
-        from pipeline.steps import detect_new_files
-        from rollguard.settings import Settings
+        from pipeline.steps import detect_new_files, task_settings
 
-        return bool(detect_new_files(Settings()))
+        return bool(detect_new_files(task_settings(get_current_context())))
 
     @task(outlets=[LANDING])
     def announce() -> dict:
-        from pipeline.steps import detect_new_files
-        from rollguard.settings import Settings
+        from pipeline.steps import detect_new_files, task_settings
 
-        names = detect_new_files(Settings())
+        names = detect_new_files(task_settings(get_current_context()))
         return {"n_files": len(names), "files": names[:MAX_NAMES]}
 
     files_waiting() >> announce()

@@ -40,7 +40,7 @@ def _record_failure(context: dict) -> None:  # type: ignore[type-arg]
     run = context["dag_run"]
     ti = context.get("task_instance")
     run_failed_step(
-        _settings(),
+        _settings(context=context),
         run.dag_id,
         run.run_id,
         getattr(run, "start_date", None),
@@ -59,14 +59,15 @@ DEFAULT_ARGS = {
 }
 
 
-def _settings(mlflow_user: str | None = None):  # type: ignore[no-untyped-def]
+def _settings(mlflow_user: str | None = None, context: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
     """The settings from the environment; for the gate and guard_check tasks, with MLflow identity
     ``gate``/``guard`` when their password files are configured (the only identities that may
-    move ``champion``; see docs/security.md, "Registry access control")."""
-    from rollguard.settings import Settings
+    move ``champion``; see docs/security.md, "Registry access control"). Every task calls it
+    first, so it also binds the task's run id, task id and use case to the task's log lines
+    (docs/logs.md, "Airflow tasks")."""
+    from pipeline.steps import task_settings
 
-    settings = Settings()
-    return settings if mlflow_user is None else settings.as_mlflow_user(mlflow_user)
+    return task_settings(context if context is not None else get_current_context(), mlflow_user)
 
 
 @dag(

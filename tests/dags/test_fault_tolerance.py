@@ -28,8 +28,18 @@ WAREHOUSE_FAULT = """
 import json, os, shutil, sys, threading, time
 from pathlib import Path
 from rollguard.settings import Settings
+from rollguard.logs import log_formatter
 from pipeline import demo
 settings = Settings()
+# The pipeline's own lines as the stack renders them (JSON, docs/logs.md), into a file: the
+# embedded Airflow logs warnings only, and replaces the root logger's handlers when it starts.
+import logging
+log_file = settings.home / "pipeline-log.jsonl"
+log_file.parent.mkdir(parents=True, exist_ok=True)
+handler = logging.FileHandler(log_file)
+handler.setFormatter(log_formatter("json"))
+logging.getLogger("pipeline").setLevel(logging.INFO)
+logging.getLogger("pipeline").addHandler(handler)
 target = settings.warehouse_dir / "records"
 target.parent.mkdir(parents=True, exist_ok=True)
 if target.is_dir():
@@ -65,7 +75,10 @@ con = sqlite3.connect(str(settings.home / "airflow" / "airflow.db"))
 tries = dict(con.execute("select task_id, max(try_number) from task_instance group by task_id"))
 store = sqlite3.connect(str(settings.home / "monitoring.db"))
 runs = [list(r) for r in store.execute("select dag_id, state, week, detail from pipeline_runs")]
-print(json.dumps({**outcome, "tries": tries, "runs": runs, "seconds": time.monotonic() - started}))
+handler.flush()
+lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+print(json.dumps({**outcome, "tries": tries, "runs": runs, "seconds": time.monotonic() - started,
+                  "log": lines}))
 """
 
 
@@ -76,6 +89,17 @@ def test_a_transient_fault_is_retried_and_the_run_succeeds(tmp_path: Path) -> No
     assert out["rows"][0]["decision"] == "bootstrap"
     # The run's pipeline_runs row: success, written by the report step (the retried fault is gone).
     assert [(dag, state) for dag, state, _, _ in out["runs"]] == [("rollguard_retrain", "success")]
+    # The pipeline's log lines carry the run, the task, the use case and the version at hand
+    # (docs/logs.md, "Airflow tasks"), bound by the tasks through Airflow's own task context.
+    by_task = {line["task"]: line for line in out["log"] if "task" in line}
+    assert {"train", "gate"} <= by_task.keys(), out["log"]
+    run_ids = {line["dag_run_id"] for line in by_task.values()}
+    assert len(run_ids) == 1 and run_ids.pop().startswith("manual__"), by_task
+    version = out["rows"][0]["champion"]
+    for task in ("train", "gate"):
+        line = by_task[task]
+        assert (line["dag_id"], line["usecase"]) == ("rollguard_retrain", "cdnow"), line
+        assert line["model_version"] == version, line
 
 
 def test_a_fault_that_stays_fails_the_run_naming_the_task(tmp_path: Path) -> None:
