@@ -4,12 +4,13 @@
 # versions the test suite ran with. The Airflow image is Dockerfile.airflow.
 #
 #   docker build --target api      -t rollguard-api .      # rollguard serve api (port 8000); also `db upgrade`
-#   docker build --target ui       -t rollguard-ui .       # rollguard serve ui (port 7860)
+#   docker build --target ui       -t rollguard-ui .       # rollguard-ui = rollguard serve ui (port 7860)
 #   docker build --target guard    -t rollguard-guard .    # rollguard serve guard (port 8100)
 #   docker build --target mlflow   -t rollguard-mlflow .   # mlflow server (port 5000)
 #
 # Installed sizes of each target's dependency group: docs/deploy.md (benchmarks/bench_image_sizes.py
-# reads the `uv sync` lines of the build-* stages below, so keep one such line per stage).
+# reads the `uv sync` lines of the build-* stages below, so keep one such line per stage, and runs
+# deploy/prune-site-packages.sh after it where the stage does).
 #
 # Every container runs as uid 50000, gid 0 — the same ids as the official Airflow image — so the
 # shared ROLLGUARD_HOME volume (landing, warehouse, reports) is writable by Airflow's tasks, the API
@@ -37,24 +38,32 @@ COPY registry_guard/ registry_guard/
 COPY api/ api/
 COPY ui/ ui/
 COPY monitoring/ monitoring/
+COPY deploy/prune-site-packages.sh deploy/
 
 FROM builder AS build-api
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-default-groups --group api --no-editable
+    uv sync --locked --no-dev --no-default-groups --group api --no-editable \
+    && sh deploy/prune-site-packages.sh /opt/venv
 
+# The UI calls the API over HTTP only: its group holds Gradio and the core (settings, use cases),
+# no model library, no monitoring store, no Parquet (docs/deploy.md, "Installed size of each
+# image's dependency group").
 FROM builder AS build-ui
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-default-groups --group ui --no-editable
+    uv sync --locked --no-dev --no-default-groups --group ui --no-editable \
+    && sh deploy/prune-site-packages.sh /opt/venv
 
 # The guard's rollback goes through registry_guard (the gate's scikit-learn metrics, MLflow, the
 # warehouse for re-scoring), so it takes the pipeline group beside the api group's web stack.
 FROM builder AS build-guard
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-default-groups --group api --group pipeline --no-editable
+    uv sync --locked --no-dev --no-default-groups --group api --group pipeline --no-editable \
+    && sh deploy/prune-site-packages.sh /opt/venv
 
 FROM builder AS build-mlflow
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-default-groups --group tracking --no-editable
+    uv sync --locked --no-dev --no-default-groups --group tracking --no-editable \
+    && sh deploy/prune-site-packages.sh /opt/venv
 
 # --- runtime: the slim Python image, the venv, a non-root user -----------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -81,8 +90,9 @@ FROM runtime AS ui
 COPY --from=build-ui /opt/venv /opt/venv
 ENV ROLLGUARD_UI_HOST=0.0.0.0 ROLLGUARD_UI_PORT=7860
 EXPOSE 7860
-ENTRYPOINT ["rollguard"]
-CMD ["serve", "ui"]
+# `rollguard-ui` is `rollguard serve ui` without the rest of the CLI, whose other commands need the
+# monitoring store and the pipeline that this image does not hold.
+ENTRYPOINT ["rollguard-ui"]
 
 FROM runtime AS guard
 COPY --from=build-guard /opt/venv /opt/venv

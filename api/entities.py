@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from api.parquet import parquet_columns, read_parquet
 from domain.scoring import targeted_mask
 from rollguard.usecase import LABEL_AVAILABLE_COLUMN, UseCase
 
@@ -92,9 +92,9 @@ class SnapshotFeatures:
         uc = self.usecase
         with self._lock:
             if key != self._key or self._frame is None:
-                present = set(pq.read_schema(path).names)
+                present = set(parquet_columns(path))
                 extra = [c for c in (uc.label.column, LABEL_AVAILABLE_COLUMN) if c in present]
-                frame = pd.read_parquet(path, columns=[uc.entity_column, *uc.feature_names, *extra])
+                frame = read_parquet(path, [uc.entity_column, *uc.feature_names, *extra])
                 self._frame = frame.set_index(uc.entity_column)
                 self._key = key
                 self._cutoff = path.stem.removeprefix("cutoff=")

@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from api.parquet import read_parquet
 from domain.warehouse import accepted_batches
 from rollguard.db.models import AliasAudit
 from rollguard.usecase import UseCase
@@ -112,7 +113,7 @@ class RecordHistory:
         with self._lock:
             if key != self._key or self._frame is None:
                 columns = list(uc.record_columns)
-                frames = [pd.read_parquet(b.warehouse_path, columns=columns) for b in batches]
+                frames = [read_parquet(b.warehouse_path, columns) for b in batches]
                 frame = (
                     pd.concat(frames, ignore_index=True)
                     if frames

@@ -14,7 +14,9 @@ becomes NaN (missing), as ``UseCase.feature_frame`` does in training, and is rep
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import operator
 import os
@@ -33,10 +35,18 @@ from api.schemas import example_row
 from api.xgb_dense import DensePredictor, dense_predictor
 from rollguard.usecase import UseCase, default_usecase_name, load_usecase
 
+log = logging.getLogger("rollguard.api.model")
+
 #: One request row: feature name to a number (numeric) or a level (categorical).
 Row = dict[str, Any]
 #: An unseen category of a request: (row index, feature, value).
 Unseen = tuple[int, str, str]
+
+#: Largest absolute difference between the fast path's and ``Booster.inplace_predict``'s scores
+#: on the load-time probe (:func:`check_fast_path`). Both run the same C function on the same
+#: float32 rows, so they are bit-identical when the C API is used as documented; the tolerance
+#: only absorbs the float32 -> float64 copy, and anything above it means the call is wrong.
+FAST_PATH_TOLERANCE = 1e-6
 
 
 def default_usecase() -> UseCase:
@@ -47,19 +57,45 @@ def default_usecase() -> UseCase:
 
 def model_categories(booster: xgb.Booster) -> dict[str, tuple[str, ...]]:
     """Levels of each categorical feature as stored in the booster (xgboost >= 3.1 keeps the
-    categories of its training frame), in code order; {} when it stores none."""
+    categories of its training frame), in code order; {} when it stores none.
+
+    Read from the model's JSON (``learner.gradient_booster...model.cats.enc``: per feature, a
+    string array as Arrow lays it out, UTF-8 ``values`` cut at ``offsets``, or numbers in
+    ``values``), which is what ``Booster.get_categories(export_to_arrow=True)`` exports, without
+    the pyarrow that export needs and the API image does not hold. Levels are ``str`` of each
+    value, as before. A unit test checks the two readings agree (tests/unit/test_api_usecases.py);
+    XGBoost is pinned (pyproject.toml, ``[tool.uv]``), so the layout cannot change under it.
+    """
+    if "c" not in (booster.feature_types or []):
+        return {}  # no categorical feature: skip serializing the model (23 ms at 500 trees)
+    names = booster.feature_names or [str(i) for i in range(booster.num_features())]
+    out: dict[str, tuple[str, ...]] = {}
     try:
-        stored = booster.get_categories(export_to_arrow=True)
-        if stored.empty():
-            return {}
-        pairs = stored.to_arrow()
-    except (AttributeError, ValueError, ImportError, xgb.core.XGBoostError):
+        learner = json.loads(booster.save_raw("json"))["learner"]
+        gbm = learner["gradient_booster"]
+        encodings = (gbm.get("model") or gbm.get("gbtree", {}).get("model", {}))["cats"]["enc"]
+        for name, enc in zip(names, encodings, strict=False):
+            levels = _levels(enc)
+            if levels is not None:
+                out[str(name)] = levels
+    except (KeyError, TypeError, ValueError, xgb.core.XGBoostError):
+        # ValueError includes UnicodeDecodeError: XGBoost 3.2 cuts non-ASCII levels at character
+        # offsets of UTF-8 bytes, which its Arrow export refuses too; the use case's declared
+        # levels then apply (serving_categories).
         return {}
-    return {
-        str(name): tuple(str(v) for v in array.to_pylist())
-        for name, array in pairs
-        if array is not None
-    }
+    return out
+
+
+def _levels(enc: dict[str, Any]) -> tuple[str, ...] | None:
+    """One feature's stored levels (see :func:`model_categories`), None when it has none."""
+    values = enc.get("values") or []
+    if "offsets" not in enc:  # numeric categories
+        return tuple(str(v) for v in values) if values else None
+    offsets = enc["offsets"]
+    if not offsets:
+        return None
+    raw = bytes(v & 0xFF for v in values)  # the JSON stores the bytes as signed chars
+    return tuple(raw[a:b].decode() for a, b in zip(offsets, offsets[1:], strict=False))
 
 
 class ModelRefused(Exception):
@@ -85,6 +121,9 @@ class ServingModel:
         run_id: MLflow run that produced it, if known.
         tags: the version's registry tags (lineage, status, gate evidence).
         loaded_at: when this process loaded it (UTC).
+        fast_path: score through :class:`api.xgb_dense.DensePredictor` when the library has it
+            (False: ``Booster.inplace_predict``; :func:`load_model_dir` sets it False when the
+            two disagree on the load-time probe).
     """
 
     name: str
@@ -96,6 +135,7 @@ class ServingModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     input_example: tuple[Row, ...] = ()
     categories: MappingProxyType[str, tuple[str, ...]] | None = None
+    fast_path: bool = True
     _dense: DensePredictor | None = field(default=None, init=False, repr=False)
     _getter: Any = field(default=None, init=False, repr=False)
     _codes: tuple[tuple[int, str, dict[str, float]], ...] = field(
@@ -103,7 +143,8 @@ class ServingModel:
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_dense", dense_predictor(self.booster))
+        dense = dense_predictor(self.booster) if self.fast_path else None
+        object.__setattr__(self, "_dense", dense)
         object.__setattr__(self, "_getter", operator.itemgetter(*self.feature_names))
         if self.categories is None:
             object.__setattr__(self, "categories", MappingProxyType(model_categories(self.booster)))
@@ -246,6 +287,98 @@ def serving_categories(
     return MappingProxyType(out)
 
 
+@dataclass(frozen=True)
+class FastPathCheck:
+    """The load-time comparison of the fast path with ``Booster.inplace_predict``.
+
+    Attributes:
+        rows: rows of the probe batch.
+        max_difference: largest absolute score difference (NaN when either side gave NaN where
+            the other did not).
+        agrees: ``max_difference`` within :data:`FAST_PATH_TOLERANCE`.
+    """
+
+    rows: int
+    max_difference: float
+    agrees: bool
+
+
+def probe_matrix(model: ServingModel, rows: list[Row], n_rows: int = 64) -> np.ndarray:
+    """A probe batch for :func:`check_fast_path`, shape (len(rows) + n_rows, n_features), float32:
+    ``rows`` encoded, then ``n_rows`` synthetic rows of the feature schema drawn from them with
+    a fixed seed: each numeric column takes a value of ``rows`` scaled by 0, 0.5, 1, 2 or 10, each
+    categorical column a random level or missing (NaN), so the probe reaches more tree branches
+    than the input example alone.
+    """
+    base = model.to_matrix(rows)
+    rng = np.random.default_rng(0)
+    n_features = base.shape[1]
+    picks = rng.integers(0, len(base), size=(n_rows, n_features))
+    synthetic = base[picks, np.arange(n_features)]
+    cats: MappingProxyType[str, tuple[str, ...]] = model.categories or MappingProxyType({})
+    for j, name in enumerate(model.feature_names):
+        if name in cats:
+            codes = rng.integers(0, max(len(cats[name]), 1), size=n_rows).astype(np.float32)
+            codes[rng.random(n_rows) < 0.125] = np.nan
+            synthetic[:, j] = codes
+        else:
+            synthetic[:, j] *= rng.choice(np.array([0.0, 0.5, 1.0, 2.0, 10.0]), size=n_rows)
+    return np.ascontiguousarray(np.vstack([base, synthetic]), dtype=np.float32)
+
+
+def check_fast_path(
+    booster: xgb.Booster, dense: DensePredictor, probe: np.ndarray
+) -> FastPathCheck:
+    """Score ``probe`` (shape (n_rows, n_features), float32) through ``dense`` and through
+    ``booster.inplace_predict`` (the library's own path) and compare.
+
+    Raises:
+        xgboost.core.XGBoostError: either call failed (wrong feature count, ...).
+    """
+    fast = dense.predict(probe)
+    reference = np.asarray(
+        booster.inplace_predict(probe, validate_features=False), dtype=np.float64
+    ).reshape(-1)
+    if fast.shape != reference.shape:
+        return FastPathCheck(len(probe), math.inf, False)
+    same_nan = np.array_equal(np.isnan(fast), np.isnan(reference))
+    finite = ~np.isnan(reference)
+    difference = float(np.max(np.abs(fast[finite] - reference[finite]), initial=0.0))
+    if not same_nan:
+        difference = math.nan
+    return FastPathCheck(len(probe), difference, same_nan and difference <= FAST_PATH_TOLERANCE)
+
+
+def with_checked_fast_path(model: ServingModel, probe: np.ndarray) -> ServingModel:
+    """``model`` when its fast path agrees with ``inplace_predict`` on ``probe`` (or it has
+    none); else the same model scoring through ``inplace_predict``, with an ERROR log line that
+    names the version and the difference.
+
+    Why fall back rather than refuse the model: ``inplace_predict`` is the reference the fast
+    path copies, so the model still serves correct scores, only slower; a disagreement is a fault
+    of this build (XGBoost is pinned for the C call, pyproject.toml ``[tool.uv]``), not of the
+    model, and refusing would stop every version from loading (docs/deploy.md, "Installed size
+    of each image's dependency group").
+
+    Raises:
+        ModelRefused: either scoring path failed on the probe.
+    """
+    if model._dense is None:
+        return model
+    try:
+        check = check_fast_path(model.booster, model._dense, probe)
+    except (ValueError, xgb.core.XGBoostError) as exc:
+        raise ModelRefused(f"fast-path check failed: {type(exc).__name__}: {exc}") from exc
+    if check.agrees:
+        return model
+    log.error(
+        "model %s version %s: the C-API fast path disagrees with Booster.inplace_predict on %d "
+        "probe rows (max difference %s > %s); scoring through inplace_predict",
+        model.name, model.version, check.rows, check.max_difference, FAST_PATH_TOLERANCE,
+    )  # fmt: skip
+    return dataclasses.replace(model, fast_path=False)
+
+
 def smoke_test(
     model: ServingModel, usecase: UseCase | None = None, warmup_rounds: int = 20
 ) -> None:
@@ -343,6 +476,11 @@ def load_model_dir(
         input_example=read_input_example(model_dir),
         categories=serving_categories(booster, usecase),
     )
+    try:
+        probe = probe_matrix(model, list(model.input_example) or [example_row(usecase)])
+    except (KeyError, ValueError) as exc:
+        raise ModelRefused(f"probe rows: {type(exc).__name__}: {exc}") from exc
+    model = with_checked_fast_path(model, probe)
     smoke_test(model, usecase)
     return model
 

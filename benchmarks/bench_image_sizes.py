@@ -1,19 +1,23 @@
-"""Installed size of each service image's dependency group, against the API's 500 MB goal.
+"""Installed size of each service image's dependency group, against each image's size target.
 
 For every ``build-<service>`` stage of the Dockerfile (and Dockerfile.airflow's pipeline group) this
 creates a fresh virtual environment in a temporary folder and runs the same
 ``uv sync --locked --no-dev --no-default-groups --group ...`` the stage runs (bytecode compiled and
-files copied as in the image), then measures the folder with ``du -sb`` and lists the largest
-distributions (the sizes of the files in each one's RECORD). It then imports the service's entry
-module inside that environment, so a group that lacks a package its service imports fails here,
-not in a container.
+files copied as in the image), then, where the stage does, the same
+``deploy/prune-site-packages.sh`` (numpy's, pandas' and scipy's bundled test suites), measures the
+folder with ``du -sb`` and lists the largest distributions (the sizes of the files in each one's
+RECORD). It then imports the service's entry module inside that environment, so a group that lacks
+a package its service imports fails here, not in a container.
 
-Baseline: the goal for the API image's environment, 500 MB (10^6 bytes per MB). The table gives
-each service's size and its ratio to that goal. The Airflow row is the pipeline group in a fresh
-environment; in the image it is installed over apache/airflow's own environment, which already
-holds Airflow and part of the group.
+Targets (docs/deploy.md, "Installed size of each image's dependency group"; 10^6 bytes per MB):
+API 500 MB, UI 300 MB. The table gives each image's size and its ratio to its target. With
+``--before REV`` the same images are measured from the Dockerfile, pyproject.toml, uv.lock and
+sources of git revision REV too (the baseline), and each row gets its ratio to that baseline. The
+Airflow row is the pipeline group in a fresh environment; in the image it is installed over
+apache/airflow's own environment, which already holds Airflow and part of the group.
 
-Rerun: uv run python benchmarks/bench_image_sizes.py [--only api] [--top 8] [--what-if-cpu]
+Rerun: uv run python benchmarks/bench_image_sizes.py [--only api] [--top 8] [--before 2050c49]
+Exit status: 1 when an entry module does not import or an image is over its target.
 """
 
 from __future__ import annotations
@@ -31,13 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOAL_BYTES = 500 * 10**6
 MB = 10**6
+#: Size target of each image's environment, bytes (issue 21; docs/deploy.md).
+TARGET_BYTES = {"api": 500 * MB, "ui": 300 * MB}
+PRUNE_SCRIPT = "deploy/prune-site-packages.sh"
 
 #: The module each service's command imports first (``rollguard serve X`` → this module).
 ENTRY_MODULES = {
     "api": ["api.app"],
-    "ui": ["ui.server", "ui.app", "ui"],
+    "ui": ["ui.cli", "ui.server", "ui.app", "ui"],
     "guard": ["registry_guard.service", "monitoring.exporter", "registry_guard.registry"],
     "mlflow": ["mlflow.server"],
     "airflow": ["pipeline.steps", "registry_guard.registry"],
@@ -54,6 +60,7 @@ class Target:
     name: str
     groups: tuple[str, ...]
     source: str
+    pruned: bool = False
 
 
 def dockerfile_targets(dockerfile: Path = ROOT / "Dockerfile") -> list[Target]:
@@ -73,7 +80,7 @@ def dockerfile_targets(dockerfile: Path = ROOT / "Dockerfile") -> list[Target]:
         if len(syncs) != 1:
             raise ValueError(f"stage build-{match.group(1)} has {len(syncs)} `uv sync` lines")
         groups = tuple(re.findall(r"--group\s+(\S+)", syncs[0]))
-        targets.append(Target(match.group(1), groups, "Dockerfile"))
+        targets.append(Target(match.group(1), groups, "Dockerfile", PRUNE_SCRIPT in body))
     return targets
 
 
@@ -127,8 +134,9 @@ def _probe(python: Path, modules: list[str], cwd: Path, env: dict | None = None)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(target: Target, workdir: Path, top: int) -> dict:
-    """Sync ``target``'s groups into a fresh environment under ``workdir``; size it and import."""
+def measure(target: Target, workdir: Path, top: int, root: Path = ROOT) -> dict:
+    """Sync ``target``'s groups of the project at ``root`` into a fresh environment under
+    ``workdir``, prune it as its stage does, size it and import its entry modules."""
     venv = workdir / target.name
     env = {
         **os.environ,
@@ -142,20 +150,24 @@ def measure(target: Target, workdir: Path, top: int) -> dict:
         argv += ["--group", group]
     argv += ["--python", sys.executable, "--quiet"]
     started = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, env=env, check=True)
+    subprocess.run(argv, cwd=root, env=env, check=True)
+    if target.pruned:
+        subprocess.run(["sh", str(root / PRUNE_SCRIPT), str(venv)], check=True)
     seconds = time.perf_counter() - started
     size = int(
         subprocess.run(
             ["du", "-sb", str(venv)], capture_output=True, text=True, check=True
         ).stdout.split()[0]
     )
-    modules = [m for m in ENTRY_MODULES.get(target.name, []) if _module_exists(m)]
+    modules = [m for m in ENTRY_MODULES.get(target.name, []) if _module_exists(m, root)]
     data = _probe(venv / "bin" / "python", modules, cwd=workdir)
     largest = sorted(data["sizes"].items(), key=lambda kv: kv[1], reverse=True)[:top]
     return {
         "name": target.name,
         "groups": target.groups,
+        "pruned": target.pruned,
         "bytes": size,
+        "target_bytes": TARGET_BYTES.get(target.name),
         "distributions": data["count"],
         "largest": largest,
         "import_errors": data["errors"],
@@ -164,67 +176,83 @@ def measure(target: Target, workdir: Path, top: int) -> dict:
     }
 
 
-def measure_cpu_only_api(workdir: Path, top: int) -> dict:
-    """What-if: the api group from the same lock without xgboost's GPU parts.
+def checkout(revision: str, dest: Path) -> Path:
+    """The files of git ``revision`` of this repository, extracted into ``dest``.
 
-    On Linux, xgboost's wheel bundles CUDA kernels and depends on nvidia-nccl-cu12 (multi-GPU
-    collectives). Here the exported requirements drop nvidia-nccl-cu12 and take ``xgboost-cpu`` (the
-    CPU-only build XGBoost publishes on PyPI, same import name) at the locked xgboost version.
+    Raises:
+        subprocess.CalledProcessError: no such revision.
     """
-    uv = uv_binary()
-    exported = subprocess.run(
-        [uv, "export", "--locked", "--no-dev", "--no-default-groups", "--group", "api",
-         "--no-emit-project", "--no-hashes", "--format", "requirements-txt"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    lines = []
-    for line in exported.splitlines():
-        name = re.split(r"[=<>;\s\[]", line.strip(), maxsplit=1)[0].lower()
-        if name == "nvidia-nccl-cu12" or line.strip().startswith("#") or not line.strip():
-            continue
-        if name == "xgboost":
-            line = "xgboost-cpu" + line.strip()[len("xgboost") :]
-        lines.append(line.strip())
-    requirements = workdir / "api-cpu.txt"
-    requirements.write_text("\n".join(lines) + "\n")
-    venv = workdir / "api-cpu-only"
-    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-    env = {**os.environ, "UV_COMPILE_BYTECODE": "1", "UV_LINK_MODE": "copy"}
-    subprocess.run(
-        [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-         "-r", str(requirements)],
-        env=env, check=True,
-    )  # fmt: skip
-    size = int(
-        subprocess.run(
-            ["du", "-sb", str(venv)], capture_output=True, text=True, check=True
-        ).stdout.split()[0]
-    )
-    data = _probe(
-        venv / "bin" / "python", ["api.app"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
-    largest = sorted(data["sizes"].items(), key=lambda kv: kv[1], reverse=True)[:top]
-    return {
-        "name": "api-cpu-only (what-if)",
-        "groups": ("api",),
-        "bytes": size,
-        "distributions": data["count"],
-        "largest": largest,
-        "import_errors": data["errors"],
-        "imported": ["api.app"],
-        "sync_seconds": 0.0,
-    }
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
-def _module_exists(module: str) -> bool:
-    """Whether this checkout has the module (third-party modules are taken to exist)."""
+def measure_all(root: Path, only: list[str] | None, workdir: Path, top: int) -> list[dict]:
+    """:func:`measure` for every image of the project at ``root`` (``only``: these names)."""
+    targets = [
+        *dockerfile_targets(root / "Dockerfile"),
+        airflow_target(root / "Dockerfile.airflow"),
+    ]
+    if only:
+        targets = [t for t in targets if t.name in only]
+    results = []
+    for target in targets:
+        results.append(measure(target, workdir, top, root))
+        shutil.rmtree(workdir / target.name, ignore_errors=True)
+    return results
+
+
+def _module_exists(module: str, root: Path = ROOT) -> bool:
+    """Whether the checkout at ``root`` has the module (third-party modules are taken to exist)."""
     first = module.split(".")[0]
-    if not (ROOT / first).is_dir():
+    if not (root / first).is_dir():
         return True
     parts = module.split(".")
-    return (ROOT.joinpath(*parts).with_suffix(".py")).exists() or (
-        ROOT.joinpath(*parts) / "__init__.py"
+    return (root.joinpath(*parts).with_suffix(".py")).exists() or (
+        root.joinpath(*parts) / "__init__.py"
     ).exists()
+
+
+def print_table(results: list[dict], before: dict[str, dict], revision: str | None) -> None:
+    """The table of sizes, targets and (with a baseline) before/after ratios, then the largest
+    distributions of each image."""
+    print(f"Installed size of each image's dependency group (Python {sys.version.split()[0]})")
+    print("targets: " + ", ".join(f"{k} {v / MB:.0f} MB" for k, v in TARGET_BYTES.items()))
+    if revision:
+        print(f"baseline: the same images at git revision {revision}")
+    header = f"{'image':<8} {'groups':<22} {'dists':>5} {'MB':>8} {'target':>7} {'x target':>8}"
+    if revision:
+        header += f" {'before MB':>9} {'x before':>8}"
+    print(header + "  imports")
+    for r in results:
+        target = r["target_bytes"]
+        within = "-" if target is None else f"{r['bytes'] / target:.2f}"
+        line = (
+            f"{r['name']:<8} {'+'.join(r['groups']) + (' (pruned)' if r['pruned'] else ''):<22} "
+            f"{r['distributions']:>5} {r['bytes'] / MB:>8.1f} "
+            f"{'-' if target is None else f'{target / MB:.0f}':>7} {within:>8}"
+        )
+        if revision:
+            b = before.get(r["name"])
+            line += (
+                f" {b['bytes'] / MB:>9.1f} {r['bytes'] / b['bytes']:>8.2f}"
+                if b
+                else f" {'-':>9} {'-':>8}"
+            )
+        imports = "ok" if not r["import_errors"] else f"FAILED {r['import_errors']}"
+        print(f"{line}  {imports}")
+    for r in results:
+        if r["largest"]:
+            print(f"\nlargest distributions in {r['name']}:")
+            for name, size in r["largest"]:
+                print(f"  {name:<28} {size / MB:>8.1f} MB")
+    print(
+        "\nrerun: uv run python benchmarks/bench_image_sizes.py"
+        + (f" --before {revision}" if revision else "")
+    )
 
 
 def main() -> int:
@@ -233,43 +261,23 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=6, help="largest distributions to list")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
-        "--what-if-cpu",
-        action="store_true",
-        help="also measure the api group without nvidia-nccl-cu12 and with xgboost-cpu",
+        "--before", metavar="REV", help="also measure the images of git revision REV (baseline)"
     )
     args = parser.parse_args()
 
-    targets = [*dockerfile_targets(), airflow_target()]
-    if args.only:
-        targets = [t for t in targets if t.name in args.only]
-    results = []
     with tempfile.TemporaryDirectory(prefix="rollguard-sizes-") as tmp:
-        for target in targets:
-            results.append(measure(target, Path(tmp), args.top))
-            shutil.rmtree(Path(tmp) / target.name, ignore_errors=True)
-        if args.what_if_cpu:
-            results.append(measure_cpu_only_api(Path(tmp), args.top))
+        results = measure_all(ROOT, args.only, Path(tmp), args.top)
+        before: dict[str, dict] = {}
+        if args.before:
+            old = checkout(args.before, Path(tmp) / "before-src")
+            before = {r["name"]: r for r in measure_all(old, args.only, Path(tmp), args.top)}
 
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"after": results, "before": list(before.values())}, indent=2))
     else:
-        print(f"Installed size of each image's dependency group (Python {sys.version.split()[0]})")
-        print(f"baseline: the API goal, {GOAL_BYTES / MB:.0f} MB")
-        print(f"{'image':<24} {'groups':<16} {'dists':>5} {'MB':>8} {'x goal':>7}  imports")
-        for r in results:
-            imports = "ok" if not r["import_errors"] else f"FAILED {r['import_errors']}"
-            print(
-                f"{r['name']:<24} {'+'.join(r['groups']) or '(core)':<16} {r['distributions']:>5} "
-                f"{r['bytes'] / MB:>8.1f} {r['bytes'] / GOAL_BYTES:>7.2f}  {imports}"
-            )
-        for r in results:
-            if not r["largest"]:
-                continue
-            print(f"\nlargest distributions in {r['name']}:")
-            for name, size in r["largest"]:
-                print(f"  {name:<28} {size / MB:>8.1f} MB")
-        print("\nrerun: uv run python benchmarks/bench_image_sizes.py")
-    return 1 if any(r["import_errors"] for r in results) else 0
+        print_table(results, before, args.before)
+    over = [r for r in results if r["target_bytes"] and r["bytes"] > r["target_bytes"]]
+    return 1 if over or any(r["import_errors"] for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -280,13 +281,26 @@ def log_model(
             input_example=x.head(5),
             # Pinned here rather than inferred: the serving image needs only XGBoost to load it.
             pip_requirements=[
-                f"xgboost=={xgb.__version__}",
+                xgboost_requirement(),
                 f"mlflow-skinny=={mlflow.__version__}",
             ],
         )
     if info.signature is None:
         raise TrackingError(f"MLflow dropped the signature of {info.model_uri}")
     return info.model_uri
+
+
+def xgboost_requirement() -> str:
+    """The pip requirement of the XGBoost this process runs, under the name of the distribution
+    that installed it: ``xgboost-cpu==3.2.0`` in Rollguard's environments (pyproject.toml,
+    ``[tool.uv]``), ``xgboost==...`` where the GPU build is installed. Both build the same
+    ``import xgboost`` and read the same model files; MLflow checks a loaded model's requirements
+    against what is installed, so the name must be the installed one."""
+    import xgboost as xgb
+
+    dists = packages_distributions().get("xgboost") or ["xgboost"]
+    name = "xgboost-cpu" if "xgboost-cpu" in dists else dists[0]
+    return f"{name}=={xgb.__version__}"
 
 
 def training_profile_tags(usecase: UseCase, frames: Sequence[pd.DataFrame]) -> dict[str, str]:

@@ -388,7 +388,7 @@ def _rollguard_services(
     ui = _local(settings.ui_port)
     services.append(
         Service(
-            "ui", "ui", (rollguard, "serve", "ui"),
+            "ui", "ui", (executable("rollguard-ui"),),
             {
                 "ROLLGUARD_ENV": settings.env, "ROLLGUARD_UI_HOST": "127.0.0.1",
                 "ROLLGUARD_UI_PORT": str(settings.ui_port), "ROLLGUARD_UI_API_URL": _local(ports[0]),

@@ -1,5 +1,7 @@
 """``rollguard serve ui``: run the Gradio UI (it calls the REST API only). The assembly
-(:mod:`rollguard.cli`) adds it to the ``serve`` group of :mod:`api.cli`."""
+(:mod:`rollguard.cli`) adds it to the ``serve`` group of :mod:`api.cli`; :func:`main` is the same
+command alone, the ``rollguard-ui`` script that the UI image runs (its environment holds none of
+the monitoring store and pipeline that the rest of the CLI imports)."""
 
 from __future__ import annotations
 
@@ -32,3 +34,8 @@ def serve_ui(
     s = settings()
     overrides = {"ui_host": host, "ui_port": port, "ui_api_url": api_url}
     run(s.model_copy(update={k: v for k, v in overrides.items() if v is not None}))
+
+
+def main() -> None:
+    """``rollguard-ui [--host H] [--port P] [--api-url URL]``: :func:`serve_ui` as a program."""
+    typer.run(serve_ui)

@@ -3,9 +3,13 @@ alias, idempotence, and parameter reuse from the champion."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import mlflow.artifacts
+import mlflow.xgboost
 import pytest
+import xgboost
 from mlflow import MlflowClient
 
 from pipeline.retrain import TrainingInputs, retrain
@@ -40,7 +44,9 @@ def fast_settings(tmp_path: Path, mlflow_server: str, request) -> Settings:
     )
 
 
-def test_training_registers_a_traceable_challenger_once(fast_settings, inputs, mlflow_server):
+def test_training_registers_a_traceable_challenger_once(
+    fast_settings, inputs, mlflow_server, tmp_path, caplog
+):
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     first = retrain(fast_settings, inputs=inputs, client=client)
     assert first.created and first.version == "1"
@@ -68,6 +74,20 @@ def test_training_registers_a_traceable_challenger_once(fast_settings, inputs, m
     signature = version_signature(name, "1", tracking_uri=mlflow_server)
     assert signature is not None
     assert [c.name for c in signature.inputs.inputs][:2] == ["recency_days", "tenure_days"]
+    # The model requires the XGBoost build that trained it (the CPU-only distribution), and
+    # MLflow's xgboost flavor loads it without a dependency-mismatch warning.
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/1", dst_path=str(tmp_path), tracking_uri=mlflow_server
+        )
+    )
+    requirements = (folder / "requirements.txt").read_text().split()
+    assert f"xgboost-cpu=={xgboost.__version__}" in requirements
+    assert not [r for r in requirements if r.startswith("xgboost=")]
+    with caplog.at_level(logging.WARNING, logger="mlflow"):
+        loaded = mlflow.xgboost.load_model(str(folder))
+    assert "mismatch" not in caplog.text
+    assert loaded.num_features() == len(signature.inputs.inputs)
 
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED"

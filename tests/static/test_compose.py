@@ -729,7 +729,10 @@ def test_mlflow_runs_rollguards_auth_app_with_the_mounted_config() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     entry = pyproject["project"]["entry-points"]["mlflow.app"]["rollguard-auth"]
     assert entry == "rollguard.mlflow_auth:create_app"
-    assert any(d.startswith("mlflow[auth]") for d in pyproject["dependency-groups"]["tracking"])
+    assert any(
+        isinstance(d, str) and d.startswith("mlflow[auth]")
+        for d in pyproject["dependency-groups"]["tracking"]
+    )
 
 
 def test_every_mlflow_client_service_has_its_identity_and_only_its_passwords() -> None:

@@ -39,7 +39,8 @@ PROJECT_PACKAGES = {
 #: The modules each image's command imports first; those not in this checkout yet are skipped.
 ENTRIES = {
     "api": ["api.app", "api.cli", "rollguard.cli"],
-    "ui": ["ui.server", "ui.app", "api.cli", "rollguard.cli"],
+    # the UI image runs `rollguard-ui` (ui.cli:main; Dockerfile), not the whole `rollguard` CLI
+    "ui": ["ui.cli", "ui.__main__", "ui.server", "ui.app"],
     "guard": ["registry_guard.service", "monitoring.exporter", "api.cli", "rollguard.cli"],
     "airflow": ["pipeline.steps", "pipeline.dags.rollguard_retrain", "registry_guard.registry"],
 }
@@ -148,7 +149,41 @@ def test_closure_follows_the_lock() -> None:
     """The closure is what uv would install: the api group has the web stack and no Airflow; the
     pipeline group has Airflow."""
     api = group_closure(("api",))
-    assert {"fastapi", "uvicorn", "xgboost", "mlflow-skinny", "pydantic", "numpy"} <= api
+    assert {"fastapi", "uvicorn", "xgboost-cpu", "mlflow-skinny", "pydantic", "numpy"} <= api
     assert "apache-airflow" not in api and "scikit-learn" not in api and "gradio" not in api
+    assert {"sqlalchemy", "psycopg", "alembic", "fastparquet"} <= api, "the store group is included"
     assert "apache-airflow-core" in group_closure(("pipeline",))
     assert "uvloop" in api, "uvicorn[standard]'s extra is followed"
+
+
+def test_xgboost_is_the_pinned_cpu_only_build_everywhere() -> None:
+    """No group installs the `xgboost` wheel (CUDA kernels) or NCCL: every reference to them in
+    the lock carries the override's never-true marker; the api and pipeline groups pin the same
+    single xgboost-cpu exactly (api/xgb_dense.py calls its C API)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    for pkg in lock["package"]:
+        deps = list(pkg.get("dependencies", []))
+        deps += [d for extra in pkg.get("optional-dependencies", {}).values() for d in extra]
+        deps += [d for group in pkg.get("dev-dependencies", {}).values() for d in group]
+        for dep in deps:
+            if dep["name"] == "xgboost" or dep["name"].startswith("nvidia-nccl"):
+                assert "sys_platform == 'never'" in dep.get("marker", ""), (pkg["name"], dep)
+    installed = [p["version"] for p in lock["package"] if p["name"] == "xgboost-cpu"]
+    assert len(installed) == 1, f"one xgboost-cpu version for every group: {installed}"
+    (root,) = [p for p in lock["package"] if p["name"] == "rollguard"]
+    requires = root["metadata"]["requires-dev"]
+    specs = {
+        (group, d["specifier"])
+        for group in ("api", "pipeline")
+        for d in requires[group]
+        if d["name"] == "xgboost-cpu"
+    }
+    assert specs == {(g, f"=={installed[0]}") for g in ("api", "pipeline")}
+
+
+def test_ui_image_carries_no_model_library_store_or_parquet() -> None:
+    ui = group_closure(_targets()["ui"])
+    assert {"gradio", "httpx", "pandas"} <= ui
+    heavy = {"xgboost", "xgboost-cpu", "mlflow", "mlflow-skinny", "scikit-learn", "scipy"}
+    heavy |= {"pyarrow", "sqlalchemy", "psycopg", "alembic", "fastparquet"}
+    assert ui & heavy == set()

@@ -5,6 +5,7 @@ own categorical handling."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -18,8 +19,19 @@ from fastapi.testclient import TestClient
 from api.app import create_app, parse_rows_body
 from api.lifecycle import ModelManager
 from api.metrics import ServingMetrics
-from api.model import ModelRefused, ServingModel, check_features, load_model_dir
+from api.model import (
+    FAST_PATH_TOLERANCE,
+    ModelRefused,
+    ServingModel,
+    check_fast_path,
+    check_features,
+    load_model_dir,
+    model_categories,
+    probe_matrix,
+    with_checked_fast_path,
+)
 from api.schemas import api_contract, example_row
+from api.xgb_dense import dense_predictor
 from rollguard.settings import Settings
 from tests.support.api_models import (
     CDNOW,
@@ -89,6 +101,55 @@ def test_model_categories_are_the_boosters_own_levels(rates_model: ServingModel)
         "segment": tuple(reversed(RATES.feature("segment").categories)),
         "meal": tuple(reversed(RATES.feature("meal").categories)),
     }
+
+
+def test_model_categories_read_from_json_equal_xgboosts_arrow_export(
+    rates_model: ServingModel,
+) -> None:
+    # the API image has no pyarrow, so the levels are read from the model's JSON; this
+    # environment has it, so the reading is checked against the library's own export
+    frame, y = rates_training_frame()
+    frame = frame.head(400).copy()
+    frame["nights_code"] = pd.Categorical((np.arange(len(frame)) % 3 + 1) * 7)  # numeric levels
+    numeric_levels = xgb.train(
+        {"objective": "reg:squarederror", "nthread": 1},
+        xgb.DMatrix(frame, label=y[:400], enable_categorical=True),
+        num_boost_round=3,
+    )
+    for booster in (rates_model.booster, numeric_levels, train_booster(seed=1, rounds=2)):
+        exported = booster.get_categories(export_to_arrow=True)
+        arrow = (
+            {}
+            if exported.empty()
+            else {
+                str(n): tuple(str(v) for v in a.to_pylist())
+                for n, a in exported.to_arrow()
+                if a is not None
+            }
+        )
+        assert model_categories(booster) == arrow
+    assert model_categories(numeric_levels)["nights_code"] == ("7", "14", "21")
+
+
+def test_fast_path_is_checked_against_inplace_predict_at_load(
+    rates_model: ServingModel,
+) -> None:
+    probe = probe_matrix(rates_model, list(rates_model.input_example))
+    assert probe.shape == (len(rates_model.input_example) + 64, len(rates_model.feature_names))
+    assert np.isnan(probe).any()  # missing categories are probed too
+    assert rates_model._dense is not None and rates_model.fast_path
+    check = check_fast_path(rates_model.booster, rates_model._dense, probe)
+    assert check.agrees and check.max_difference == 0.0 and check.rows == len(probe)
+    assert with_checked_fast_path(rates_model, probe) is rates_model
+    # a fast path that scores with another booster is caught
+    other = dense_predictor(train_rates_booster(seed=9, rounds=5, levels_reversed=True))
+    assert other is not None
+    wrong = check_fast_path(rates_model.booster, other, probe)
+    assert not wrong.agrees and wrong.max_difference > FAST_PATH_TOLERANCE
+    # the fallback scores through inplace_predict, with the same scores
+    slow = dataclasses.replace(rates_model, fast_path=False)
+    assert slow._dense is None and not slow.fast_path
+    assert np.array_equal(slow.predict(probe), rates_model.predict(probe))
 
 
 def test_fast_path_scores_equal_xgboost_on_categorical_frames(rates_model: ServingModel) -> None:
