@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from sqlalchemy import String, inspect, text
 from sqlalchemy.engine import make_url
@@ -111,7 +113,8 @@ def _inferred_home(settings: Settings) -> Path | None:
             locations = conn.execute(text("SELECT artifact_location FROM experiments")).scalars()
             for location in locations:
                 if location and location.startswith("file://") and "/mlartifacts" in location:
-                    return Path(location.removeprefix("file://").split("/mlartifacts")[0])
+                    path = url2pathname(urlparse(location).path)  # file:// URIs are %-encoded
+                    return Path(path.rsplit("/mlartifacts", 1)[0])
     finally:
         engine.dispose()
     return None
