@@ -97,14 +97,17 @@ def write_marker(home: Path) -> None:
 
 
 def _inferred_home(settings: Settings) -> Path | None:
-    """The home a marker-less home was created at, read from the MLflow experiments' artifact
-    locations (``file://<home>/mlartifacts``), or None when nothing tells."""
+    """The home a marker-less home was created at, read from the experiments' artifact locations
+    (``file://<home>/mlartifacts``) of the home's own MLflow backend (a SQLite file inside it),
+    or None when nothing tells."""
     url = home_databases(settings).get("mlflow")
     if url is None or make_url(url).get_backend_name() != "sqlite":
         return None
     database = make_url(url).database
     if not database or not Path(database).exists():
         return None
+    if not Path(database).absolute().is_relative_to(settings.home):
+        return None  # a backend outside the home may hold other homes' experiments
     engine = db.make_engine(url)
     try:
         with engine.connect() as conn:
