@@ -12,8 +12,9 @@ Rows (median of --repeat runs, seconds; the home is not written while it is meas
   tar xzf (baseline)   ``tar -xzf`` of the baseline archive into an empty folder
   rollguard restore    the command into an empty folder: checksums verified, schema revision
                        checked, the home moved into place and its stored paths rewritten
-``ratio`` is each command against its tar baseline. Also printed: the home's size (MB, files under
-it) and both archives' sizes.
+``ratio`` is each command against its tar baseline; ``work`` is the seconds the command itself
+reports (``--json``: the backup or restore without the process start-up, which imports the whole
+CLI). Also printed: the home's size (MB, files under it) and both archives' sizes.
 
 Rerun: uv run python benchmarks/bench_backup.py [--home DIR] [--repeat 3]
 """
@@ -21,6 +22,7 @@ Rerun: uv run python benchmarks/bench_backup.py [--home DIR] [--repeat 3]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -53,14 +55,19 @@ def _build_home(home: Path) -> None:
         )
 
 
-def _timed(run: Callable[[], None], reset: Callable[[], None], repeat: int) -> float:
-    times = []
+def _timed(
+    run: Callable[[], float | None], reset: Callable[[], None], repeat: int
+) -> tuple[float, float | None]:
+    """Median wall seconds of ``run`` and median of the seconds it reports (None: none)."""
+    times, reported = [], []
     for _ in range(repeat):
         reset()
         started = time.perf_counter()
-        run()
+        own = run()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        if own is not None:
+            reported.append(own)
+    return statistics.median(times), statistics.median(reported) if reported else None
 
 
 def _size_mb(path: Path) -> tuple[float, int]:
@@ -86,8 +93,9 @@ def main() -> None:
         tar_archive, archive = work / "plain.tar.gz", work / "backup.tar.gz"
         out_tar, out_restore = work / "untar", work / "restored"
 
-        def run(*argv: str) -> None:
-            subprocess.run(list(argv), env=env, cwd=work, check=True, capture_output=True)
+        def run(*argv: str) -> float | None:
+            proc = subprocess.run(list(argv), env=env, cwd=work, check=True, capture_output=True)
+            return float(json.loads(proc.stdout)["seconds"]) if "--json" in argv else None
 
         def clear(*paths: Path) -> Callable[[], None]:
             def reset() -> None:
@@ -98,40 +106,45 @@ def main() -> None:
 
             return reset
 
-        rows = []
         tar_c = _timed(
             lambda: run("tar", "-czf", str(tar_archive), "-C", str(home.parent), home.name),
             clear(tar_archive),
             args.repeat,
         )
         backup = _timed(
-            lambda: run(CLI, "backup", "--output", str(archive)), clear(archive), args.repeat
+            lambda: run(CLI, "backup", "--output", str(archive), "--json"),
+            clear(archive),
+            args.repeat,
         )
 
-        def untar() -> None:
+        def untar() -> float | None:
             out_tar.mkdir()
-            run("tar", "-xzf", str(tar_archive), "-C", str(out_tar))
+            return run("tar", "-xzf", str(tar_archive), "-C", str(out_tar))
 
         tar_x = _timed(untar, clear(out_tar), args.repeat)
         restore = _timed(
-            lambda: run(CLI, "restore", str(archive), "--home", str(out_restore)),
+            lambda: run(CLI, "restore", str(archive), "--home", str(out_restore), "--json"),
             clear(out_restore),
             args.repeat,
         )
         rows = [
-            ("tar czf (baseline)", tar_c, 1.0),
-            ("rollguard backup", backup, backup / tar_c),
-            ("tar xzf (baseline)", tar_x, 1.0),
-            ("rollguard restore", restore, restore / tar_x),
+            ("tar czf (baseline)", tar_c, tar_c),
+            ("rollguard backup", backup, tar_c),
+            ("tar xzf (baseline)", tar_x, tar_x),
+            ("rollguard restore", restore, tar_x),
         ]
         mb, n = _size_mb(home)
         print(f"home: {which}: {mb:.1f} MB in {n} files")
         print(
-            f"archives: plain tar {tar_archive.stat().st_size / 1e6:.1f} MB, backup {archive.stat().st_size / 1e6:.1f} MB"
+            f"archives: plain tar {tar_archive.stat().st_size / 1e6:.1f} MB, "
+            f"backup {archive.stat().st_size / 1e6:.1f} MB"
         )
-        print(f"{'step':<22}{'seconds':>9}{'ratio':>8}   (median of {args.repeat})")
-        for name, seconds, ratio in rows:
-            print(f"{name:<22}{seconds:>9.2f}{ratio:>8.2f}")
+        print(
+            f"{'step':<22}{'seconds':>9}{'ratio':>8}{'work s':>9}{'ratio':>8}   (median of {args.repeat})"
+        )
+        for name, (wall, work_s), (base, _) in rows:
+            own = work_s if work_s is not None else wall
+            print(f"{name:<22}{wall:>9.2f}{wall / base:>8.2f}{own:>9.2f}{own / base:>8.2f}")
         print(
             "rerun: uv run python benchmarks/bench_backup.py"
             + (f" --home {args.home}" if args.home else "")
