@@ -73,6 +73,7 @@ from api.workers import refuse_multiple_workers, refuse_start
 from rollguard.apikeys import KeyVerifier, store_lookup
 from rollguard.asgi import BodySizeLimitMiddleware, RequestIdMiddleware, current_request_id
 from rollguard.errors import RollguardError, describe_validation_error
+from rollguard.home import ensure_home_location
 from rollguard.mlflow_client import apply_mlflow_credentials
 from rollguard.settings import Settings, get_settings
 from rollguard.store import open_store
@@ -1163,6 +1164,9 @@ def _server(
         metrics = manager.metrics if manager is not None else ServingMetrics.create()
     store = _LazyStore(settings)
     if manager is None:
+        # A moved or copied home: its file:// URIs are rewritten before the first model load
+        # (docs/operations.md, "Moving a home").
+        ensure_home_location(settings)
         apply_mlflow_credentials(settings)
         manager = ModelManager(
             settings.model_name,

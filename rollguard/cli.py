@@ -43,7 +43,7 @@ from pipeline.train_cli import register as register_train
 from pipeline.usecase_check import check_usecase, format_check
 from registry_guard.cli import register as register_registry_guard
 from registry_guard.registry import RegistryError
-from rollguard import apikeys, db
+from rollguard import apikeys, backup, db
 from rollguard.commands import (
     CLI_MLFLOW_HTTP_DEFAULTS,
     JsonFlag,
@@ -431,6 +431,61 @@ def _event_line(event: Any) -> str:
         f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in rest.items()
     )
     return f"event: {event.get('event', '?')}" + (f" ({details})" if details else "")
+
+
+# --- backup and restore ---------------------------------------------------------------------------
+@app.command("backup")
+@reports_errors
+def backup_cmd(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Archive to write (.tar.gz) [default: ./rollguard-backup-USECASE-TIME.tar.gz].",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write one archive of the home's whole state: stores (consistent snapshots), MLflow
+    backend and artifacts, Optuna, warehouse, ledger, quarantine, with a manifest of versions,
+    checksums and the schema revision (docs/operations.md, "Backup and restore")."""
+    result = backup.create_backup(settings(), output)
+    emit(
+        {
+            "archive": result.archive,
+            "size_bytes": result.size_bytes,
+            "files": result.files,
+            "seconds": result.seconds,
+            "schema_revision": result.manifest["schema_revision"],
+            "databases": {r: e["engine"] for r, e in result.manifest["databases"].items()},
+            "home": result.manifest["home"],
+        },
+        as_json,
+    )
+
+
+@app.command("restore")
+@reports_errors
+def restore_cmd(
+    archive: Annotated[Path, typer.Argument(help="An archive written by `rollguard backup`.")],
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            help="Empty or new folder to restore into [default: ROLLGUARD_HOME]. PostgreSQL "
+            "stores go into the (empty) databases the settings name.",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Restore an archive into an empty home (and empty PostgreSQL stores): checksums and the
+    schema revision are verified first, then the original home's paths are rewritten to the new
+    one (docs/operations.md, "Backup and restore")."""
+    s = settings()
+    target = s.model_copy(update={"home": home.expanduser().absolute()}) if home else s
+    result = backup.restore_backup(archive, target)
+    emit(result, as_json)
 
 
 # --- use cases -------------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ ERROR_KINDS = (
     "filesystem",
     "usecase",
     "lock_timeout",
+    "backup",
 )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rollguard.errors import ConfigurationError
+from rollguard.home import ensure_home_location
 from rollguard.settings import Settings
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def mlflow_client(settings: Settings) -> MlflowClient:
     apply_mlflow_credentials(settings)
     if settings.mlflow_tracking_uri is None:
         settings.home.mkdir(parents=True, exist_ok=True)
+    ensure_home_location(settings)  # a moved home's file:// URIs first (docs/operations.md)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 

@@ -6,6 +6,7 @@ from sqlalchemy import Engine
 
 from rollguard import db
 from rollguard.errors import ConfigurationError
+from rollguard.home import ensure_home_location
 from rollguard.settings import Settings
 
 
@@ -15,6 +16,8 @@ def open_store(settings: Settings) -> Engine:
     The embedded default (SQLite under ``ROLLGUARD_HOME``) is migrated on first use so that a
     newcomer needs no extra step; a configured server database must be migrated explicitly with
     ``rollguard db upgrade`` (schema changes on shared databases are an operator's decision).
+    A home opened at another path than it was recorded at has its stored paths rewritten first
+    (:func:`rollguard.home.ensure_home_location`; docs/operations.md, "Moving a home").
 
     Raises:
         ConfigurationError: a configured database is not at the newest revision.
@@ -32,4 +35,5 @@ def open_store(settings: Settings) -> Engine:
                 f"the monitoring store is at revision {current or 'none'}, this code needs {head}: "
                 "run `rollguard db upgrade`"
             )
+    ensure_home_location(settings)
     return db.make_engine(url)
