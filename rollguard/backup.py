@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 
@@ -122,16 +123,27 @@ def create_backup(settings: Settings, output: Path | None = None) -> BackupResul
         raise BackupError(f"{output} exists; choose another --output or move it away")
     if output.is_relative_to(home):
         raise BackupError(f"--output {output} lies inside the home {home}; write it elsewhere")
+    store = make_url(db.normalize_url(settings.monitoring_db_url))
+    if store.get_backend_name() == "sqlite" and not Path(store.database or "").is_file():
+        raise BackupError(
+            f"home {home} has no monitoring store ({store.database}): not a Rollguard home, or "
+            "ROLLGUARD_HOME/ROLLGUARD_DATABASE_URL point elsewhere; nothing to back up"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     checksums: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix=".rollguard-backup-", dir=output.parent) as tmp:
         staging = Path(tmp)
         partial = staging / "archive.tar.gz"
-        with tarfile.open(partial, "w:gz", compresslevel=_GZIP_LEVEL) as tar:
-            databases = _add_databases(settings, tar, staging, checksums)
-            _add_home_files(home, tar, staging, checksums)
-            manifest = _manifest(settings, databases, checksums, staging)
-            _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
+        try:
+            with tarfile.open(partial, "w:gz", compresslevel=_GZIP_LEVEL) as tar:
+                databases = _add_databases(settings, tar, staging, checksums)
+                _add_home_files(home, tar, staging, checksums)
+                manifest = _manifest(settings, databases, checksums, staging)
+                _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
+        except sqlite3.Error as exc:
+            raise BackupError(
+                f"cannot snapshot a SQLite store of home {home} ({exc}); nothing was written"
+            ) from None
         os.replace(partial, output)
     return BackupResult(
         archive=output,
@@ -168,11 +180,21 @@ def sqlite_snapshot(source: Path, target: Path) -> None:
 
 
 def _walk_home(home: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(home):
+    """Every file of the home to archive, in a stable order. Symbolic links are followed (a
+    warehouse or artifact folder on another volume is state of the home and is archived as
+    regular files under its name in the home); a link back to a folder already walked (a loop)
+    is skipped (docs/operations.md, "What is in the archive")."""
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(home, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.endswith(".locks"))
         for name in sorted(files):
             path = Path(root) / name
-            if name.endswith(_SKIPPED_SUFFIXES) or not path.is_file() or path.is_symlink():
+            if name.endswith(_SKIPPED_SUFFIXES) or not path.is_file():
                 continue
             yield path
 
@@ -356,6 +378,43 @@ def _manifest(
 
 
 # --- restore ---------------------------------------------------------------------------------------
+class _FileEntry(BaseModel):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class _DatabaseEntry(BaseModel):
+    engine: Literal["sqlite", "postgresql", "server"]
+    member: str | None = None
+
+
+class _Manifest(BaseModel):
+    """The fields of ``manifest.json`` that restore relies on (others are informational)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal[1]
+    home: str = Field(min_length=2, pattern=r"^/")
+    schema_revision: str | None
+    files: dict[str, _FileEntry]
+    databases: dict[Literal["monitoring", "mlflow", "optuna"], _DatabaseEntry]
+    versions: dict[str, str | None] = {}
+
+    @model_validator(mode="after")
+    def _members_are_checked_files(self) -> _Manifest:
+        """A dump is one of the archive's checked files; a SQLite store of the home is a file
+        under ``home/`` (absent when the home had none yet)."""
+        for role, entry in self.databases.items():
+            member = entry.member or ""
+            if entry.engine == "server":
+                continue
+            if member.startswith("home/") and entry.engine == "sqlite":
+                continue
+            if member not in self.files or not member.startswith("databases/"):
+                raise ValueError(f"databases.{role}.member is not a checked file of the archive")
+        return self
+
+
 def read_manifest(tar: tarfile.TarFile, archive: Path) -> dict[str, Any]:
     """The archive's manifest.
 
@@ -374,7 +433,15 @@ def read_manifest(tar: tarfile.TarFile, archive: Path) -> dict[str, Any]:
             f"{archive}: archive format {manifest.get('format') if isinstance(manifest, dict) else '?'} "
             f"is not {ARCHIVE_FORMAT}; restore it with the Rollguard version that wrote it"
         )
-    return manifest
+    try:
+        return _Manifest.model_validate(manifest).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise BackupError(
+            f"{archive}: {MANIFEST} field {where}: {first['msg']}; archive altered or not a "
+            "Rollguard backup"
+        ) from None
 
 
 def _refuse_nonempty_home(home: Path) -> None:
@@ -401,10 +468,15 @@ def _extract(archive: Path, staging: Path) -> dict[str, Any]:
                     raise BackupError(
                         f"{archive}: unexpected member {m.name!r}; not a Rollguard backup"
                     )
+                if not (m.isfile() or m.isdir()):
+                    raise BackupError(
+                        f"{archive}: member {m.name!r} is a link or special file; a Rollguard "
+                        "backup holds regular files only (archive altered)"
+                    )
+            manifest = read_manifest(tar, archive)
             tar.extractall(
                 staging, members=[m for m in members if m.name != MANIFEST], filter="data"
             )
-            manifest = read_manifest(tar, archive)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BackupError(f"{archive}: cannot read the archive ({exc})") from None
     files: dict[str, dict[str, Any]] = manifest.get("files", {})
@@ -553,6 +625,12 @@ def restore_backup(archive: Path, target: Settings) -> RestoreResult:
     with tempfile.TemporaryDirectory(prefix=".rollguard-restore-", dir=home.parent) as tmp:
         staging = Path(tmp)
         manifest = _extract(archive, staging)
+        original = Path(manifest["home"])
+        if original != home and (home.is_relative_to(original) or original.is_relative_to(home)):
+            raise BackupError(
+                f"{archive}: it was taken of home {original}; restoring it into {home} (one lies "
+                "inside the other) cannot rewrite its paths safely: choose a folder beside it"
+            )
         _check_revision(manifest, staging, archive)
         plan = _plan_databases(manifest, target, archive)
         for role, url in plan.items():
@@ -561,7 +639,6 @@ def restore_backup(archive: Path, target: Settings) -> RestoreResult:
             _restore_database(role, url, staging / manifest["databases"][role]["member"])
         (staging / "home" / MARKER).unlink(missing_ok=True)
         _place_home(staging / "home", home)
-    original = Path(manifest["home"])
     if original != home:
         rows = relocate_home(target, original).rows
     else:

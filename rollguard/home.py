@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from sqlalchemy import String, inspect, text
+from sqlalchemy import Enum, String, inspect, text
 from sqlalchemy.engine import make_url
 
 from rollguard import db
@@ -68,6 +68,22 @@ def home_databases(settings: Settings) -> dict[str, str]:
     if not settings.tracking_uri.startswith(_SERVER_SCHEMES):
         urls["mlflow"] = settings.tracking_uri
     return urls
+
+
+def local_databases(settings: Settings) -> dict[str, str]:
+    """:func:`home_databases` that are existing SQLite files inside the home: the ones a copy of
+    the home owns alone. A database on a server (PostgreSQL) is shared by every copy of the home pointed
+    at it, so opening a copy never rewrites it; only ``rollguard restore``, which fills empty
+    databases of its own, does (docs/operations.md, "Moving a home")."""
+    local = {}
+    for role, url in home_databases(settings).items():
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or not parsed.database:
+            continue
+        path = Path(parsed.database).absolute()
+        if path.is_relative_to(settings.home) and path.is_file():
+            local[role] = url
+    return local
 
 
 def recorded_home(home: Path) -> Path | None:
@@ -149,8 +165,9 @@ def rewrite_paths(url: str, old: Path, new: Path) -> int:
             inspector = inspect(conn)
             for table in inspector.get_table_names():
                 for column in inspector.get_columns(table):
-                    if not isinstance(column["type"], String):
-                        continue
+                    kind = column["type"]
+                    if not isinstance(kind, String) or isinstance(kind, Enum):
+                        continue  # an enum (Optuna's trial states) holds no path
                     col = quote(column["name"])
                     for before, after in _replacements(old, new):
                         pattern = "%" + before.replace("\\", "\\\\").replace("%", "\\%")
@@ -168,9 +185,12 @@ def rewrite_paths(url: str, old: Path, new: Path) -> int:
     return changed
 
 
-def relocate_home(settings: Settings, old: Path) -> Relocation:
-    """Rewrite the paths of ``old`` to ``settings.home`` in the home's databases
-    (:func:`home_databases`), then record the new path in the marker; logged.
+def relocate_home(
+    settings: Settings, old: Path, databases: dict[str, str] | None = None
+) -> Relocation:
+    """Rewrite the paths of ``old`` to ``settings.home`` in ``databases`` (role to URL; default
+    every one of :func:`home_databases`, as after a restore), then record the new path in the
+    marker; logged.
 
     Raises:
         ConfigurationError: one path lies inside the other (the rewrite would not be
@@ -183,7 +203,8 @@ def relocate_home(settings: Settings, old: Path) -> Relocation:
             "cannot be rewritten safely; move it beside the old folder (docs/operations.md, "
             "'Moving a home')"
         )
-    rows = {role: rewrite_paths(url, old, new) for role, url in home_databases(settings).items()}
+    targets = home_databases(settings) if databases is None else databases
+    rows = {role: rewrite_paths(url, old, new) for role, url in targets.items()}
     write_marker(new)
     log.warning(
         "home moved from %s to %s: stored paths rewritten (%s); see docs/operations.md, "
@@ -199,22 +220,25 @@ def ensure_home_location(settings: Settings) -> Relocation | None:
     """Make the home's stored paths those of where it is opened now: the one owner of the
     decision to rewrite (docs/operations.md, "Moving a home").
 
-    Does nothing when the home folder does not exist yet. A home without a marker gets one (its
-    original path inferred from MLflow's experiments when it has any, else the current path).
-    Returns the :class:`Relocation` done, or None.
+    Does nothing when the home folder does not exist yet, or when none of its databases is a
+    SQLite file inside it (:func:`local_databases`: databases on a server are shared with every
+    copy of the home and never rewritten here). A home without a marker gets one (its original
+    path inferred from MLflow's experiments when it has any, else the current path). Returns
+    the :class:`Relocation` done, or None.
 
     Raises:
         ConfigurationError: an unreadable marker, or nested old and new paths.
     """
     home = settings.home
-    if not home.is_dir():
+    local = local_databases(settings)
+    if not home.is_dir() or not local:
         return None
     recorded = recorded_home(home) or _inferred_home(settings)
     if recorded is None or recorded == home:
         if recorded_home(home) is None:
             write_marker(home)
         return None
-    return relocate_home(settings, recorded)
+    return relocate_home(settings, recorded, local)
 
 
 def describe(relocation: Relocation | None) -> dict[str, Any] | None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from rollguard.errors import ConfigurationError
 from rollguard.home import MARKER, ensure_home_location, recorded_home, rewrite_paths
@@ -55,7 +58,8 @@ def test_a_copied_home_rewrites_every_stored_path_once(tmp_path: Path) -> None:
     shutil.copytree(old, new)
     relocation = ensure_home_location(_settings(new))
     assert relocation is not None and relocation.old == old and relocation.new == new
-    assert relocation.rows == {"monitoring": 1, "optuna": 0, "mlflow": 2}
+    # optuna.db does not exist in this home: only existing SQLite files of the home are its own.
+    assert relocation.rows == {"monitoring": 1, "mlflow": 2}
     for name in ("mlflow.db", "monitoring.db"):
         dump = _texts(new / name)
         assert str(old) not in dump and old.as_uri() not in dump
@@ -86,3 +90,42 @@ def test_a_move_into_the_old_home_is_refused(tmp_path: Path) -> None:
     shutil.copytree(old, inner, ignore=shutil.ignore_patterns("inner"))
     with pytest.raises(ConfigurationError, match="one lies inside the other"):
         ensure_home_location(_settings(inner))
+
+
+def test_a_copy_never_rewrites_a_store_outside_the_home(tmp_path: Path) -> None:
+    """A store outside the home (a server, or a SQLite file elsewhere) is shared by every copy of
+    the home: opening a copy leaves it alone, so the original keeps working."""
+    old = tmp_path / "old"
+    _seed(old)
+    shared = tmp_path / "shared.db"
+    shutil.move(old / "monitoring.db", shared)
+    url = f"sqlite:///{shared}"
+    settings = Settings(home=old, env="test", database_url=url, _env_file=None)  # type: ignore[call-arg]
+    ensure_home_location(settings)
+    new = tmp_path / "copy"
+    shutil.copytree(old, new)
+    relocation = ensure_home_location(settings.model_copy(update={"home": new}))
+    assert relocation is not None and set(relocation.rows) == {"mlflow"}
+    assert str(old / "warehouse") in _texts(shared)  # the original's paths, untouched
+
+
+@pytest.mark.postgres
+def test_rewrite_skips_enum_columns_on_postgresql(postgres_url: str) -> None:
+    """Optuna keeps trial states in a PostgreSQL enum; ``LIKE`` on an enum is an error there, so
+    enum columns (which hold no path) are skipped and the text columns still rewritten."""
+    suffix = uuid.uuid4().hex[:8]
+    table, kind = f"trials_{suffix}", f"trialstate_{suffix}"
+    conninfo = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"CREATE TYPE {kind} AS ENUM ('RUNNING', 'COMPLETE')")
+        conn.execute(f"CREATE TABLE {table} (state {kind}, note TEXT)")
+        conn.execute(f"INSERT INTO {table} VALUES ('COMPLETE', '/srv/old/optuna/x')")  # noqa: S608 - the test's own table
+    try:
+        assert rewrite_paths(postgres_url, Path("/srv/old"), Path("/srv/new")) >= 1
+        with psycopg.connect(conninfo) as conn:
+            row = conn.execute(f"SELECT state::text, note FROM {table}").fetchone()  # noqa: S608
+        assert row == ("COMPLETE", "/srv/new/optuna/x")
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")
+            conn.execute(f"DROP TYPE {kind}")
