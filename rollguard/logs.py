@@ -126,6 +126,24 @@ def _drop_uvicorn_colors(_: WrappedLogger, __: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
+#: Control characters (C0, DEL) as visible escapes: ``\n`` or ``\x1b`` in a request path must not
+#: start a forged line or drive the terminal in console output (JSON escapes them itself).
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x09: "\\t",
+}
+
+
+def escape_control_characters(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Console lines only: every string field (tracebacks excepted) with its control characters
+    written as escapes, so one log call is one terminal line that cannot move the cursor."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key != "exception":
+            event_dict[key] = value.translate(_CONTROL)
+    return event_dict
+
+
 def resolve_format(setting: str, stream: TextIO) -> LogFormat:
     """``json`` or ``console`` for ``ROLLGUARD_LOG_FORMAT``: ``auto`` is console when ``stream``
     is a terminal (a person reads it) and JSON lines otherwise (a container, a pipe, a file)."""
@@ -166,7 +184,7 @@ def log_formatter(log_format: LogFormat, *, colors: bool = False) -> logging.For
             structlog.processors.JSONRenderer(sort_keys=False),
         ]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=colors)]
+        renderer = [escape_control_characters, structlog.dev.ConsoleRenderer(colors=colors)]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared_processors(),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],

@@ -130,3 +130,20 @@ def test_stdlib_lines_carry_context_and_process_fields_as_json(
     logs.configure_logging(settings.model_copy(update={"log_format": "console"}), service="api")
     ours = [h for h in logging.getLogger().handlers if h.get_name() == "rollguard"]
     assert len(ours) == 1
+
+
+def test_console_lines_escape_control_characters(reset_logging: None) -> None:
+    """A request path with a newline or an ANSI escape stays one inert console line (no forged
+    line, no cursor movement); the JSON renderer escapes them by itself."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.log_formatter("console"))
+    logger = logging.getLogger("rollguard.test.console")
+    logger.addHandler(handler)
+    try:
+        logger.warning("GET /x\n2026-12-03T00:00:00Z [critical ] forged \x1b[2J\r")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert out.count("\n") == 1 and "\x1b" not in out and "\r" not in out
+    assert "\\n2026-12-03" in out and "\\x1b[2J" in out
