@@ -32,6 +32,16 @@ def _isolated_environment() -> Iterator[None]:
 
 
 @pytest.fixture
+def embedded_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``ROLLGUARD_*`` or ``MLFLOW_*`` variable for this test: the embedded default. A module
+    fixture that ran ``mlflow.set_tracking_uri`` (which exports ``MLFLOW_TRACKING_URI``) before
+    :func:`_isolated_environment` took its snapshot would otherwise point the settings at a server
+    for every later test of the session."""
+    for name in [k for k in os.environ if k.startswith(("ROLLGUARD_", "MLFLOW_"))]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
 def home(tmp_path: Path) -> Path:
     """An empty ROLLGUARD_HOME."""
     path = tmp_path / "home"

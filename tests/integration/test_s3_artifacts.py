@@ -218,7 +218,7 @@ def test_cluster_mlflow_keeps_artifacts_in_the_bucket(
 
 
 def test_embedded_backend_with_an_s3_artifact_root(
-    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    embedded_environment: None, s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ROLLGUARD_MLFLOW_ARTIFACT_ROOT=s3://bucket/prefix with the SQLite backend: the experiment
     is created in the bucket (the URI is kept, not folded into a path), the version's files are

@@ -15,6 +15,8 @@ import pytest
 from rollguard.backup import BackupError, create_backup, restore_backup
 from rollguard.settings import Settings
 
+pytestmark = pytest.mark.usefixtures("embedded_environment")
+
 
 def _settings(home: Path) -> Settings:
     return Settings(home=home, env="test", _env_file=None)  # type: ignore[call-arg]

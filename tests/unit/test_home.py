@@ -17,6 +17,8 @@ from rollguard.errors import ConfigurationError
 from rollguard.home import MARKER, ensure_home_location, recorded_home, rewrite_paths
 from rollguard.settings import Settings
 
+pytestmark = pytest.mark.usefixtures("embedded_environment")
+
 
 def _settings(home: Path) -> Settings:
     return Settings(home=home, env="test", _env_file=None)  # type: ignore[call-arg]
