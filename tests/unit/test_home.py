@@ -131,3 +131,19 @@ def test_rewrite_skips_enum_columns_on_postgresql(postgres_url: str) -> None:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f"DROP TABLE {table}")
             conn.execute(f"DROP TYPE {kind}")
+
+
+def test_a_home_without_its_own_databases_writes_nothing(tmp_path: Path) -> None:
+    """The stack's services (every store on a server) may run on a read-only home: opening it
+    writes no marker and rewrites nothing."""
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    sqlite3.connect(tmp_path / "elsewhere.db").close()
+    home.chmod(0o555)
+    try:
+        settings = Settings(home=home, env="test", database_url=url, _env_file=None)  # type: ignore[call-arg]
+        assert ensure_home_location(settings) is None
+        assert not (home / MARKER).exists()
+    finally:
+        home.chmod(0o755)
